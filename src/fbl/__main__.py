@@ -1,0 +1,3 @@
+from fbl.cli import main
+
+raise SystemExit(main())
