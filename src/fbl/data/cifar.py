@@ -1,0 +1,215 @@
+"""CIFAR-10-LT and CIFAR-100-LT, read from the standard python-pickle folders without torchvision.
+
+The pickles are read directly (no md5 check), so re-packed copies without the ``filenames`` key
+load too. The long-tailed train split is :func:`~fbl.data.long_tail.long_tail_counts` +
+:func:`~fbl.data.long_tail.long_tail_indices` over the official train labels, with ``n_max`` the
+largest class of the train files (5000 for CIFAR-10, 500 for CIFAR-100); the test split is the
+full, balanced test set.
+"""
+from __future__ import annotations
+
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+import torch
+
+from fbl.data.augment import AugmentSpec
+from fbl.data.dataset import LongTailData
+from fbl.data.long_tail import long_tail_counts, long_tail_indices
+from fbl.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+
+#: Where CIFAR is looked for when no ``data_dir`` is given (git-ignored at the repository root).
+DEFAULT_DATA_DIR = Path("data")
+
+#: Normalisation and augmentation of the CIFAR-LT reference code, shared by CIFAR-10 and CIFAR-100.
+#: The std is the reference's (0.2023, 0.1994, 0.2010), not the true per-pixel std of the train set
+#: (about 0.247, 0.243, 0.262); it is kept so results stay comparable with published ones.
+CIFAR_AUGMENT = AugmentSpec(mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), crop_padding=4, hflip=True)
+
+
+@dataclass(frozen=True)
+class CifarFormat:
+    """File layout of one CIFAR variant: the only thing CIFAR-10 and CIFAR-100 differ in here."""
+
+    name: str
+    title: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    meta_file: str
+    label_key: str
+    names_key: str
+    torchvision_class: str
+
+
+CIFAR10_FORMAT = CifarFormat(
+    name="cifar10",
+    title="CIFAR-10",
+    folder="cifar-10-batches-py",
+    train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+    test_files=("test_batch",),
+    meta_file="batches.meta",
+    label_key="labels",
+    names_key="label_names",
+    torchvision_class="CIFAR10",
+)
+
+CIFAR100_FORMAT = CifarFormat(
+    name="cifar100",
+    title="CIFAR-100",
+    folder="cifar-100-python",
+    train_files=("train",),
+    test_files=("test",),
+    meta_file="meta",
+    label_key="fine_labels",
+    names_key="fine_label_names",
+    torchvision_class="CIFAR100",
+)
+
+
+def _load_pickle(path: Path) -> dict:
+    # latin1 decodes the Python-2 pickles of the official archives; keys may still come back as
+    # bytes from pickles re-saved after an encoding="bytes" load, so normalise them to str.
+    with open(path, "rb") as f:
+        obj = pickle.load(f, encoding="latin1")
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{path} is not a CIFAR python batch: expected a pickled dict, got {type(obj).__name__}")
+    return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
+
+
+def _get(batch: dict, key: str, path: Path):
+    if key not in batch:
+        raise ConfigError(f"{path} is not a CIFAR python batch: it has no {key!r} key (keys: {sorted(batch)})")
+    return batch[key]
+
+
+def _read_batches(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 images N×3×32×32 and int64 labels of the given pickle files, concatenated in order."""
+    images, labels = [], []
+    for name in files:
+        path = folder / name
+        batch = _load_pickle(path)
+        data = np.asarray(_get(batch, "data", path), dtype=np.uint8)
+        target = np.asarray(_get(batch, label_key, path), dtype=np.int64).reshape(-1)
+        if data.size != target.shape[0] * 3 * 32 * 32:
+            raise ConfigError(f"{path}: 'data' has shape {data.shape}, expected {target.shape[0]} x 3072 for {target.shape[0]} labels")
+        # Each row is the 1024 red, then 1024 green, then 1024 blue values of a 32x32 image: CHW already.
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(target)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def read_cifar(folder: PathLike, fmt: CifarFormat, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Read one split of a CIFAR batches folder: uint8 images N×3×32×32 and int64 labels, file order."""
+    folder = Path(folder)
+    return _read_batches(folder, fmt.train_files if train else fmt.test_files, fmt.label_key)
+
+
+def read_class_names(folder: PathLike, fmt: CifarFormat) -> list[str]:
+    path = Path(folder) / fmt.meta_file
+    names = _get(_load_pickle(path), fmt.names_key, path)
+    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+
+
+def _is_batches_folder(path: Path, fmt: CifarFormat) -> bool:
+    return path.name == fmt.folder or (path / fmt.meta_file).is_file()
+
+
+def resolve_cifar_folder(data_dir: Optional[PathLike], fmt: CifarFormat, download: bool = False) -> Path:
+    """The batches folder for ``data_dir``, which may be its parent (torchvision's ``root``) or the folder itself.
+
+    Downloads through torchvision when the folder is missing and ``download`` is set; otherwise a
+    missing or incomplete folder is a :class:`~fbl.errors.ConfigError` naming the exact path.
+    """
+    root = Path(DEFAULT_DATA_DIR if data_dir is None else data_dir).expanduser()
+    folder = root if _is_batches_folder(root, fmt) else root / fmt.folder
+    if not folder.is_dir():
+        if not download:
+            raise ConfigError(
+                f"{fmt.title} not found: no folder {folder}; pass --download (download=True) "
+                f"or put {fmt.folder} under {folder.parent}"
+            )
+        _download(folder.parent, fmt)
+    missing = [f for f in (*fmt.train_files, *fmt.test_files, fmt.meta_file) if not (folder / f).is_file()]
+    if missing:
+        raise ConfigError(f"{fmt.title} folder {folder} is incomplete: missing {', '.join(missing)}")
+    return folder
+
+
+def _download(root: Path, fmt: CifarFormat) -> None:
+    # torchvision fetches and md5-checks the official archive and unpacks it to root/<fmt.folder>;
+    # everything after that is read by this module.
+    from torchvision import datasets
+
+    logger.info("downloading %s into %s", fmt.title, root)
+    try:
+        getattr(datasets, fmt.torchvision_class)(root=str(root), train=True, download=True)
+    except (OSError, RuntimeError) as err:
+        raise ConfigError(f"Could not download {fmt.title} into {root}: {err}") from err
+
+
+def build_cifar(
+    fmt: CifarFormat,
+    data_dir: Optional[PathLike] = None,
+    imb_type: str = "exp",
+    imb_factor: float = 0.01,
+    rand_number: int = 0,
+    download: bool = False,
+) -> LongTailData:
+    """CIFAR-LT: the reference long-tailed subset of the train split, and the full test split.
+
+    Args:
+        fmt: :data:`CIFAR10_FORMAT` or :data:`CIFAR100_FORMAT`.
+        data_dir: the batches folder or its parent; default :data:`DEFAULT_DATA_DIR`.
+        imb_type, imb_factor: profile of :func:`~fbl.data.long_tail.long_tail_counts`.
+        rand_number: seed of :func:`~fbl.data.long_tail.long_tail_indices` (the reference's default is 0).
+        download: fetch the official archive with torchvision if the folder is missing.
+    """
+    folder = resolve_cifar_folder(data_dir, fmt, download)
+    class_names = read_class_names(folder, fmt)
+    num_classes = len(class_names)
+    train_x, train_y = read_cifar(folder, fmt, train=True)
+    test_x, test_y = read_cifar(folder, fmt, train=False)
+    for split, y in (("train", train_y), ("test", test_y)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ConfigError(f"{folder}: {split} labels outside 0..{num_classes - 1} ({fmt.meta_file} names {num_classes} classes)")
+
+    # The reference takes n_max = len(train) / C, which is the (equal) class size of the official
+    # split; the largest class gives the same value there and also works on smaller copies.
+    n_max = int(np.bincount(train_y, minlength=num_classes).max())
+    counts = long_tail_counts(n_max, num_classes, imb_type, imb_factor)
+    indices = long_tail_indices(train_y, counts, rand_number)
+    logger.info(
+        "%s-LT (%s, imb_factor %g, seed %d): %d of %d train images, %d test images",
+        fmt.title, imb_type, imb_factor, rand_number, len(indices), len(train_y), len(test_y),
+    )
+    return LongTailData(
+        name=fmt.name,
+        num_classes=num_classes,
+        class_names=class_names,
+        train_images=torch.from_numpy(train_x[indices]),
+        train_targets=torch.from_numpy(train_y[indices]),
+        test_images=torch.from_numpy(test_x),
+        test_targets=torch.from_numpy(test_y),
+        class_counts=counts,
+        indices=indices,
+        augment=CIFAR_AUGMENT,
+    )
+
+
+def build_cifar10(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False) -> LongTailData:
+    """CIFAR-10-LT from ``cifar-10-batches-py``; see :func:`build_cifar`."""
+    return build_cifar(CIFAR10_FORMAT, data_dir, imb_type, imb_factor, rand_number, download)
+
+
+def build_cifar100(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False) -> LongTailData:
+    """CIFAR-100-LT from ``cifar-100-python``; see :func:`build_cifar`."""
+    return build_cifar(CIFAR100_FORMAT, data_dir, imb_type, imb_factor, rand_number, download)

@@ -1,0 +1,78 @@
+"""The one object every dataset builder returns: a long-tailed train split, a test split, and their metadata."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from fbl.data.augment import AugmentSpec
+from fbl.data.shot_groups import shot_groups
+
+
+@dataclass(eq=False)
+class LongTailData:
+    """A long-tailed training set and its test set, held in memory as uint8 tensors.
+
+    Everything that differs between datasets (class names, normalisation, augmentation) is a field
+    here, so the trainer never branches on ``name``.
+
+    Args:
+        name: registry name, e.g. ``"cifar10"``.
+        num_classes: ``C``.
+        class_names: one name per class.
+        train_images: uint8, N×C×H×W, the long-tailed training set (grouped class by class).
+        train_targets: int64, length N.
+        test_images: uint8, M×C×H×W.
+        test_targets: int64, length M.
+        class_counts: training images per class, ``n_c``.
+        indices: int64 positions of the training samples in the source they were drawn from (the
+            official train split for CIFAR; the ``load_digits()`` arrays for digits-lt).
+        augment: normalisation and train-time augmentation of this dataset.
+    """
+
+    name: str
+    num_classes: int
+    class_names: list[str]
+    train_images: torch.Tensor = field(repr=False)
+    train_targets: torch.Tensor = field(repr=False)
+    test_images: torch.Tensor = field(repr=False)
+    test_targets: torch.Tensor = field(repr=False)
+    class_counts: list[int]
+    indices: np.ndarray = field(repr=False)
+    augment: AugmentSpec
+
+    def __post_init__(self):
+        # Cheap consistency checks: a mismatch here is a builder bug, so it is a plain ValueError.
+        for split, images, targets in (
+            ("train", self.train_images, self.train_targets),
+            ("test", self.test_images, self.test_targets),
+        ):
+            if images.dtype != torch.uint8 or images.ndim != 4:
+                raise ValueError(f"{self.name}: expected uint8 N x C x H x W {split} images, got {images.dtype} {tuple(images.shape)}")
+            if targets.dtype != torch.int64 or targets.shape != (images.shape[0],):
+                raise ValueError(f"{self.name}: expected {images.shape[0]} int64 {split} targets, got {targets.dtype} {tuple(targets.shape)}")
+            if images.shape[1] != self.augment.num_channels:
+                raise ValueError(f"{self.name}: {split} images have {images.shape[1]} channels, augment spec {self.augment.num_channels}")
+        if len(self.class_names) != self.num_classes or len(self.class_counts) != self.num_classes:
+            raise ValueError(f"{self.name}: expected {self.num_classes} class names and counts")
+        found = torch.bincount(self.train_targets, minlength=self.num_classes).tolist()
+        if found != list(self.class_counts) or len(found) != self.num_classes:
+            raise ValueError(f"{self.name}: class_counts {self.class_counts} disagree with the train targets {found}")
+        if len(self.indices) != self.train_images.shape[0]:
+            raise ValueError(f"{self.name}: {len(self.indices)} indices for {self.train_images.shape[0]} training images")
+
+    @property
+    def targets(self) -> list[int]:
+        """Training labels as a list of ints, like torchvision's ``dataset.targets`` (what samplers take)."""
+        return self.train_targets.tolist()
+
+    @property
+    def groups(self) -> dict[str, list[int]]:
+        """Many/medium/few-shot class indices of the training counts, see :func:`fbl.data.shot_groups`."""
+        return shot_groups(self.class_counts)
+
+    @property
+    def imbalance_ratio(self) -> float:
+        """:math:`n_{max} / n_{min}` of the training counts."""
+        return max(self.class_counts) / min(self.class_counts)

@@ -1,0 +1,212 @@
+"""CIFAR-LT builders on the real CIFAR-10 (shared folder) and on small synthetic CIFAR-100 folders."""
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from fbl.data import build_dataset, long_tail_counts
+from fbl.data.cifar import CIFAR10_FORMAT, read_cifar
+from fbl.errors import ConfigError
+
+CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+def reference_indices(targets, counts, seed):
+    """The CIFAR-LT reference: global numpy seed, then per class shuffle positions and keep the head."""
+    np.random.seed(seed)
+    targets_np = np.array(targets, dtype=np.int64)
+    kept = []
+    for the_class, the_img_num in zip(np.unique(targets_np), counts):
+        idx = np.where(targets_np == the_class)[0]
+        np.random.shuffle(idx)
+        kept.append(idx[:the_img_num])
+    return np.concatenate(kept)
+
+
+def exp_counts(n_max, num_classes, imb_factor):
+    return [int(n_max * imb_factor ** (c / (num_classes - 1))) for c in range(num_classes)]
+
+
+# ---------------------------------------------------------------- real CIFAR-10
+
+
+@pytest.fixture(scope="module")
+def raw10(cifar10_root):
+    """The real pickles read longhand: train rows N×3072 and labels, test rows and labels."""
+    folder = cifar10_root / "cifar-10-batches-py"
+    rows, labels = [], []
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        rows.append(batch["data"])
+        labels.extend(batch["labels"])
+    with open(folder / "test_batch", "rb") as f:
+        test = pickle.load(f, encoding="latin1")
+    return np.concatenate(rows), np.array(labels), test["data"], np.array(test["labels"])
+
+
+def test_real_full_train_is_balanced_and_image_0_is_known(cifar10_root, raw10):
+    x, y, _, _ = raw10
+    assert np.bincount(y).tolist() == [5000] * 10
+    images, labels = read_cifar(cifar10_root / "cifar-10-batches-py", CIFAR10_FORMAT, train=True)
+    assert images.shape == (50000, 3, 32, 32) and np.array_equal(labels, y)
+    assert images[0, 0, 0, :5].tolist() == [59, 43, 50, 68, 98]  # red channel, first row
+
+    data = build_dataset("cifar10", cifar10_root, imb_factor=1.0)
+    assert data.class_counts == [5000] * 10 and len(data.train_targets) == 50000
+    assert sorted(data.indices.tolist()) == list(range(50000))
+    first = int(np.where(data.indices == 0)[0][0])
+    assert data.train_images[first, 0, 0, :5].tolist() == [59, 43, 50, 68, 98]
+
+
+@pytest.mark.parametrize(
+    "imb_factor, expected",
+    [
+        (0.01, [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]),
+        (0.02, [5000, 3237, 2096, 1357, 878, 568, 368, 238, 154, 100]),
+        (0.1, [5000, 3871, 2997, 2320, 1796, 1391, 1077, 834, 645, 500]),
+    ],
+)
+def test_real_cifar10_lt(cifar10_root, raw10, imb_factor, expected):
+    x, y, test_x, test_y = raw10
+    data = build_dataset("cifar10-LT", cifar10_root, imb_factor=imb_factor)
+    assert data.name == "cifar10" and data.num_classes == 10 and data.class_names == CIFAR10_CLASSES
+    assert data.class_counts == expected == exp_counts(5000, 10, imb_factor)
+
+    expected_idx = reference_indices(y, expected, 0)
+    np.testing.assert_array_equal(data.indices, expected_idx)
+    assert torch.equal(data.train_targets, torch.from_numpy(y[expected_idx]))
+    assert torch.bincount(data.train_targets).tolist() == expected
+    assert data.train_images.dtype == torch.uint8 and data.train_images.shape == (sum(expected), 3, 32, 32)
+    np.testing.assert_array_equal(data.train_images.reshape(-1, 3072).numpy(), x[expected_idx])
+
+    # The full, balanced test split, untouched.
+    assert data.test_images.shape == (10000, 3, 32, 32)
+    np.testing.assert_array_equal(data.test_images.reshape(-1, 3072).numpy(), test_x)
+    assert torch.equal(data.test_targets, torch.from_numpy(test_y))
+    assert torch.bincount(data.test_targets).tolist() == [1000] * 10
+
+
+def test_real_cifar10_batches_folder_and_seed(cifar10_root, raw10):
+    _, y, _, _ = raw10
+    counts = long_tail_counts(5000, 10, "exp", 0.01)
+    data = build_dataset("CIFAR10", cifar10_root / "cifar-10-batches-py", imb_factor=0.01, rand_number=3)
+    np.testing.assert_array_equal(data.indices, reference_indices(y, counts, 3))
+    assert data.augment.crop_padding == 4 and data.augment.hflip
+    assert data.augment.mean == (0.4914, 0.4822, 0.4465) and data.augment.std == (0.2023, 0.1994, 0.2010)
+    assert data.groups == {"many": list(range(8)), "medium": [8, 9], "few": []}
+
+
+def test_real_cifar10_step_profile(cifar10_root, raw10):
+    _, y, _, _ = raw10
+    data = build_dataset("cifar10", cifar10_root, imb_type="step", imb_factor=0.01)
+    assert data.class_counts == [5000] * 5 + [50] * 5
+    np.testing.assert_array_equal(data.indices, reference_indices(y, data.class_counts, 0))
+
+
+# ---------------------------------------------------------------- synthetic CIFAR-100 / CIFAR-10 folders
+
+
+def write_cifar100(root, per_class=30, test_per_class=4, bytes_keys=False, filenames=True, seed=0):
+    """A cifar-100-python folder in the official layout, with random pixels and shuffled labels."""
+    rng = np.random.RandomState(seed)
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True)
+    key = (lambda k: k.encode()) if bytes_keys else (lambda k: k)
+    splits = {}
+    for split, n in (("train", per_class), ("test", test_per_class)):
+        fine = rng.permutation(np.repeat(np.arange(100), n))
+        data = rng.randint(0, 256, size=(len(fine), 3072), dtype=np.uint8)
+        batch = {key("data"): data, key("fine_labels"): fine.tolist(), key("coarse_labels"): (fine // 5).tolist()}
+        if filenames:
+            batch[key("filenames")] = [f"img_{i}.png" for i in range(len(fine))]
+        with open(folder / split, "wb") as f:
+            pickle.dump(batch, f)
+        splits[split] = (data, fine)
+    names = [f"class_{c:02d}" for c in range(100)]
+    meta = {key("fine_label_names"): [n.encode() for n in names] if bytes_keys else names,
+            key("coarse_label_names"): [f"super_{c}" for c in range(20)]}
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f)
+    return splits, names
+
+
+@pytest.mark.parametrize("imb_factor", [0.1, 0.5])
+def test_synthetic_cifar100_lt(tmp_path, imb_factor):
+    splits, names = write_cifar100(tmp_path)
+    (train_x, train_y), (test_x, test_y) = splits["train"], splits["test"]
+    data = build_dataset("cifar100", tmp_path, imb_factor=imb_factor, rand_number=1)
+    counts = exp_counts(30, 100, imb_factor)  # n_max = 30, the class size found in the data
+    assert data.num_classes == 100 and data.class_names == names and data.class_counts == counts
+    idx = reference_indices(train_y, counts, 1)
+    np.testing.assert_array_equal(data.indices, idx)
+    np.testing.assert_array_equal(data.train_images.reshape(-1, 3072).numpy(), train_x[idx])
+    assert data.train_targets.tolist() == train_y[idx].tolist() == data.targets
+    np.testing.assert_array_equal(data.test_images.reshape(-1, 3072).numpy(), test_x)
+    assert data.test_targets.tolist() == test_y.tolist()
+
+
+def test_repacked_pickles_without_filenames_and_with_bytes_keys(tmp_path):
+    write_cifar100(tmp_path / "plain")
+    write_cifar100(tmp_path / "repacked", bytes_keys=True, filenames=False)
+    plain = build_dataset("cifar100-lt", tmp_path / "plain", imb_factor=0.2)
+    repacked = build_dataset("cifar100-lt", tmp_path / "repacked" / "cifar-100-python", imb_factor=0.2)
+    assert repacked.class_names == plain.class_names
+    assert torch.equal(repacked.train_images, plain.train_images) and torch.equal(repacked.test_targets, plain.test_targets)
+
+
+def test_missing_folder_names_it(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        build_dataset("cifar10", tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / "cifar-10-batches-py") in message and "--download" in message and "\n" not in message
+    with pytest.raises(ConfigError, match="cifar-100-python"):
+        build_dataset("cifar100", tmp_path / "cifar-100-python")
+
+
+def test_incomplete_folder(tmp_path):
+    write_cifar100(tmp_path)
+    (tmp_path / "cifar-100-python" / "test").unlink()
+    with pytest.raises(ConfigError, match="incomplete: missing test"):
+        build_dataset("cifar100", tmp_path)
+
+
+def test_malformed_pickle(tmp_path):
+    write_cifar100(tmp_path)
+    with open(tmp_path / "cifar-100-python" / "train", "wb") as f:
+        pickle.dump({"data": np.zeros((1, 3072), dtype=np.uint8)}, f)
+    with pytest.raises(ConfigError, match="no 'fine_labels' key"):
+        build_dataset("cifar100", tmp_path)
+
+
+def test_profile_too_steep_for_the_data(tmp_path):
+    write_cifar100(tmp_path)
+    with pytest.raises(ConfigError, match="0 training images"):
+        build_dataset("cifar100", tmp_path, imb_factor=0.01)  # 30 * 0.01 < 1
+
+
+def test_download_goes_through_torchvision(tmp_path, monkeypatch):
+    calls = []
+
+    class FakeCIFAR100:
+        def __init__(self, root, train=True, download=False):
+            calls.append((root, download))
+            write_cifar100(tmp_path)
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", FakeCIFAR100)
+    data = build_dataset("cifar100", tmp_path, imb_factor=0.1, download=True)
+    assert calls == [(str(tmp_path), True)] and data.class_counts == exp_counts(30, 100, 0.1)
+    build_dataset("cifar100", tmp_path, imb_factor=0.1, download=True)  # present now: no second download
+    assert len(calls) == 1
+
+
+def test_download_failure_is_one_line(tmp_path, monkeypatch):
+    class Offline:
+        def __init__(self, root, train=True, download=False):
+            raise OSError("network is unreachable")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
+    with pytest.raises(ConfigError, match="Could not download CIFAR-10 .*network is unreachable"):
+        build_dataset("cifar10", tmp_path, download=True)
