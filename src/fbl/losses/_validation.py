@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Sequence, Union
 
 import torch
@@ -70,3 +71,39 @@ def check_features(features: torch.Tensor | None, logits: torch.Tensor, loss_nam
     if features.dim() != 2 or features.shape[0] != logits.shape[0]:
         raise ValueError(f"Expected features of shape ({logits.shape[0]}, D) but got {tuple(features.shape)}")
     return features
+
+
+def check_non_negative(value, name: str, meaning: str = "") -> float:
+    """``value`` as a finite float >= 0 (``meaning`` is added to the message, e.g. the paper's symbol)."""
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        as_float = math.nan
+    if not (math.isfinite(as_float) and as_float >= 0):
+        raise ConfigError(f"Expected {name}{meaning} >= 0 but got {value!r}")
+    return as_float
+
+
+def check_positive(value, name: str, meaning: str = "") -> float:
+    """``value`` as a finite float > 0."""
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        as_float = math.nan
+    if not (math.isfinite(as_float) and as_float > 0):
+        raise ConfigError(f"Expected {name}{meaning} > 0 but got {value!r}")
+    return as_float
+
+
+def check_epoch_index(value, name: str) -> int:
+    """A 0-based epoch index: an int >= 0 (bools and fractional values are refused)."""
+    ok = (
+        isinstance(value, numbers.Real)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value == int(value)
+        and value >= 0
+    )
+    if not ok:
+        raise ConfigError(f"Expected {name} to be a 0-based epoch (an integer >= 0) but got {value!r}")
+    return int(value)

@@ -3,13 +3,35 @@ from __future__ import annotations
 import torch
 
 from fbl.losses import functional
+from fbl.losses._validation import Counts, check_inputs
 from fbl.losses.base import LongTailLoss
-from fbl.losses.registry import register_loss
+from fbl.losses.registry import register_loss, register_variant
 
 
 @register_loss("ce", "cross-entropy", "crossentropy")
 class CrossEntropyLoss(LongTailLoss):
-    """Softmax cross-entropy, optionally class-weighted. Ignores ``features``."""
+    """Softmax cross-entropy, optionally class-weighted. Ignores ``features``.
+
+    Args: see :class:`~fbl.losses.base.LongTailLoss` (``weight``, ``reduction``, ``weighting``,
+    ``beta``, ``drw_epoch``). Registered as ``ce``; ``cb-ce`` is the class-balanced variant
+    (``weighting="effective-number"``, Cui et al., CVPR 2019).
+    """
+
+    def __init__(
+        self,
+        class_counts: Counts,
+        weight=None,
+        reduction: str = "mean",
+        *,
+        weighting: str | None = None,
+        beta: float = 0.9999,
+        drw_epoch: int | None = None,
+    ):
+        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:
-        return functional.cross_entropy(logits, target, weight=self.weight, reduction=self.reduction)
+        check_inputs(logits, target, self.num_classes)
+        return functional._cross_entropy(logits, target, self.weight, self.reduction)
+
+
+register_variant("cb-ce", "ce", weighting="effective-number")

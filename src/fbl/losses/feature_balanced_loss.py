@@ -6,7 +6,7 @@ from fbl.errors import ConfigError
 from fbl.losses import functional
 from fbl.losses._validation import Counts, check_features, check_inputs
 from fbl.losses.base import LongTailLoss
-from fbl.losses.registry import register_loss
+from fbl.losses.registry import register_loss, register_variant
 from fbl.losses.schedules import alpha_at, get_schedule
 
 
@@ -30,6 +30,9 @@ class FeatureBalancedLoss(LongTailLoss):
         total_epochs: length of the run the curriculum spans.
         weight: optional per-class weight of the cross-entropy.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        weighting, beta, drw_epoch: see :class:`~fbl.losses.base.LongTailLoss`; ``drw_epoch`` must
+            lie inside the run (``< total_epochs``). ``cb-fbl`` is the class-balanced variant
+            (``weighting="effective-number"``).
     """
 
     def __init__(
@@ -40,12 +43,20 @@ class FeatureBalancedLoss(LongTailLoss):
         total_epochs: int = 200,
         weight=None,
         reduction: str = "mean",
+        *,
+        weighting: str | None = None,
+        beta: float = 0.9999,
+        drw_epoch: int | None = None,
     ):
-        super().__init__(class_counts, weight=weight, reduction=reduction)
+        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
         if not float(lambda_) >= 0:
             raise ConfigError(f"Expected lambda_ (stimulus strength A) >= 0 but got {lambda_}")
         if int(total_epochs) < 1:
             raise ConfigError(f"Expected total_epochs >= 1 but got {total_epochs}")
+        if self.drw_epoch is not None and self.drw_epoch >= int(total_epochs):
+            raise ConfigError(
+                f"Expected drw_epoch < total_epochs ({int(total_epochs)}) but got {self.drw_epoch}: the weight would never switch on"
+            )
         get_schedule(schedule)
         self.lambda_ = float(lambda_)
         self.schedule = str(schedule).lower()
@@ -59,10 +70,12 @@ class FeatureBalancedLoss(LongTailLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features: torch.Tensor | None = None) -> torch.Tensor:
         check_inputs(logits, target, self.num_classes)
         check_features(features, logits, "FeatureBalancedLoss")
-        return functional.feature_balanced_loss(
-            logits, target, features, self.class_counts, self.lambda_, self.alpha,
-            weight=self.weight, reduction=self.reduction,
+        return functional._feature_balanced_loss(
+            logits, target, features, self.class_counts, self.alpha * self.lambda_, self.weight, self.reduction
         )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lambda_={self.lambda_}, schedule={self.schedule!r}, alpha={self.alpha:.4f}"
+
+
+register_variant("cb-fbl", "fbl", weighting="effective-number")

@@ -1,0 +1,102 @@
+"""Evaluation-time corrections for a model trained on long-tailed data; no retraining.
+
+* :func:`logit_adjust` subtracts the scaled log prior from the logits (post-hoc logit adjustment,
+  Menon et al., ICLR 2021).
+* :func:`tau_normalize` / :func:`tau_normalized_classifier` rescale each class's classifier
+  weights by a power of their norm (tau-normalisation, Kang et al., ICLR 2020).
+
+Both follow the device and dtype of their inputs and do not change them in place.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from fbl.errors import ConfigError
+from fbl.losses._validation import Counts, check_class_counts, check_non_negative
+from fbl.losses.functional import class_log_prior
+
+__all__ = ["logit_adjust", "tau_normalize", "tau_normalized_classifier"]
+
+
+def logit_adjust(logits: torch.Tensor, class_counts: Counts, tau: float = 1.0) -> torch.Tensor:
+    r"""Post-hoc logit adjustment (Menon et al., ICLR 2021).
+
+    .. math:: \hat z_{ij} = z_{ij} - \tau \log \pi_j, \quad \pi_j = n_j / \textstyle\sum_k n_k
+
+    Rare classes gain, frequent ones lose; ``argmax`` of the result estimates the balanced-error
+    Bayes classifier when ``softmax(z)`` estimates the training posterior. ``tau = 0`` returns the
+    logits unchanged.
+
+    Args:
+        logits: raw outputs with the classes on the last dimension, shape (..., C).
+        class_counts: training samples per class ``n_j`` (length C).
+        tau: adjustment strength, >= 0 (1 in the paper).
+
+    Example:
+        >>> import torch
+        >>> logit_adjust(torch.zeros(1, 2), [3, 1], tau=1.0).argmax(dim=1)  # ties go to the rare class
+        tensor([1])
+    """
+    tau = check_non_negative(tau, "tau", " (adjustment strength)")
+    counts = check_class_counts(class_counts)
+    if logits.dim() < 1 or logits.shape[-1] != len(counts):
+        raise ConfigError(
+            f"Expected logits with {len(counts)} classes (one per class count) on the last dimension "
+            f"but got shape {tuple(logits.shape)}"
+        )
+    log_prior = class_log_prior(torch.tensor(counts, dtype=torch.float64))
+    return logits - (tau * log_prior).to(device=logits.device, dtype=logits.dtype)
+
+
+def _check_p(p) -> float:
+    return check_non_negative(p, "p", " (tau-normalisation power)")
+
+
+def tau_normalize(weight: torch.Tensor, p: float) -> torch.Tensor:
+    r"""Tau-normalised classifier weights (Kang et al., ICLR 2020), row by row.
+
+    .. math:: \tilde W_j = W_j / \lVert W_j \rVert_2^{\,p}
+
+    ``p = 0`` leaves ``W`` unchanged, ``p = 1`` gives unit-norm rows; values in between shrink the
+    large norms of head classes part of the way. A row of zeros stays zero.
+
+    Args:
+        weight: classifier weight, one row per class, shape (C, D).
+        p: the power (Kang et al. call it :math:`\tau`), >= 0.
+
+    Example:
+        >>> import torch
+        >>> tau_normalize(torch.tensor([[3.0, 4.0], [0.0, 2.0]]), p=1.0)
+        tensor([[0.6000, 0.8000],
+                [0.0000, 1.0000]])
+    """
+    p = _check_p(p)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
+        what = f"{weight.dtype} of shape {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ConfigError(f"Expected a floating-point classifier weight of shape (C, D) but got {what}")
+    norms = torch.linalg.vector_norm(weight, ord=2, dim=1, keepdim=True)
+    # A zero row has nothing to rescale: divide it by 1 rather than 0**p.
+    return weight / torch.where(norms > 0, norms.pow(p), torch.ones_like(norms))
+
+
+def tau_normalized_classifier(linear: nn.Linear, p: float, *, keep_bias: bool = False) -> nn.Linear:
+    """A new ``nn.Linear`` whose weight is :func:`tau_normalize` of ``linear.weight``; ``linear`` is untouched.
+
+    The bias is dropped by default (``keep_bias=False``), as the reference evaluation of Kang et al.
+    computes the tau-normalised logits as ``f @ W_tilde.T`` alone: a bias learned on long-tailed data
+    carries the same head-class preference the normalisation removes, and it is not rescaled with
+    ``W``. ``keep_bias=True`` copies it unchanged. The copy has the device and dtype of ``linear``.
+    """
+    if not isinstance(linear, nn.Linear):
+        raise ConfigError(f"Expected an nn.Linear classifier but got {type(linear).__name__}")
+    p = _check_p(p)
+    with_bias = bool(keep_bias) and linear.bias is not None
+    out = nn.Linear(
+        linear.in_features, linear.out_features, bias=with_bias, device=linear.weight.device, dtype=linear.weight.dtype
+    )
+    with torch.no_grad():
+        out.weight.copy_(tau_normalize(linear.weight.detach(), p))
+        if with_bias:
+            out.bias.copy_(linear.bias.detach())
+    return out

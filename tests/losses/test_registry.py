@@ -1,0 +1,125 @@
+import pytest
+import torch
+
+from fbl.errors import ConfigError
+from fbl.losses import (
+    BalancedSoftmaxLoss,
+    CrossEntropyLoss,
+    FeatureBalancedLoss,
+    FocalLoss,
+    LDAMLoss,
+    LogitAdjustedLoss,
+    create_loss,
+    list_losses,
+    loss_class,
+    register_loss,
+    register_variant,
+    resolve_loss_name,
+)
+
+from ._helpers import COUNTS, batch
+
+EXPECTED = {
+    "balanced-softmax": BalancedSoftmaxLoss,
+    "cb-ce": CrossEntropyLoss,
+    "cb-fbl": FeatureBalancedLoss,
+    "cb-focal": FocalLoss,
+    "ce": CrossEntropyLoss,
+    "fbl": FeatureBalancedLoss,
+    "focal": FocalLoss,
+    "ldam": LDAMLoss,
+    "logit-adjusted": LogitAdjustedLoss,
+}
+
+
+def test_list_losses():
+    assert list_losses() == sorted(EXPECTED)
+    for name, cls in EXPECTED.items():
+        assert loss_class(name) is cls
+
+
+@pytest.mark.parametrize(
+    "name, cls",
+    [("FeaBal", FeatureBalancedLoss), ("CE", CrossEntropyLoss), ("Focal", FocalLoss), ("LDAM", LDAMLoss), (" fbl ", FeatureBalancedLoss)],
+)
+def test_seed_names_are_accepted(name, cls):
+    assert type(create_loss(name, COUNTS)) is cls
+
+
+def test_unknown_name_lists_the_valid_ones():
+    with pytest.raises(ConfigError) as info:
+        create_loss("LDAM-DRWX", COUNTS)
+    message = str(info.value)
+    assert message.startswith("Unknown loss 'LDAM-DRWX'; choose one of: ")
+    for name in EXPECTED:
+        assert name in message
+    assert "\n" not in message
+
+
+def test_variants_fix_their_arguments():
+    assert resolve_loss_name("CB_Focal") == "cb-focal"
+    crit = create_loss("cb-focal", COUNTS, weighting="effective-number", gamma=2.0)
+    assert crit.weighting == "effective-number" and crit.gamma == 2.0
+    with pytest.raises(ConfigError, match="Expected weighting='effective-number' or no weighting for loss 'cb-ce' but got weighting='none'"):
+        create_loss("cb-ce", COUNTS, weighting="none")
+
+
+def test_duplicate_names_are_refused_and_leave_the_registry_unchanged():
+    before = list_losses()
+
+    class Dummy(torch.nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_loss("brand-new-name", "CE")(Dummy)
+    with pytest.raises(ValueError, match="registered twice"):
+        register_variant("cb-ce", "ce")
+    assert list_losses() == before
+    with pytest.raises(ConfigError, match="Unknown loss 'brand-new-name'"):
+        resolve_loss_name("brand-new-name")
+
+
+def _build(name, **kwargs):
+    if loss_class(name) is FeatureBalancedLoss:
+        kwargs.setdefault("total_epochs", 10)
+    return create_loss(name, COUNTS, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_loss_follows_the_contract(name):
+    z, y, f = batch()
+    crit = _build(name)
+    for epoch in (0, 3, 9):
+        crit.set_epoch(epoch)
+        out = crit(z.float(), y, features=f.float())
+        assert out.shape == () and torch.isfinite(out)
+    per_sample = _build(name, reduction="none")(z.float(), y, features=f.float())
+    assert per_sample.shape == (len(y),)
+    assert set(dict(crit.named_buffers())) >= {"class_counts"}
+    assert not list(crit.parameters())
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_loss_converts_with_to_float64(name):
+    z, y, f = batch()
+    crit = _build(name, drw_epoch=0).to(torch.float64)
+    assert all(b.dtype == torch.float64 for b in crit.buffers())
+    out = crit(z, y, features=f)
+    assert out.dtype == torch.float64
+    reference = _build(name, drw_epoch=0)(z.float(), y, features=f.float())
+    torch.testing.assert_close(out.float(), reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_loss_runs_on_the_meta_device(name):
+    z, y, f = batch()
+    crit = _build(name, drw_epoch=0).to("meta")
+    out = crit(z.to("meta"), y.to("meta"), features=f.to("meta"))
+    assert out.device.type == "meta" and out.shape == ()
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_buffers_follow_half_precision_inputs(name):
+    z, y, f = batch()
+    out = _build(name)(z.to(torch.bfloat16), y, features=f.to(torch.bfloat16))
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out)
