@@ -1,0 +1,20 @@
+"""Backbones under one contract: ``forward_features`` -> pooled vector, ``forward_head`` -> logits.
+
+``create_model(name, num_classes, **options)`` builds any registered model; importing this package
+registers the CIFAR ResNets, the digits CNN and the torchvision ResNets.
+"""
+from fbl.models.registry import create_model, list_models, register_model
+
+# Imported for their @register_model side effect.
+from fbl.models.cifar_resnet import CifarResNet
+from fbl.models.digits_cnn import DigitsCNN
+from fbl.models.torchvision_resnet import TorchvisionResNet
+
+__all__ = [
+    "create_model",
+    "list_models",
+    "register_model",
+    "CifarResNet",
+    "DigitsCNN",
+    "TorchvisionResNet",
+]

@@ -1,0 +1,58 @@
+"""Name -> model factory registry: ``create_model("resnet32", num_classes=10)``.
+
+Lookup is case-insensitive. A factory takes ``num_classes`` plus its own keyword options; an option
+it does not take, an unknown name or a bad ``num_classes`` is a :class:`ConfigError`.
+"""
+from __future__ import annotations
+
+import fnmatch
+import inspect
+from typing import Callable, Dict, Optional
+
+from torch import nn
+
+from fbl.errors import ConfigError
+from fbl.models._helpers import check_num_classes
+
+_MODELS: Dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str):
+    """Function decorator: register a model factory under ``name`` (stored lower-case)."""
+    key = name.lower()
+
+    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        # A second registration would silently shadow the first; that is a bug, so fail loudly.
+        if key in _MODELS:
+            raise ValueError(f"model name {key!r} is registered twice")
+        _MODELS[key] = fn
+        return fn
+
+    return wrap
+
+
+def list_models(pattern: Optional[str] = None) -> list[str]:
+    """Registered names, sorted; ``pattern`` is an optional shell-style filter such as ``"resnet*"``."""
+    names = sorted(_MODELS)
+    if pattern is not None:
+        names = fnmatch.filter(names, pattern.lower())
+    return names
+
+
+def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
+    """Build a registered model with a ``num_classes``-way linear head."""
+    key = str(name).strip().lower()
+    if key not in _MODELS:
+        raise ConfigError(f"Unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    num_classes = check_num_classes(num_classes)
+    factory = _MODELS[key]
+    signature = inspect.signature(factory)
+    try:
+        signature.bind(num_classes, **kwargs)
+    except TypeError:
+        accepted = [p for p in signature.parameters if p != "num_classes"]
+        unknown = sorted(set(kwargs) - set(accepted))
+        raise ConfigError(
+            f"Model {key!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(accepted) or 'none'}"
+        ) from None
+    return factory(num_classes, **kwargs)
