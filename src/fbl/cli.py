@@ -1,0 +1,297 @@
+"""Command line: argument parsing and nothing else. ``main(argv)`` returns an exit code.
+
+``fbl train`` also accepts every flag of the paper's ``train.py`` under its original spelling
+(``--loss_type FeaBal --lambda_ 60 --gpu 0 ...``), so the seed README's commands run unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from contextlib import nullcontext
+
+from fbl.errors import ConfigError
+
+logger = logging.getLogger("fbl")
+
+SUBCOMMANDS = ("train", "eval", "presets", "demo")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (the usage is one ``--help`` away)."""
+
+    def error(self, message):
+        raise ConfigError(f"{message} (see {self.prog} --help)")
+
+
+class BoolFlag(argparse.Action):
+    """``--x`` / ``--no-x`` / ``--x false``: a real boolean (the seed's ``type=bool`` made "False" true)."""
+
+    TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+    def __init__(self, option_strings, dest, **kwargs):
+        names = list(option_strings)
+        names += [f"--no-{s[2:]}" for s in option_strings if s.startswith("--")]
+        super().__init__(names, dest, nargs="?", **kwargs)
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if option_string.startswith("--no-"):
+            if value is not None:
+                parser.error(f"{option_string} takes no value")
+            setattr(namespace, self.dest, False)
+            return
+        if value is None:
+            setattr(namespace, self.dest, True)
+            return
+        text = str(value).strip().lower()
+        if text not in self.TRUE | self.FALSE:
+            parser.error(f"{option_string} expects true or false but got {value!r}")
+        setattr(namespace, self.dest, text in self.TRUE)
+
+
+def _key_value(text: str):
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE but got {text!r}")
+    import yaml
+
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    s = argparse.SUPPRESS  # only flags the user gave become overrides
+    p.add_argument("--preset", default=s, help="named preset (see `fbl presets`); default from --dataset, else digits-lt")
+    p.add_argument("--config", default=s, help="YAML file of options, applied after the preset")
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset", default=s, help="digits-lt | cifar10 | cifar100 (imagenet, inat, place365: not yet supported)")
+    g.add_argument("--data_path", "--data-dir", "--data_dir", dest="data_dir", default=s, help="folder holding the dataset")
+    g.add_argument("--img_path", "--img-path", dest="img_path", default=s, help="image root of the large datasets")
+    g.add_argument("--download", action=BoolFlag, default=s, help="fetch CIFAR when missing (needs network)")
+    g.add_argument("--imb_type", "--imb-type", dest="imb_type", default=s, help="exp | step")
+    g.add_argument("--imb_factor", "--imb-factor", dest="imb_factor", type=float, default=s, help="n_min/n_max, 0.01 = ratio 100")
+    g.add_argument("--rand_number", "--rand-number", dest="rand_number", type=int, default=s, help="seed of the LT subsampling")
+    g = p.add_argument_group("model and loss")
+    g.add_argument("--arch", "-a", default=s, help="model name (see fbl.models.list_models)")
+    g.add_argument("--pretrained", action=BoolFlag, default=s)
+    g.add_argument("--loss_type", "--loss", dest="loss", default=s, help="fbl (FeaBal), ce (CE), ... case-insensitive")
+    g.add_argument("--lambda_", "--lambda", dest="lambda_", type=float, default=s, help="FBL stimulus strength A")
+    g.add_argument("--alpha-schedule", "--schedule", dest="alpha_schedule", default=s, help="FBL curriculum (default parabolic)")
+    g.add_argument("--loss-option", dest="loss_options", type=_key_value, action="append", default=s,
+                   metavar="KEY=VALUE", help="extra keyword for the loss, e.g. gamma=2")
+    g.add_argument("--train_rule", "--train-rule", dest="train_rule", default=s, help="re-sampling / re-weighting rule")
+    g.add_argument("--samples-per-class", dest="samples_per_class", type=int, default=s,
+                   help="k of the class-aware sampler")
+    g.add_argument("--stage2-from", dest="stage2_from", default=s,
+                   help="cRT: retrain the classifier of this stage-1 run (folder or checkpoint) on a frozen backbone")
+    g.add_argument("--drw-epoch", dest="drw_epoch", type=int, default=s, help="epoch at which DRW weights switch on")
+    g.add_argument("--beta", type=float, default=s, help="effective-number beta")
+    g.add_argument("--mixup", action=BoolFlag, default=s, help="input mixup (off by default)")
+    g.add_argument("--mixup-alpha", dest="mixup_alpha", type=float, default=s)
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=s)
+    g.add_argument("--batch_size", "--batch-size", "-b", dest="batch_size", type=int, default=s)
+    g.add_argument("--learning_rate", "--lr", dest="lr", type=float, default=s)
+    g.add_argument("--momentum", type=float, default=s)
+    g.add_argument("--weight_decay", "--weight-decay", "--wd", dest="weight_decay", type=float, default=s)
+    g.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
+    g.add_argument("--seed", type=int, default=s)
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default=s, help="auto | cpu | cuda | cuda:N")
+    g.add_argument("--gpu", type=int, default=s, help="the seed's flag: same as --device cuda:N")
+    g.add_argument("--eval-every", dest="eval_every", type=int, default=s)
+    g.add_argument("--limit-batches", dest="limit_batches", type=int, default=s, help="cap batches per epoch (smoke runs)")
+    g.add_argument("--out", default=s, help="run folder (default runs/<dataset>-<loss>-<time>)")
+    g.add_argument("--root_log", "--root-log", dest="root_log", default=s, help="parent of default run folders")
+    g.add_argument("--exp_str", "--exp-str", dest="exp_str", default=s, help="suffix of the run folder name")
+    g.add_argument("--print_freq", "-p", dest="print_freq", type=int, default=s)
+    g.add_argument("--workers", "-j", dest="workers", type=int, default=s)
+    g.add_argument("--resume", default=s, help="checkpoint or run folder to continue")
+    g.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=int, default=s)
+    g.add_argument("--quiet", action=BoolFlag, default=s, help="no progress bars or per-epoch lines")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fbl", description="Feature-Balanced Loss for long-tailed recognition")
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_train_arguments(sub.add_parser("train", help="train a model (accepts the paper's train.py flags)"))
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
+    p.add_argument("checkpoint", help="checkpoint file or run folder")
+    p.add_argument("--data_path", "--data-dir", dest="data_dir", default=None)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--limit-batches", dest="limit_batches", type=int, default=None)
+    p.add_argument("--logit-adjust", dest="logit_adjust", type=float, default=None, metavar="TAU",
+                   help="post-hoc logit adjustment z - TAU log(prior)")
+    p.add_argument("--tau-norm", dest="tau_norm", type=float, default=None, metavar="P",
+                   help="tau-normalised classifier W_j / ||W_j||^P")
+    p.add_argument("--quiet", action=BoolFlag, default=False)
+    sub.add_parser("presets", help="list presets and their hyper-parameters")
+    p = sub.add_parser("demo", help="train CE and FBL on digits-lt and compare many/medium/few")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quiet", action=BoolFlag, default=False)
+    return parser
+
+
+def _drop_lone_slashes(argv: list[str]) -> list[str]:
+    """The seed README continues lines with ' /' instead of ' \\'; those '/' reach us as arguments."""
+    kept = [a for a in argv if a.strip() != "/"]
+    if len(kept) != len(argv):
+        logger.warning("ignoring %d lone '/' argument(s) (line continuations of the paper's README)", len(argv) - len(kept))
+    return kept
+
+
+def train_overrides(namespace: argparse.Namespace) -> tuple[dict, str | None, str | None]:
+    values = dict(vars(namespace))
+    values.pop("command", None)
+    preset, config_file = values.pop("preset", None), values.pop("config", None)
+    if "gpu" in values:
+        gpu = values.pop("gpu")
+        if "device" in values and values["device"] != f"cuda:{gpu}":
+            raise ConfigError(f"--gpu {gpu} and --device {values['device']} disagree; give one of them")
+        values["device"] = f"cuda:{gpu}"
+    if "loss_options" in values:
+        values["loss_options"] = dict(values["loss_options"])
+    return values, preset, config_file
+
+
+def _progress(enabled: bool):
+    from tqdm.auto import tqdm
+
+    def wrap(iterable, **kwargs):
+        return tqdm(iterable, disable=not enabled, dynamic_ncols=True, **kwargs)
+
+    return wrap
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (tests and tqdm swap it)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Only the CLI configures logging: one handler on the package logger, quiet = warnings only."""
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def _bars_wanted(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def _logging_context(bars: bool):
+    if not bars:
+        return nullcontext()
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    return logging_redirect_tqdm()
+
+
+def cmd_train(namespace) -> int:
+    from fbl.config import resolve_config
+    from fbl.engine.trainer import train
+
+    overrides, preset, config_file = train_overrides(namespace)
+    cfg = resolve_config(preset, config_file, overrides)
+    _setup_logging(cfg.quiet)
+    bars = _bars_wanted(cfg.quiet)
+    with _logging_context(bars):
+        summary = train(cfg, progress=_progress(bars))
+    print(format_summary(summary))
+    return 0
+
+
+def cmd_eval(namespace) -> int:
+    from fbl.engine.evaluator import evaluate_checkpoint
+
+    _setup_logging(namespace.quiet)
+    result = evaluate_checkpoint(
+        namespace.checkpoint, data_dir=namespace.data_dir, device=namespace.device,
+        limit_batches=namespace.limit_batches, logit_adjust_tau=namespace.logit_adjust,
+        tau_norm=namespace.tau_norm, progress=_progress(_bars_wanted(namespace.quiet)),
+    )
+    label = "checkpoint"
+    if namespace.logit_adjust is not None:
+        label += f" +logit-adjust {namespace.logit_adjust:g}"
+    if namespace.tau_norm is not None:
+        label += f" +tau-norm {namespace.tau_norm:g}"
+    print(format_metrics_table({label: result}))
+    return 0
+
+
+def cmd_presets(namespace) -> int:
+    from fbl.config import list_presets, load_preset
+
+    keys = ("dataset", "arch", "loss", "lambda_", "epochs", "batch_size", "lr", "imb_factor")
+    for name in list_presets():
+        preset = load_preset(name)
+        print(f"{name}: {preset.get('description', '')}")
+        print("    " + "  ".join(f"{k}={preset[k]}" for k in keys if k in preset))
+        if preset.get("paper"):
+            print(f"    from: {preset['paper']}")
+    return 0
+
+
+def cmd_demo(namespace) -> int:
+    from fbl.demo import run_demo
+
+    _setup_logging(True)
+    bars = _bars_wanted(namespace.quiet)
+    with _logging_context(bars):
+        print(run_demo(out=namespace.out, epochs=namespace.epochs, progress=_progress(bars)))
+    return 0
+
+
+def _fmt(value) -> str:
+    return f"{value:6.2f}" if value is not None else "     -"
+
+
+def format_metrics_table(rows: dict) -> str:
+    """``rows`` maps a label to a metrics dict; one line each with the headline numbers."""
+    width = max(len(label) for label in rows) + 2
+    lines = [f"{'':{width}}{'top1':>7}{'top5':>7}{'many':>7}{'medium':>7}{'few':>7}"]
+    for label, m in rows.items():
+        lines.append(f"{label:{width}}" + "".join(f" {_fmt(m.get(k))}" for k in ("top1", "top5", "many", "medium", "few")))
+    return "\n".join(lines)
+
+
+def format_summary(summary: dict) -> str:
+    best = summary["best"]
+    table = format_metrics_table({"last epoch": summary["last"], f"best (epoch {best['epoch']})*": best})
+    return f"{table}\n* selected on {summary['best_selected_on']}\nrun folder: {summary['run_dir']}"
+
+
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
+        argv = ["train", *argv]  # `fbl --dataset cifar10 ...` means `fbl train`, as the seed's train.py
+    _setup_logging(quiet=False)
+    parser = build_parser()
+    try:
+        args = parser.parse_args(_drop_lone_slashes(argv))
+        if args.command is None:
+            parser.print_help()
+            return 0
+        return COMMANDS[args.command](args)
+    except ConfigError as exc:
+        print(f"fbl: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("fbl: interrupted; continue with --resume RUN_FOLDER", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

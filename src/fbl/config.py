@@ -1,0 +1,176 @@
+"""Run configuration: one dataclass, presets as YAML, resolved in a fixed order.
+
+Resolution order (later wins): dataclass defaults -> preset YAML -> ``--config`` YAML -> flags.
+The resolved config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from fbl.errors import ConfigError
+
+# Presets chosen automatically from --dataset when no --preset is given, so the seed's commands
+# (`train.py --dataset cifar10 ...`) get the paper's hyper-parameters.
+DATASET_PRESETS = {"cifar10": "cifar10-lt", "cifar100": "cifar100-lt", "digits-lt": "digits-lt"}
+
+
+@dataclass
+class TrainConfig:
+    # data
+    dataset: str = "digits-lt"
+    data_dir: str = "./data"
+    img_path: Optional[str] = None
+    download: bool = False
+    imb_type: str = "exp"
+    imb_factor: float = 0.01
+    rand_number: int = 0
+    # model
+    arch: str = "digits-cnn"
+    pretrained: bool = False
+    # loss and re-balancing
+    loss: str = "ce"
+    lambda_: float = 60.0
+    alpha_schedule: str = "parabolic"
+    loss_options: dict = field(default_factory=dict)
+    train_rule: str = "none"
+    samples_per_class: int = 4
+    drw_epoch: Optional[int] = None
+    beta: float = 0.9999
+    mixup: bool = False
+    mixup_alpha: float = 1.0
+    stage2_from: Optional[str] = None
+    # optimisation
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    warmup_epochs: int = 5
+    lr_milestones: list = field(default_factory=lambda: [0.8, 0.9])
+    lr_decay: list = field(default_factory=lambda: [0.01, 0.0001])
+    seed: int = 123
+    # running
+    device: str = "auto"
+    eval_every: int = 1
+    limit_batches: Optional[int] = None
+    out: Optional[str] = None
+    root_log: str = "runs"
+    exp_str: str = ""
+    print_freq: int = 10
+    workers: int = 4
+    resume: Optional[str] = None
+    start_epoch: int = 0
+    quiet: bool = False
+    preset: Optional[str] = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def _preset_dir():
+    return resources.files("fbl") / "configs"
+
+
+def list_presets() -> list[str]:
+    return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
+
+
+def _check_keys(values: dict, source: str) -> dict:
+    unknown = sorted(set(values) - FIELD_NAMES - {"description", "paper"})
+    if unknown:
+        raise ConfigError(f"Unknown config key(s) {', '.join(unknown)} in {source}")
+    return values
+
+
+def load_preset(name: str) -> dict:
+    """The preset's values, including its ``description`` and ``paper`` (not config fields)."""
+    key = str(name).lower()
+    if key not in list_presets():
+        raise ConfigError(f"Unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
+    text = (_preset_dir() / f"{key}.yaml").read_text()
+    return _check_keys(yaml.safe_load(text) or {}, f"preset {key}")
+
+
+def load_yaml_file(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"Config file {path} does not exist")
+    try:
+        values = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"Config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"Config file {path} must hold a mapping of option: value")
+    return _check_keys(values, str(path))
+
+
+def resolve_config(preset: str | None = None, config_file: str | None = None, overrides: dict | None = None) -> TrainConfig:
+    """Merge defaults, preset, YAML file and explicit overrides (in that order) into a TrainConfig."""
+    overrides = dict(overrides or {})
+    file_values = load_yaml_file(config_file) if config_file else {}
+    dataset = overrides.get("dataset") or file_values.get("dataset")
+    preset = preset or file_values.get("preset") or (DATASET_PRESETS.get(str(dataset).lower()) if dataset else None)
+    values: dict[str, Any] = {}
+    stage2_from = overrides.get("stage2_from") or file_values.get("stage2_from")
+    if stage2_from:
+        from fbl.engine.two_stage import stage2_values
+
+        values.update(stage2_values(stage2_from))
+    elif preset is None and dataset is None:
+        preset = "digits-lt"
+    if preset:
+        values.update({k: v for k, v in load_preset(preset).items() if k in FIELD_NAMES})
+        values["preset"] = str(preset).lower()
+    values.update({k: v for k, v in file_values.items() if k in FIELD_NAMES})
+    values.update(overrides)
+    return validate(TrainConfig(**values))
+
+
+def validate(cfg: TrainConfig) -> TrainConfig:
+    """Reject values that make no sense before any work starts; normalise names."""
+    from fbl.losses import resolve_loss_name
+    from fbl.losses.schedules import get_schedule
+
+    cfg.loss = resolve_loss_name(cfg.loss)
+    get_schedule(cfg.alpha_schedule)
+    cfg.dataset = str(cfg.dataset).lower()
+    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
+    for name, value in positive.items():
+        if not isinstance(value, int) or value < 1:
+            raise ConfigError(f"Expected {name} to be a positive integer but got {value!r}")
+    if cfg.limit_batches is not None and cfg.limit_batches < 1:
+        raise ConfigError(f"Expected limit_batches >= 1 but got {cfg.limit_batches}")
+    if not cfg.lr > 0:
+        raise ConfigError(f"Expected a positive learning rate but got {cfg.lr}")
+    if cfg.weight_decay < 0 or cfg.momentum < 0:
+        raise ConfigError("Expected weight_decay >= 0 and momentum >= 0")
+    if cfg.warmup_epochs < 0:
+        raise ConfigError(f"Expected warmup_epochs >= 0 but got {cfg.warmup_epochs}")
+    if len(cfg.lr_milestones) != len(cfg.lr_decay):
+        raise ConfigError("Expected as many lr_decay factors as lr_milestones")
+    if any(not 0 < m <= 1 for m in cfg.lr_milestones):
+        raise ConfigError(f"Expected lr_milestones as fractions of the run in (0, 1] but got {cfg.lr_milestones}")
+    if not 0 < cfg.imb_factor <= 1:
+        raise ConfigError(f"Expected imb_factor in (0, 1] (0.01 = imbalance ratio 100) but got {cfg.imb_factor}")
+    if cfg.lambda_ < 0:
+        raise ConfigError(f"Expected lambda_ >= 0 but got {cfg.lambda_}")
+    if not 0 <= cfg.start_epoch < cfg.epochs:
+        raise ConfigError(f"Expected 0 <= start_epoch < epochs ({cfg.epochs}) but got {cfg.start_epoch}")
+    if cfg.mixup and not cfg.mixup_alpha > 0:
+        raise ConfigError(f"Expected mixup_alpha > 0 but got {cfg.mixup_alpha}")
+    if cfg.drw_epoch is not None and not 0 <= cfg.drw_epoch < cfg.epochs:
+        raise ConfigError(f"Expected 0 <= drw_epoch < epochs ({cfg.epochs}) but got {cfg.drw_epoch}: DRW would never switch on")
+    if cfg.samples_per_class < 1:
+        raise ConfigError(f"Expected samples_per_class >= 1 but got {cfg.samples_per_class}")
+    if not 0 < cfg.beta < 1:
+        raise ConfigError(f"Expected beta in the open interval (0, 1) but got {cfg.beta}")
+    return cfg

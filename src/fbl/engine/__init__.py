@@ -1,0 +1,1 @@
+"""Training and evaluation machinery: plain functions a person can read top to bottom."""

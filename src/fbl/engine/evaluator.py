@@ -1,0 +1,60 @@
+"""Evaluate a saved checkpoint on its test split (``fbl eval``), optionally with post-hoc corrections."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from fbl.config import TrainConfig
+from fbl.engine.checkpoint import load_checkpoint
+from fbl.engine.evaluate import evaluate
+from fbl.engine.progress import Progress, no_progress
+from fbl.engine.trainer import build_experiment
+from fbl.posthoc import logit_adjust, tau_normalized_classifier
+
+
+class _ReplacedHead(nn.Module):
+    """The same backbone with another classifier (for tau-normalisation at evaluation time)."""
+
+    def __init__(self, model: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.model, self.classifier = model, classifier
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.classifier(features)
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    *,
+    data_dir: str | None = None,
+    device: str = "auto",
+    limit_batches: int | None = None,
+    logit_adjust_tau: float | None = None,
+    tau_norm: float | None = None,
+    progress: Progress = no_progress,
+) -> dict:
+    """Metrics of ``checkpoint`` on its dataset's test split.
+
+    Args:
+        logit_adjust_tau: post-hoc logit adjustment ``z - tau log pi`` (Menon et al., ICLR 2021).
+        tau_norm: classifier rows rescaled to ``W_j / ||W_j||^p`` (Kang et al., ICLR 2020).
+    """
+    state = load_checkpoint(checkpoint)
+    cfg = TrainConfig(**state["config"])
+    cfg = replace(cfg, device=device, data_dir=data_dir or cfg.data_dir, pretrained=False, resume=None)
+    exp = build_experiment(cfg, load_stage1=False)
+    exp.model.load_state_dict(state["model"])
+    model = exp.model
+    if tau_norm is not None:
+        model = _ReplacedHead(model, tau_normalized_classifier(model.get_classifier(), tau_norm))
+    transform = None
+    if logit_adjust_tau is not None:
+        counts = exp.data.class_counts
+        transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
+    return evaluate(model, exp.test_loader, exp.data.class_counts, limit_batches=limit_batches,
+                    logit_transform=transform, progress=progress)

@@ -1,0 +1,58 @@
+from __future__ import annotations
+
+from itertools import islice
+
+import torch
+
+from fbl.engine.progress import Progress, no_progress
+from fbl.mixup import mixup_batch, mixup_loss
+
+
+def train_one_epoch(
+    model: torch.nn.Module,
+    criterion: torch.nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epoch: int,
+    limit_batches: int | None = None,
+    mixup_alpha: float | None = None,
+    generator: torch.Generator | None = None,
+    progress: Progress = no_progress,
+) -> dict:
+    """One pass over ``loader``. The model is split so every loss sees the features it may need.
+
+    Returns the sample-weighted mean loss and the top-1 training accuracy (percent; with mixup,
+    the ``lam``-weighted accuracy against both targets).
+    """
+    model.train()
+    total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches)
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    correct = torch.zeros((), dtype=torch.float64)
+    seen = 0
+    batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
+    for images, target in batches:
+        if mixup_alpha:
+            images, target_a, target_b, lam = mixup_batch(images, target, mixup_alpha, generator)
+        features = model.forward_features(images)
+        logits = model.forward_head(features)
+        if mixup_alpha:
+            loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
+        else:
+            loss = criterion(logits, target, features=features)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+        with torch.no_grad():
+            predicted = logits.argmax(dim=1)
+            if mixup_alpha:
+                hits = lam * (predicted == target_a).sum() + (1 - lam) * (predicted == target_b).sum()
+            else:
+                hits = (predicted == target).sum()
+            loss_sum += loss.detach().double().cpu() * target.shape[0]
+            correct += torch.as_tensor(hits, dtype=torch.float64).cpu()
+            seen += target.shape[0]
+    if seen == 0:
+        return {"loss": float("nan"), "acc": float("nan")}
+    return {"loss": (loss_sum / seen).item(), "acc": (100.0 * correct / seen).item()}

@@ -1,0 +1,73 @@
+"""Per-class evaluation state kept as sums, and the numbers derived from it.
+
+Keeping counts (not running means) makes results exact however the test set is batched or
+sharded. From the sums come top-1/top-5, per-class accuracy, many/medium/few-shot accuracy
+(mean of the per-class accuracies in each group, the standard protocol) and the per-class mean
+feature norm ``||f||`` that FBL is designed to raise for tail classes.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from fbl.data.shot_groups import shot_groups
+
+
+def _mean_or_none(values: list[float]) -> float | None:
+    finite = [v for v in values if v is not None and not math.isnan(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+class ClassMetrics:
+    """Accumulates per-class sample counts, top-1/top-5 hits and feature-norm sums."""
+
+    def __init__(self, num_classes: int):
+        self.num_classes = num_classes
+        self.reset()
+
+    def reset(self) -> None:
+        zeros = lambda: torch.zeros(self.num_classes, dtype=torch.float64)  # noqa: E731
+        self.samples, self.top1_hits, self.top5_hits, self.norm_sums = zeros(), zeros(), zeros(), zeros()
+
+    @torch.no_grad()
+    def update(self, logits: torch.Tensor, target: torch.Tensor, features: torch.Tensor | None = None) -> None:
+        k = min(5, logits.shape[1])
+        topk = logits.topk(k, dim=1).indices
+        target = target.to(topk.device)
+        hit1 = (topk[:, 0] == target).to(torch.float64).cpu()
+        hit5 = (topk == target[:, None]).any(dim=1).to(torch.float64).cpu()
+        target = target.cpu()
+        ones = torch.ones_like(hit1)
+        self.samples.index_add_(0, target, ones)
+        self.top1_hits.index_add_(0, target, hit1)
+        self.top5_hits.index_add_(0, target, hit5)
+        if features is not None:
+            norms = torch.linalg.vector_norm(features.detach().to(torch.float64), dim=1).cpu()
+            self.norm_sums.index_add_(0, target, norms)
+
+    def state_tensor(self) -> torch.Tensor:
+        """All sums stacked (4, C): what a distributed all-reduce would sum."""
+        return torch.stack([self.samples, self.top1_hits, self.top5_hits, self.norm_sums])
+
+    def load_state_tensor(self, state: torch.Tensor) -> None:
+        self.samples, self.top1_hits, self.top5_hits, self.norm_sums = (t.clone() for t in state.to(torch.float64).cpu())
+
+    def compute(self, class_counts: list[int]) -> dict:
+        """Accuracies in percent; a class without test samples gives ``None`` in per-class lists."""
+        total = self.samples.sum().item()
+        per_class_acc, per_class_norm = [], []
+        for c in range(self.num_classes):
+            n = self.samples[c].item()
+            per_class_acc.append(100.0 * self.top1_hits[c].item() / n if n else None)
+            per_class_norm.append(self.norm_sums[c].item() / n if n else None)
+        groups = shot_groups(class_counts)
+        result = {
+            "top1": 100.0 * self.top1_hits.sum().item() / total if total else None,
+            "top5": 100.0 * self.top5_hits.sum().item() / total if total else None,
+        }
+        for name, members in groups.items():
+            result[name] = _mean_or_none([per_class_acc[c] for c in members])
+        result["per_class_acc"] = per_class_acc
+        result["per_class_feature_norm"] = per_class_norm
+        return result

@@ -1,0 +1,96 @@
+"""End-to-end runs on CPU (seconds): every artefact, resume == uninterrupted, eval == summary."""
+import json
+
+import pytest
+import torch
+import yaml
+
+from fbl.cli import main
+from fbl.engine.checkpoint import load_checkpoint
+
+FAST = ["--epochs", "3", "--device", "cpu", "--quiet", "--warmup-epochs", "1"]
+
+
+def read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def fbl_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "fbl"
+    assert main(["train", "--preset", "digits-lt", "--loss", "FeaBal", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_run_folder_holds_every_artefact(fbl_run):
+    cfg = yaml.safe_load((fbl_run / "config.yaml").read_text())
+    assert cfg["loss"] == "fbl" and cfg["dataset"] == "digits-lt" and cfg["epochs"] == 3
+    records = read_jsonl(fbl_run / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2]
+    for r in records:
+        assert {"epoch", "lr", "alpha", "train_loss", "train_acc", "eval", "seconds"} <= set(r)
+    # parabolic alpha for a 3-epoch run ramps over E - 1 = 2 epochs: 0, 1/4, 1
+    assert [r["alpha"] for r in records] == pytest.approx([0.0, 0.25, 1.0])
+    summary = json.loads((fbl_run / "summary.json").read_text())
+    for key in ("last", "best"):
+        assert {"top1", "top5", "many", "medium", "few", "per_class_acc", "per_class_feature_norm"} <= set(summary[key])
+    assert summary["best"]["epoch"] in (0, 1, 2) and "evaluation split" in summary["best_selected_on"]
+    assert summary["last"]["top1"] == pytest.approx(records[-1]["eval"]["top1"])
+    assert len(summary["class_counts"]) == 10
+    assert (fbl_run / "checkpoints" / "last.pt").is_file() and (fbl_run / "checkpoints" / "best.pt").is_file()
+    assert list((fbl_run / "tb").glob("events.out.tfevents.*"))
+
+
+def test_eval_reproduces_the_last_epoch(fbl_run, capsys):
+    from fbl.engine.evaluator import evaluate_checkpoint
+
+    summary = json.loads((fbl_run / "summary.json").read_text())
+    result = evaluate_checkpoint(str(fbl_run), device="cpu")
+    assert result["top1"] == pytest.approx(summary["last"]["top1"])
+    assert result["per_class_acc"] == pytest.approx(summary["last"]["per_class_acc"])
+    assert main(["eval", str(fbl_run / "checkpoints" / "last.pt"), "--device", "cpu", "--quiet"]) == 0
+    assert "top1" in capsys.readouterr().out
+
+
+def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, fbl_run):
+    from fbl.config import resolve_config
+    from fbl.engine.trainer import train
+
+    cfg = resolve_config("digits-lt", overrides={"loss": "fbl", "epochs": 3, "device": "cpu", "quiet": True,
+                                                 "warmup_epochs": 1, "out": str(tmp_path / "b")})
+
+    def interrupt_at_epoch_2(iterable, **kwargs):
+        for item in iterable:
+            if kwargs.get("desc") == "epochs" and item == 2:
+                raise KeyboardInterrupt
+            yield item
+
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=interrupt_at_epoch_2)
+    assert load_checkpoint(tmp_path / "b")["epoch"] == 2
+    assert main(["train", "--resume", str(tmp_path / "b"), "--device", "cpu", "--quiet"]) == 0
+
+    uninterrupted = load_checkpoint(fbl_run)["model"]
+    resumed = load_checkpoint(tmp_path / "b")["model"]
+    for key in uninterrupted:
+        assert torch.equal(uninterrupted[key], resumed[key]), key
+    a, b = read_jsonl(fbl_run / "metrics.jsonl"), read_jsonl(tmp_path / "b" / "metrics.jsonl")
+    assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
+    assert [r["eval"]["top1"] for r in a] == [r["eval"]["top1"] for r in b]
+
+
+def test_default_train_runs_on_digits_lt(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--epochs", "1", "--device", "cpu", "--quiet", "--limit-batches", "2"]) == 0
+    (run,) = (tmp_path / "runs").iterdir()
+    assert run.name.startswith("digits-lt-fbl-")
+
+
+def test_seed_cifar_command_trains_on_real_cifar10(cifar10_root, tmp_path):
+    # The seed README's CIFAR-10 command, minus --gpu 3 (no GPU here), capped for a smoke run.
+    argv = ["--arch", "resnet32", "/", "--dataset", "cifar10", "--data_path", str(cifar10_root), "/",
+            "--loss_type", "FeaBal", "--batch_size", "64", "--learning_rate", "0.1", "--lambda_", "60",
+            "--epochs", "1", "--limit-batches", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "c")]
+    assert main(["train", *argv]) == 0
+    summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+    assert summary["class_counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]

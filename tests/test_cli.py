@@ -1,0 +1,129 @@
+"""The CLI: the seed README's commands, booleans, and one-line user errors."""
+import shlex
+
+import pytest
+import torch
+
+from fbl.cli import _drop_lone_slashes, build_parser, main, train_overrides
+from fbl.config import resolve_config
+
+# The paper's README commands as published: continuation lines end in ' /' (not ' \').
+SEED_COMMANDS = {
+    "cifar10": """python train.py --arch resnet32 /
+                  --dataset cifar10 --data_path './dataset/data_img' /
+                  --gpu 3 /
+                  --loss_type 'FeaBal' --batch_size 64 --learning_rate 0.1 --lambda_ 60""",
+    "cifar100": """python train.py --arch resnet32 /
+                  --dataset cifar100 --data_path './dataset/data_img' /
+                  --gpu 3 /
+                  --loss_type 'FeaBal' --batch_size 64 --learning_rate 0.1 --lambda_ 60""",
+    "imagenet": """python train.py --arch resnet50 / 
+                  --dataset imagenet --data_path './dataset/data_txt' --img_path '/home/datasets/imagenet/ILSVRC2012_dataset' / 
+                  --gpu 3 /
+                  --loss_type 'FeaBal' --batch_size 512 --learning_rate 0.2 --lambda_ 150""",
+    "inat": """python train.py --arch resnet50 / 
+                  --dataset inat --data_path './dataset/data_txt' --img_path '/home/datasets/iNaturelist2018' / 
+                  --gpu 3 /
+                  --loss_type 'FeaBal' --batch_size 512  --learning_rate 0.2 --lambda_ 150""",
+    "place365": """python train.py --arch resnet152_p / 
+                  --dataset place365 --data_path './dataset/data_txt' --img_path '/home/datasets/Places365' /
+                  --gpu 3 /
+                  --loss_type 'FeaBal' --batch_size 512  --learning_rate 0.2 --lambda_ 150""",
+}
+
+
+def seed_argv(name):
+    words = shlex.split(SEED_COMMANDS[name].replace("\n", " "))
+    assert words[:2] == ["python", "train.py"]
+    return words[2:]
+
+
+def resolved(argv):
+    namespace = build_parser().parse_args(["train", *_drop_lone_slashes(argv)])
+    overrides, preset, config_file = train_overrides(namespace)
+    return resolve_config(preset, config_file, overrides)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_seed_cifar_commands_resolve_to_the_paper_settings(name):
+    cfg = resolved(seed_argv(name))
+    assert (cfg.dataset, cfg.arch, cfg.loss, cfg.device) == (name, "resnet32", "fbl", "cuda:3")
+    assert (cfg.batch_size, cfg.lr, cfg.lambda_, cfg.epochs, cfg.seed) == (64, 0.1, 60.0, 200, 123)
+    assert (cfg.momentum, cfg.weight_decay, cfg.imb_factor, cfg.imb_type) == (0.9, 2e-4, 0.01, "exp")
+    assert cfg.data_dir == "./dataset/data_img"
+    assert cfg.alpha_schedule == "parabolic"
+
+
+@pytest.mark.parametrize("name", ["imagenet", "inat", "place365"])
+def test_seed_large_dataset_commands_parse(name):
+    cfg = resolved(seed_argv(name))
+    assert (cfg.dataset, cfg.loss, cfg.batch_size, cfg.lr, cfg.lambda_) == (name, "fbl", 512, 0.2, 150.0)
+    assert cfg.img_path.startswith("/home/datasets/")
+
+
+def test_lone_slashes_are_dropped_with_a_warning(caplog):
+    assert _drop_lone_slashes(["--arch", "resnet32", "/", "--epochs", "2"]) == ["--arch", "resnet32", "--epochs", "2"]
+    assert "lone '/'" in caplog.text
+
+
+@pytest.mark.skipif(torch.cuda.device_count() > 3, reason="this machine has a cuda:3")
+def test_seed_command_without_that_gpu_is_one_clear_line(capsys):
+    assert main(["train", *seed_argv("cifar10")]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("fbl: error:")]
+    assert len(errors) == 1 and "cuda:3" in errors[0] and "--device cpu" in errors[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name", ["imagenet", "inat", "place365"])
+def test_large_datasets_say_not_yet_supported(name, capsys):
+    argv = seed_argv(name) + ["--device", "cpu"]
+    i = argv.index("--gpu")  # --gpu 3 and --device cpu would disagree
+
+    del argv[i:i + 2]
+    assert main(["train", *argv]) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("fbl: error:")]
+    assert len(errors) == 1 and "not yet supported" in errors[0] and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ([], False), (["--mixup"], True), (["--mixup", "true"], True), (["--mixup", "False"], False),
+    (["--mixup=0"], False), (["--no-mixup"], False),
+])
+def test_booleans_are_real_booleans(flags, expected):
+    assert resolved(["--dataset", "cifar10", *flags]).mixup is expected
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["train", "--loss_type", "nope"], "fbl"),
+    (["train", "--preset", "nope"], "cifar10-lt"),
+    (["train", "--mixup", "maybe"], "true or false"),
+    (["train", "--epochs", "0"], "epochs"),
+    (["train", "--imb_factor", "100"], "imb_factor"),
+    (["train", "--alpha-schedule", "nope"], "parabolic"),
+    (["train", "--device", "tpu"], "cpu"),
+    (["train", "--epochs", "five"], "invalid int"),
+    (["eval", "/no/such/checkpoint.pt"], "does not exist"),
+])
+def test_user_errors_are_one_line_without_traceback(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith("fbl: error:") and needle in err[0]
+
+
+def test_presets_lists_the_paper_settings(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in ("cifar10-lt", "cifar100-lt", "digits-lt"):
+        assert name in out
+    assert "lambda_=60.0" in out and "ICME 2022" in out
+
+
+def test_yaml_config_then_flags(tmp_path):
+    path = tmp_path / "run.yaml"
+    path.write_text("dataset: cifar100\nepochs: 30\nlambda_: 10\n")
+    namespace = build_parser().parse_args(["train", "--config", str(path), "--epochs", "40"])
+    overrides, preset, config_file = train_overrides(namespace)
+    cfg = resolve_config(preset, config_file, overrides)
+    assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.lambda_) == ("cifar100", "resnet32", 40, 10.0)
