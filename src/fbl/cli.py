@@ -73,6 +73,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and loss")
     g.add_argument("--arch", "-a", default=s, help="model name (see fbl.models.list_models)")
     g.add_argument("--pretrained", action=BoolFlag, default=s)
+    g.add_argument("--classifier", default=s, help="linear | normed (cosine) | auto: normed for LDAM, else linear")
     g.add_argument("--loss_type", "--loss", dest="loss", default=s, help="fbl (FeaBal), ce (CE), ... case-insensitive")
     g.add_argument("--lambda_", "--lambda", dest="lambda_", type=float, default=s, help="FBL stimulus strength A")
     g.add_argument("--alpha-schedule", "--schedule", dest="alpha_schedule", default=s, help="FBL curriculum (default parabolic)")
@@ -288,6 +289,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fbl: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the reader went away
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("fbl: interrupted; continue with --resume RUN_FOLDER", file=sys.stderr)
         return 130

@@ -33,6 +33,7 @@ class TrainConfig:
     # model
     arch: str = "digits-cnn"
     pretrained: bool = False
+    classifier: str = "auto"  # linear | normed | auto (the loss's preference: normed for LDAM)
     # loss and re-balancing
     loss: str = "ce"
     lambda_: float = 60.0
@@ -92,12 +93,19 @@ def _check_keys(values: dict, source: str) -> dict:
 
 
 def load_preset(name: str) -> dict:
-    """The preset's values, including its ``description`` and ``paper`` (not config fields)."""
+    """The preset's values, including its ``description`` and ``paper`` (not config fields).
+
+    A preset may name another in ``extends``: the method presets are the dataset preset plus the
+    few values that define the method.
+    """
     key = str(name).lower()
     if key not in list_presets():
         raise ConfigError(f"Unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
-    text = (_preset_dir() / f"{key}.yaml").read_text()
-    return _check_keys(yaml.safe_load(text) or {}, f"preset {key}")
+    own = yaml.safe_load((_preset_dir() / f"{key}.yaml").read_text()) or {}
+    parent = own.pop("extends", None)
+    values = load_preset(parent) if parent else {}
+    values.update(own)
+    return _check_keys(values, f"preset {key}")
 
 
 def load_yaml_file(path: str) -> dict:
@@ -137,10 +145,14 @@ def resolve_config(preset: str | None = None, config_file: str | None = None, ov
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Reject values that make no sense before any work starts; normalise names."""
-    from fbl.losses import resolve_loss_name
+    from fbl.losses import loss_class, resolve_loss_name
     from fbl.losses.schedules import get_schedule
 
     cfg.loss = resolve_loss_name(cfg.loss)
+    if cfg.classifier not in ("auto", "linear", "normed"):
+        raise ConfigError(f"Unknown classifier {cfg.classifier!r}; choose one of: auto, linear, normed")
+    if cfg.classifier == "auto":
+        cfg.classifier = getattr(loss_class(cfg.loss), "preferred_classifier", "linear")
     get_schedule(cfg.alpha_schedule)
     cfg.dataset = str(cfg.dataset).lower()
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
@@ -173,4 +185,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"Expected samples_per_class >= 1 but got {cfg.samples_per_class}")
     if not 0 < cfg.beta < 1:
         raise ConfigError(f"Expected beta in the open interval (0, 1) but got {cfg.beta}")
+    _check_method(cfg)
     return cfg
+
+
+def _check_method(cfg: TrainConfig) -> None:
+    """Build the loss and the train rule on stand-in counts, so a bad option fails before data loads."""
+    from fbl.engine.trainer import build_loss
+    from fbl.train_rules import resolve_train_rule
+
+    stand_in_counts, stand_in_labels = [4, 2, 1], [0, 0, 0, 0, 1, 1, 2]
+    rule = resolve_train_rule(cfg.train_rule, stand_in_counts, stand_in_labels, total_epochs=cfg.epochs,
+                              seed=cfg.seed, beta=cfg.beta, drw_epoch=cfg.drw_epoch,
+                              samples_per_class=cfg.samples_per_class)
+    build_loss(cfg, stand_in_counts, rule.class_weight, rule.drw_epoch)

@@ -93,7 +93,7 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
     )
     torch.manual_seed(cfg.seed)
     model_kwargs = {"pretrained": True} if cfg.pretrained else {}
-    model = create_model(cfg.arch, num_classes=data.num_classes, **model_kwargs)
+    model = create_model(cfg.arch, num_classes=data.num_classes, classifier=cfg.classifier, **model_kwargs)
     if cfg.stage2_from:
         if load_stage1:
             _load_model_weights(model, load_checkpoint(cfg.stage2_from)["model"], cfg.stage2_from)

@@ -23,7 +23,7 @@ STAGE2_DEFAULTS = {
     "loss_options": {},
 }
 # What a stage-2 run inherits from stage 1 (so the backbone sees the data it was trained on).
-INHERITED = ("dataset", "data_dir", "img_path", "imb_type", "imb_factor", "rand_number", "arch", "seed",
+INHERITED = ("dataset", "data_dir", "img_path", "imb_type", "imb_factor", "rand_number", "arch", "classifier", "seed",
              "batch_size", "lr", "momentum", "weight_decay", "lr_milestones", "lr_decay", "root_log")
 
 

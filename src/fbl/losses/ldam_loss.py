@@ -28,6 +28,9 @@ class LDAMLoss(LongTailLoss):
         weight, reduction, weighting, beta, drw_epoch: see :class:`~fbl.losses.base.LongTailLoss`.
     """
 
+    # LDAM's scale s and margins assume cosine logits in [-1, 1]; the trainer builds that head for it.
+    preferred_classifier = "normed"
+
     def __init__(
         self,
         class_counts: Counts,

@@ -13,6 +13,7 @@ from torch import nn
 
 from fbl.errors import ConfigError
 from fbl.models._helpers import check_num_classes
+from fbl.models.normed_linear import NormedLinear
 
 _MODELS: Dict[str, Callable[..., nn.Module]] = {}
 
@@ -39,8 +40,16 @@ def list_models(pattern: Optional[str] = None) -> list[str]:
     return names
 
 
-def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
-    """Build a registered model with a ``num_classes``-way linear head."""
+CLASSIFIERS = ("linear", "normed")
+
+
+def create_model(name: str, num_classes: int, *, classifier: str = "linear", **kwargs) -> nn.Module:
+    """Build a registered model with a ``num_classes``-way head.
+
+    ``classifier="normed"`` swaps the linear head for a cosine :class:`NormedLinear` (what LDAM expects).
+    """
+    if classifier not in CLASSIFIERS:
+        raise ConfigError(f"Unknown classifier {classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
     key = str(name).strip().lower()
     if key not in _MODELS:
         raise ConfigError(f"Unknown model {name!r}; choose one of: {', '.join(list_models())}")
@@ -55,4 +64,7 @@ def create_model(name: str, num_classes: int, **kwargs) -> nn.Module:
         raise ConfigError(
             f"Model {key!r} does not take option(s) {', '.join(unknown)}; it takes: {', '.join(accepted) or 'none'}"
         ) from None
-    return factory(num_classes, **kwargs)
+    model = factory(num_classes, **kwargs)
+    if classifier == "normed":
+        model.fc = NormedLinear(model.num_features, num_classes)
+    return model
