@@ -1,6 +1,5 @@
 """cRT (stage 2 on a frozen backbone) and post-hoc corrections at evaluation time."""
 import json
-import math
 
 import pytest
 import torch

@@ -1,4 +1,3 @@
-import pytest
 import torch
 
 from fbl.models import create_model

@@ -1,6 +1,7 @@
 """Small checks and builders shared by the model files (private)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
 from fbl.errors import ConfigError
@@ -24,3 +25,30 @@ def fresh_linear(old: nn.Linear, num_classes: int) -> nn.Linear:
     """A new ``nn.Linear`` with ``old``'s input size, device and dtype (the model may already be moved or cast)."""
     num_classes = check_num_classes(num_classes)
     return nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
+
+
+class LinearHead:
+    """The classifier half of the model contract, shared by every model with an ``fc`` head.
+
+    ``forward_head(f)`` -> logits (or ``f`` itself with ``pre_logits=True``), ``forward`` chains it
+    after ``forward_features``; ``reset_classifier`` builds a fresh head, initialised by
+    :meth:`init_classifier` (PyTorch's default unless a model overrides it).
+    """
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def init_classifier(self, layer: nn.Linear) -> None:
+        pass
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head by a freshly initialised ``num_classes``-way linear layer."""
+        self.fc = fresh_linear(self.fc, num_classes)
+        self.init_classifier(self.fc)
+        self.num_classes = num_classes

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbl.errors import ConfigError
-from fbl.models._helpers import check_num_classes, fresh_linear, no_pretrained_weights
+from fbl.models._helpers import LinearHead, check_num_classes, no_pretrained_weights
 from fbl.models.registry import register_model
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -61,7 +61,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(LinearHead, nn.Module):
     """CIFAR ResNet of depth ``6n + 2``; ``forward_features`` gives the 64-d pooled vector."""
 
     def __init__(self, depth: int, num_classes: int = 10):
@@ -98,20 +98,8 @@ class CifarResNet(nn.Module):
         x = self.layer3(self.layer2(self.layer1(x)))
         return x.mean(dim=(2, 3))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a freshly initialised ``num_classes``-way linear layer."""
-        self.fc = fresh_linear(self.fc, num_classes)
-        _init_weight(self.fc)
-        self.num_classes = num_classes
+    def init_classifier(self, layer: nn.Linear) -> None:
+        _init_weight(layer)
 
 
 def _init_weight(module: nn.Module) -> None:

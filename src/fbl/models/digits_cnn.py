@@ -11,11 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbl.errors import ConfigError
-from fbl.models._helpers import check_num_classes, fresh_linear, no_pretrained_weights
+from fbl.models._helpers import LinearHead, check_num_classes, no_pretrained_weights
 from fbl.models.registry import register_model
 
 
-class DigitsCNN(nn.Module):
+class DigitsCNN(LinearHead, nn.Module):
     """Three conv-BN-ReLU layers on ``(N, in_chans, 8, 8)`` input; ``forward_features`` gives ``(N, 64)``."""
 
     def __init__(self, num_classes: int = 10, in_chans: int = 1):
@@ -47,20 +47,8 @@ class DigitsCNN(nn.Module):
         x = F.relu(self.bn3(self.conv3(x)))
         return x.mean(dim=(2, 3))
 
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a freshly initialised ``num_classes``-way linear layer."""
-        self.fc = fresh_linear(self.fc, num_classes)
-        nn.init.kaiming_normal_(self.fc.weight)
-        self.num_classes = num_classes
+    def init_classifier(self, layer: nn.Linear) -> None:
+        nn.init.kaiming_normal_(layer.weight)
 
 
 @register_model("digits-cnn")

@@ -16,7 +16,7 @@ from torchvision.models import ResNet, ResNet50_Weights, ResNet152_Weights, Weig
 from torchvision.models.resnet import Bottleneck
 
 from fbl.errors import ConfigError
-from fbl.models._helpers import check_num_classes, fresh_linear
+from fbl.models._helpers import LinearHead, check_num_classes, fresh_linear
 from fbl.models.registry import register_model
 
 # depth -> (bottleneck blocks per stage, torchvision weights loaded by pretrained=True). IMAGENET1K_V1
@@ -27,7 +27,7 @@ _ARCHS = {
 }
 
 
-class TorchvisionResNet(ResNet):
+class TorchvisionResNet(LinearHead, ResNet):
     """torchvision ``ResNet`` split into ``forward_features`` (up to the 2048-d pooled vector) and ``forward_head``.
 
     Subclassing keeps torchvision's module names, so torchvision checkpoints load without renaming.
@@ -82,20 +82,6 @@ class TorchvisionResNet(ResNet):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
-
-    def get_classifier(self) -> nn.Linear:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the head by a freshly initialised ``num_classes``-way linear layer (PyTorch's default init)."""
-        self.fc = fresh_linear(self.fc, num_classes)
-        self.num_classes = num_classes
 
 
 def _fetch_weights(name: str, weights: WeightsEnum) -> dict:
