@@ -127,3 +127,10 @@ def test_yaml_config_then_flags(tmp_path):
     overrides, preset, config_file = train_overrides(namespace)
     cfg = resolve_config(preset, config_file, overrides)
     assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.lambda_) == ("cifar100", "resnet32", 40, 10.0)
+
+
+def test_seed_flags_without_effect_say_so(tmp_path, caplog):
+    argv = ["train", "--epochs", "1", "--limit-batches", "1", "--device", "cpu", "--quiet", "-j", "8",
+            "--print_freq", "5", "--out", str(tmp_path / "r")]
+    assert main(argv) == 0
+    assert "--workers has no effect" in caplog.text and "--print_freq has no effect" in caplog.text

@@ -204,6 +204,8 @@ def cmd_train(namespace) -> int:
     overrides, preset, config_file = train_overrides(namespace)
     cfg = resolve_config(preset, config_file, overrides)
     _setup_logging(cfg.quiet)
+    for flag in sorted(set(IGNORED_SEED_FLAGS) & set(overrides)):
+        logger.warning("--%s has no effect: %s", flag, IGNORED_SEED_FLAGS[flag])
     bars = _bars_wanted(cfg.quiet)
     with _logging_context(bars):
         summary = train(cfg, progress=_progress(bars))
@@ -270,6 +272,12 @@ def format_summary(summary: dict) -> str:
     table = format_metrics_table({"last epoch": summary["last"], f"best (epoch {best['epoch']})*": best})
     return f"{table}\n* selected on {summary['best_selected_on']}\nrun folder: {summary['run_dir']}"
 
+
+# Seed flags that are accepted so the paper's commands run, but mean nothing on this input path.
+IGNORED_SEED_FLAGS = {
+    "workers": "images are held in memory as one tensor and augmented in batches, without worker processes",
+    "print_freq": "progress shows as a bar on a terminal and as one line per epoch otherwise",
+}
 
 COMMANDS = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets, "demo": cmd_demo}
 
