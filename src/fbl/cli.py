@@ -194,7 +194,7 @@ def _logging_context(bars: bool):
         return nullcontext()
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    return logging_redirect_tqdm()
+    return logging_redirect_tqdm(loggers=[logger])
 
 
 def cmd_train(namespace) -> int:
