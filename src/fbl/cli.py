@@ -32,6 +32,7 @@ class BoolFlag(argparse.Action):
     def __init__(self, option_strings, dest, **kwargs):
         names = list(option_strings)
         names += [f"--no-{s[2:]}" for s in option_strings if s.startswith("--")]
+        kwargs.setdefault("metavar", "BOOL")
         super().__init__(names, dest, nargs="?", **kwargs)
 
     def __call__(self, parser, namespace, value, option_string=None):
