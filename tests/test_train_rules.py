@@ -1,7 +1,6 @@
 """Train rules: each name maps to the sampler / loss weights written out longhand here."""
 from __future__ import annotations
 
-import logging
 import math
 
 import pytest
@@ -129,11 +128,12 @@ def test_explicit_drw_epoch_overrides_default():
     assert _resolve("drw", total_epochs=90, drw_epoch=0).drw_epoch == 0
 
 
-def test_drw_epoch_is_ignored_with_a_warning_for_other_rules(caplog):
-    with caplog.at_level(logging.WARNING, logger="fbl.train_rules"):
-        rule = _resolve("balanced-rw", drw_epoch=10)
-    assert rule.drw_epoch is None
-    assert "ignored" in caplog.text
+def test_drw_epoch_defers_the_weights_of_any_other_rule():
+    rule = _resolve("balanced-rw", drw_epoch=10)
+    assert rule.drw_epoch == 10 and rule.class_weight is not None
+    assert _resolve("none", drw_epoch=3).drw_epoch == 3  # the loss then defers its own weights
+    with pytest.raises(ConfigError, match="never switch on"):
+        _resolve("none", drw_epoch=10_000)
 
 
 def test_unknown_rule_lists_valid_names():

@@ -17,7 +17,6 @@ Names are case-insensitive, ``_`` reads as ``-``, and the seed code's spellings 
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
@@ -29,7 +28,6 @@ from fbl.errors import ConfigError
 from fbl.losses._validation import Counts, check_class_counts
 from fbl.samplers import ClassAwareSampler, ClassWeightedSampler, Labels, _check_labels
 
-logger = logging.getLogger(__name__)
 
 __all__ = ["TrainRule", "ResolvedRule", "resolve_train_rule", "get_train_rule", "list_train_rules"]
 
@@ -202,9 +200,10 @@ def resolve_train_rule(
 
     class_weight = rule.class_weight(counts, beta) if rule.class_weight is not None else None
 
-    switch = None
-    if rule.deferred:
-        switch = default_drw_epoch(int(total_epochs)) if drw_epoch is None else drw_epoch
+    # A deferring rule switches at round(0.8 E) unless told otherwise; any other rule defers the
+    # loss's weights only when a drw_epoch is given (DRW composes with every loss and rule).
+    switch = default_drw_epoch(int(total_epochs)) if rule.deferred and drw_epoch is None else drw_epoch
+    if switch is not None:
         if isinstance(switch, bool) or int(switch) != switch or switch < 0:
             raise ConfigError(f"Expected drw_epoch to be a 0-based epoch >= 0 but got {switch!r}")
         if switch >= total_epochs:
@@ -212,8 +211,6 @@ def resolve_train_rule(
                 f"Expected drw_epoch < total_epochs ({total_epochs}) but got {switch}: DRW would never switch on"
             )
         switch = int(switch)
-    elif drw_epoch is not None:
-        logger.warning("drw_epoch=%s is ignored: train rule %r does not defer its weights", drw_epoch, rule.name)
 
     return ResolvedRule(name=rule.name, sampler=sampler, class_weight=class_weight, drw_epoch=switch)
 

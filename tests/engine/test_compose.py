@@ -28,3 +28,14 @@ def test_loss_and_rule_compose(loss, rule, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train_loss"]) for r in records)
     assert summary["last"]["top1"] is not None
+
+
+def test_drw_epoch_alone_defers_the_loss_weights():
+    from fbl.engine.trainer import build_experiment
+
+    cfg = resolve_config("digits-lt", overrides={"loss": "focal", "drw_epoch": 3, "epochs": 5, "device": "cpu"})
+    criterion = build_experiment(cfg).criterion
+    criterion.set_epoch(2)
+    assert criterion.weight is None
+    criterion.set_epoch(3)
+    assert criterion.weight is not None and criterion.weight[-1] > criterion.weight[0]  # tail weighted up
