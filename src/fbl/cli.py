@@ -10,7 +10,7 @@ import logging
 import sys
 from contextlib import nullcontext
 
-from fbl.errors import ConfigError
+from fbl.errors import ConfigError, TrainingDiverged
 
 logger = logging.getLogger("fbl")
 
@@ -298,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"fbl: error: {exc}", file=sys.stderr)
         return 2
+    except TrainingDiverged as exc:
+        print(f"fbl: error: {exc}", file=sys.stderr)
+        return 3
     except BrokenPipeError:  # output piped into `head` and the reader went away
         sys.stderr.close()
         return 0

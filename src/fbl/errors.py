@@ -8,3 +8,7 @@ traceback. It subclasses :class:`ValueError` so library callers can catch the us
 
 class ConfigError(ValueError):
     """Invalid user input: reported as one line by the CLI, never as a traceback."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite: a property of the run's settings, reported as one line."""

@@ -94,3 +94,11 @@ def test_seed_cifar_command_trains_on_real_cifar10(cifar10_root, tmp_path):
     assert main(["train", *argv]) == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["class_counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+
+
+def test_divergence_is_one_line_not_a_traceback(tmp_path, capsys):
+    argv = ["train", "--epochs", "1", "--lr", "1e30", "--device", "cpu", "--quiet", "--warmup-epochs", "0",
+            "--out", str(tmp_path / "d")]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "diverged in epoch 0" in err and "--lr" in err and "Traceback" not in err

@@ -1,10 +1,12 @@
 from __future__ import annotations
 
+import math
 from itertools import islice
 
 import torch
 
 from fbl.engine.progress import Progress, no_progress
+from fbl.errors import TrainingDiverged
 from fbl.mixup import mixup_batch, mixup_loss
 
 
@@ -27,9 +29,8 @@ def train_one_epoch(
     """
     model.train()
     total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches)
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    correct = torch.zeros((), dtype=torch.float64)
-    seen = 0
+    # Sums stay on the device: reading them every batch would wait for the accelerator each step.
+    loss_sum, correct, seen = 0.0, 0.0, 0
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
     for images, target in batches:
         if mixup_alpha:
@@ -50,9 +51,14 @@ def train_one_epoch(
                 hits = lam * (predicted == target_a).sum() + (1 - lam) * (predicted == target_b).sum()
             else:
                 hits = (predicted == target).sum()
-            loss_sum += loss.detach().double().cpu() * target.shape[0]
-            correct += torch.as_tensor(hits, dtype=torch.float64).cpu()
+            loss_sum = loss_sum + loss.detach().double() * target.shape[0]
+            correct = correct + hits
             seen += target.shape[0]
     if seen == 0:
         return {"loss": float("nan"), "acc": float("nan")}
-    return {"loss": (loss_sum / seen).item(), "acc": (100.0 * correct / seen).item()}
+    mean_loss = float(loss_sum) / seen
+    if not math.isfinite(mean_loss):
+        raise TrainingDiverged(
+            f"training diverged in epoch {epoch}: the mean loss is {mean_loss}; try a lower --lr or --lambda_"
+        )
+    return {"loss": mean_loss, "acc": 100.0 * float(correct) / seen}
