@@ -97,6 +97,7 @@ def test_booleans_are_real_booleans(flags, expected):
 @pytest.mark.parametrize("argv, needle", [
     (["train", "--loss_type", "nope"], "fbl"),
     (["train", "--preset", "nope"], "cifar10-lt"),
+    (["train", "--arch", "resnet33"], "resnet32"),
     (["train", "--mixup", "maybe"], "true or false"),
     (["train", "--epochs", "0"], "epochs"),
     (["train", "--imb_factor", "100"], "imb_factor"),

@@ -148,7 +148,11 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     from fbl.losses import loss_class, resolve_loss_name
     from fbl.losses.schedules import get_schedule
 
+    from fbl.models import list_models
+
     cfg.loss = resolve_loss_name(cfg.loss)
+    if str(cfg.arch).lower() not in list_models():
+        raise ConfigError(f"Unknown model {cfg.arch!r}; choose one of: {', '.join(list_models())}")
     if cfg.classifier not in ("auto", "linear", "normed"):
         raise ConfigError(f"Unknown classifier {cfg.classifier!r}; choose one of: auto, linear, normed")
     if cfg.classifier == "auto":
