@@ -135,3 +135,13 @@ def test_seed_flags_without_effect_say_so(tmp_path, caplog):
             "--print_freq", "5", "--out", str(tmp_path / "r")]
     assert main(argv) == 0
     assert "--workers has no effect" in caplog.text and "--print_freq has no effect" in caplog.text
+
+
+def test_root_train_py_runs_the_same_cli():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "train.py"
+    done = subprocess.run([sys.executable, str(script), "--loss_type", "nope"], capture_output=True, text=True)
+    assert done.returncode == 2 and "Unknown loss 'nope'" in done.stderr
