@@ -49,3 +49,35 @@ def test_empty_group_and_missing_class_are_none():
     assert r["medium"] is None and r["few"] is None
     assert r["per_class_acc"][1] is None
     assert not math.isnan(r["many"])
+
+
+def test_expected_calibration_error_longhand():
+    # Two samples: confidences p1 = softmax([2, 0])[0], p2 = softmax([0, 1])[1]; one right, one wrong.
+    logits = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    target = torch.tensor([0, 0])
+    p1 = math.exp(2) / (math.exp(2) + 1)  # ~0.881, bin 13 of 15 (0.8667, 0.9333]
+    p2 = math.exp(1) / (math.exp(1) + 1)  # ~0.731, bin 10 of 15 (0.6667, 0.7333]
+    expected = 100 * (0.5 * abs(1 - p1) + 0.5 * abs(0 - p2))
+    m = ClassMetrics(2)
+    m.update(logits[:1], target[:1])
+    m.update(logits[1:], target[1:])
+    assert m.compute([200, 200])["ece"] == pytest.approx(expected)
+
+
+def test_ece_pools_samples_of_one_bin_before_taking_the_gap():
+    # Same confidence, one right and one wrong: the bin's accuracy 0.5 is compared with p, not each sample.
+    logits = torch.tensor([[1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    m = ClassMetrics(2)
+    m.update(logits, torch.tensor([0, 1]))
+    p = math.e / (math.e + 1)
+    assert m.compute([200, 200])["ece"] == pytest.approx(100 * abs(0.5 - p))
+
+
+def test_state_tensor_round_trip_sums_like_an_all_reduce():
+    a, b = ClassMetrics(3), ClassMetrics(3)
+    a.update(torch.randn(5, 3), torch.tensor([0, 1, 2, 0, 1]), torch.randn(5, 4))
+    b.update(torch.randn(4, 3), torch.tensor([2, 2, 1, 0]), torch.randn(4, 4))
+    merged = ClassMetrics(3)
+    merged.load_state_tensor(a.state_tensor() + b.state_tensor())
+    assert merged.samples.tolist() == [2 + 1, 2 + 1, 1 + 2]
+    assert merged.compute([200, 50, 5])["ece"] is not None

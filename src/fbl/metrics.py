@@ -2,8 +2,9 @@
 
 Keeping counts (not running means) makes results exact however the test set is batched or
 sharded. From the sums come top-1/top-5, per-class accuracy, many/medium/few-shot accuracy
-(mean of the per-class accuracies in each group, the standard protocol) and the per-class mean
-feature norm ``||f||`` that FBL is designed to raise for tail classes.
+(mean of the per-class accuracies in each group, the standard protocol), the per-class mean
+feature norm ``||f||`` that FBL is designed to raise for tail classes, and the expected
+calibration error over equal-width confidence bins (Guo et al., ICML 2017).
 """
 from __future__ import annotations
 
@@ -20,15 +21,19 @@ def _mean_or_none(values: list[float]) -> float | None:
 
 
 class ClassMetrics:
-    """Accumulates per-class sample counts, top-1/top-5 hits and feature-norm sums."""
+    """Accumulates per-class sample counts, top-1/top-5 hits and feature-norm sums, and per
+    confidence bin the sample count, confidence sum and hit count (for ECE)."""
 
-    def __init__(self, num_classes: int):
+    def __init__(self, num_classes: int, calibration_bins: int = 15):
         self.num_classes = num_classes
+        self.calibration_bins = calibration_bins
         self.reset()
 
     def reset(self) -> None:
-        zeros = lambda: torch.zeros(self.num_classes, dtype=torch.float64)  # noqa: E731
-        self.samples, self.top1_hits, self.top5_hits, self.norm_sums = zeros(), zeros(), zeros(), zeros()
+        zeros = lambda n: torch.zeros(n, dtype=torch.float64)  # noqa: E731
+        c, b = self.num_classes, self.calibration_bins
+        self.samples, self.top1_hits, self.top5_hits, self.norm_sums = zeros(c), zeros(c), zeros(c), zeros(c)
+        self.bin_samples, self.bin_confidence, self.bin_hits = zeros(b), zeros(b), zeros(b)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, features: torch.Tensor | None = None) -> None:
@@ -45,13 +50,31 @@ class ClassMetrics:
         if features is not None:
             norms = torch.linalg.vector_norm(features.detach().to(torch.float64), dim=1).cpu()
             self.norm_sums.index_add_(0, target, norms)
+        confidence = logits.detach().double().softmax(dim=1).max(dim=1).values.cpu()
+        # Bin k holds confidences in (k/B, (k+1)/B]; a confidence of exactly 0 cannot occur.
+        bins = (confidence * self.calibration_bins).ceil().long().clamp(1, self.calibration_bins) - 1
+        self.bin_samples.index_add_(0, bins, ones)
+        self.bin_confidence.index_add_(0, bins, confidence)
+        self.bin_hits.index_add_(0, bins, hit1)
 
     def state_tensor(self) -> torch.Tensor:
-        """All sums stacked (4, C): what a distributed all-reduce would sum."""
-        return torch.stack([self.samples, self.top1_hits, self.top5_hits, self.norm_sums])
+        """All sums in one flat tensor: what a distributed all-reduce would sum."""
+        return torch.cat([self.samples, self.top1_hits, self.top5_hits, self.norm_sums,
+                          self.bin_samples, self.bin_confidence, self.bin_hits])
 
     def load_state_tensor(self, state: torch.Tensor) -> None:
-        self.samples, self.top1_hits, self.top5_hits, self.norm_sums = (t.clone() for t in state.to(torch.float64).cpu())
+        c, b = self.num_classes, self.calibration_bins
+        parts = state.to(torch.float64).cpu().clone().split([c, c, c, c, b, b, b])
+        (self.samples, self.top1_hits, self.top5_hits, self.norm_sums,
+         self.bin_samples, self.bin_confidence, self.bin_hits) = parts
+
+    def expected_calibration_error(self) -> float | None:
+        """ECE in percent: sum over bins of (n_b / N) * |accuracy_b - confidence_b|."""
+        total = self.bin_samples.sum().item()
+        if not total:
+            return None
+        gaps = (self.bin_hits - self.bin_confidence).abs()  # n_b * |acc_b - conf_b|
+        return 100.0 * gaps.sum().item() / total
 
     def compute(self, class_counts: list[int]) -> dict:
         """Accuracies in percent; a class without test samples gives ``None`` in per-class lists."""
@@ -65,6 +88,7 @@ class ClassMetrics:
         result = {
             "top1": 100.0 * self.top1_hits.sum().item() / total if total else None,
             "top5": 100.0 * self.top5_hits.sum().item() / total if total else None,
+            "ece": self.expected_calibration_error(),
         }
         for name, members in groups.items():
             result[name] = _mean_or_none([per_class_acc[c] for c in members])
