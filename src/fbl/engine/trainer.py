@@ -6,7 +6,6 @@ split), ``checkpoints/last.pt`` / ``best.pt`` and TensorBoard events under ``tb/
 """
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import time
@@ -28,7 +27,8 @@ from fbl.engine.progress import Progress, no_progress
 from fbl.engine.train_one_epoch import train_one_epoch
 from fbl.engine.two_stage import ClassifierRetraining
 from fbl.errors import ConfigError
-from fbl.losses import create_loss, loss_class
+from fbl.losses import create_loss
+from fbl.losses.registry import loss_parameters
 from fbl.models import create_model
 from fbl.train_rules import resolve_train_rule
 
@@ -60,8 +60,7 @@ class Experiment:
 
 def build_loss(cfg: TrainConfig, class_counts: list[int], class_weight=None, drw_epoch=None) -> torch.nn.Module:
     """Pass each loss the config values its constructor takes; ``loss_options`` must all be accepted."""
-    cls = loss_class(cfg.loss)
-    accepted = set(inspect.signature(cls.__init__).parameters)
+    accepted = loss_parameters(cfg.loss)
     candidates = {
         "lambda_": cfg.lambda_,
         "schedule": cfg.alpha_schedule,

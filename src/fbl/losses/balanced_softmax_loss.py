@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 
 from fbl.losses import functional
-from fbl.losses._validation import Counts, check_inputs
+from fbl.losses._validation import check_inputs
 from fbl.losses.base import LongTailLoss
 from fbl.losses.registry import register_loss
 
@@ -19,18 +19,6 @@ class BalancedSoftmaxLoss(LongTailLoss):
 
     Args: see :class:`~fbl.losses.base.LongTailLoss`.
     """
-
-    def __init__(
-        self,
-        class_counts: Counts,
-        weight=None,
-        reduction: str = "mean",
-        *,
-        weighting: str | None = None,
-        beta: float = 0.9999,
-        drw_epoch: int | None = None,
-    ):
-        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:
         check_inputs(logits, target, self.num_classes)

@@ -30,12 +30,9 @@ class FocalLoss(LongTailLoss):
         gamma: float = 1.0,
         weight=None,
         reduction: str = "mean",
-        *,
-        weighting: str | None = None,
-        beta: float = 0.9999,
-        drw_epoch: int | None = None,
+        **options,
     ):
-        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, weight, reduction, **options)
         self.gamma = check_non_negative(gamma, "gamma", " (focusing parameter)")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:

@@ -38,12 +38,9 @@ class LDAMLoss(LongTailLoss):
         s: float = 30.0,
         weight=None,
         reduction: str = "mean",
-        *,
-        weighting: str | None = None,
-        beta: float = 0.9999,
-        drw_epoch: int | None = None,
+        **options,
     ):
-        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, weight, reduction, **options)
         self.max_m = check_positive(max_m, "max_m", " (largest margin)")
         self.s = check_positive(s, "s", " (logit scale)")
 

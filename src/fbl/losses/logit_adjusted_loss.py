@@ -29,12 +29,9 @@ class LogitAdjustedLoss(LongTailLoss):
         tau: float = 1.0,
         weight=None,
         reduction: str = "mean",
-        *,
-        weighting: str | None = None,
-        beta: float = 0.9999,
-        drw_epoch: int | None = None,
+        **options,
     ):
-        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, weight, reduction, **options)
         self.tau = check_non_negative(tau, "tau", " (adjustment strength)")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:

@@ -7,6 +7,7 @@ registered loss with some keyword arguments fixed, e.g. ``cb-ce`` = ``ce`` with
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Dict, Tuple, Type
 
 from fbl.errors import ConfigError
@@ -86,3 +87,18 @@ def create_loss(name: str, class_counts, **kwargs):
         kwargs = {**kwargs, **fixed}
         key = base
     return _LOSSES[key](class_counts, **kwargs)
+
+
+def loss_parameters(name: str) -> set[str]:
+    """Keyword names the loss ``name`` accepts, including those its base classes take through ``**options``."""
+    from fbl.losses.base import LongTailLoss  # base does not import the registry: no cycle
+
+    names = set()
+    for cls in loss_class(name).__mro__:
+        if not (isinstance(cls, type) and issubclass(cls, LongTailLoss)) or "__init__" not in cls.__dict__:
+            continue
+        for parameter in inspect.signature(cls.__dict__["__init__"]).parameters.values():
+            if parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL) and parameter.name != "self":
+                names.add(parameter.name)
+    names.discard("class_counts")
+    return names
