@@ -18,3 +18,11 @@ def test_demo_reports_fbl_few_shot_next_to_ce_within_two_minutes(tmp_path):
     assert (tmp_path / "fbl" / "summary.json").is_file() and (tmp_path / "ce" / "summary.json").is_file()
     # The budget for the demo's training on 2 cores (install time excluded).
     assert elapsed < 120, f"demo took {elapsed:.0f} s"
+
+
+def test_demo_command_prints_the_table(tmp_path, capsys):
+    from fbl.cli import main
+
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "few ||f||" in out and "\nCE " in out and "\nFBL " in out
