@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="post-hoc logit adjustment z - TAU log(prior)")
     p.add_argument("--tau-norm", dest="tau_norm", type=float, default=None, metavar="P",
                    help="tau-normalised classifier W_j / ||W_j||^P")
+    p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
     sub.add_parser("presets", help="list presets and their hyper-parameters")
     p = sub.add_parser("demo", help="train CE and FBL on digits-lt and compare many/medium/few")
@@ -223,6 +224,11 @@ def cmd_eval(namespace) -> int:
         limit_batches=namespace.limit_batches, logit_adjust_tau=namespace.logit_adjust,
         tau_norm=namespace.tau_norm, progress=_progress(_bars_wanted(namespace.quiet)),
     )
+    if namespace.json:
+        import json
+
+        print(json.dumps(result, indent=2))
+        return 0
     label = "checkpoint"
     if namespace.logit_adjust is not None:
         label += f" +logit-adjust {namespace.logit_adjust:g}"

@@ -50,6 +50,9 @@ def test_eval_reproduces_the_last_epoch(fbl_run, capsys):
     assert result["per_class_acc"] == pytest.approx(summary["last"]["per_class_acc"])
     assert main(["eval", str(fbl_run / "checkpoints" / "last.pt"), "--device", "cpu", "--quiet"]) == 0
     assert "top1" in capsys.readouterr().out
+    assert main(["eval", str(fbl_run), "--device", "cpu", "--quiet", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["per_class_acc"] == pytest.approx(summary["last"]["per_class_acc"])
 
 
 def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, fbl_run):
