@@ -19,6 +19,7 @@ LONGHAND = {
     "cosine": lambda e, E: 1.0 - math.cos(math.pi * e / (2 * E)),
     "sine": lambda e, E: math.sin(math.pi * e / (2 * E)),
     "parabolic-decreasing": lambda e, E: 1.0 - (e / E) ** 2,
+    "parabolic-proportional": lambda e, E: (e / (0.95 * E)) ** 2,
     "constant": lambda e, E: 1.0,
 }
 

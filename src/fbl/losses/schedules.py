@@ -45,6 +45,16 @@ def parabolic_clamped(epoch: int, total_epochs: int) -> float:
     return min(1.0, parabolic(epoch, total_epochs))
 
 
+@_register("parabolic-proportional")
+def parabolic_proportional(epoch: int, total_epochs: int) -> float:
+    """``(e / (0.95 E))**2``: the reference curve's shape at any run length.
+
+    The reference's ``E - 10`` is 95% of its 200 epochs; for a short run ``E - 10`` makes alpha
+    climb far past 1 (about 2.1 at the end of 30 epochs) while the learning rate is still high.
+    """
+    return (epoch / (0.95 * total_epochs)) ** 2
+
+
 @_register("linear")
 def linear(epoch: int, total_epochs: int) -> float:
     """``e / E``: head classes first, tail classes later."""
