@@ -50,7 +50,7 @@ def parabolic_proportional(epoch: int, total_epochs: int) -> float:
     """``(e / (0.95 E))**2``: the reference curve's shape at any run length.
 
     The reference's ``E - 10`` is 95% of its 200 epochs; for a short run ``E - 10`` makes alpha
-    climb far past 1 (about 2.1 at the end of 30 epochs) while the learning rate is still high.
+    pass 1 while the learning rate is still high (at epoch 20 of 30) and end near 2.1.
     """
     return (epoch / (0.95 * total_epochs)) ** 2
 
