@@ -25,7 +25,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 class BoolFlag(argparse.Action):
-    """``--x`` / ``--no-x`` / ``--x false``: a real boolean (the seed's ``type=bool`` made "False" true)."""
+    """``--x`` / ``--no-x`` / ``--x false``: a real boolean (the seed parsed the string "False" as true)."""
 
     TRUE, FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
 
