@@ -93,6 +93,7 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
     torch.manual_seed(cfg.seed)
     model_kwargs = {"pretrained": True} if cfg.pretrained else {}
     model = create_model(cfg.arch, num_classes=data.num_classes, classifier=cfg.classifier, **model_kwargs)
+    _check_model_fits_data(model, data, cfg.arch)
     if cfg.stage2_from:
         if load_stage1:
             _load_model_weights(model, load_checkpoint(cfg.stage2_from)["model"], cfg.stage2_from)
@@ -108,6 +109,22 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
         device=device,
     )
     return Experiment(cfg, device, data, model, criterion, train_loader, test_loader)
+
+
+def _check_model_fits_data(model: torch.nn.Module, data, arch: str) -> None:
+    """One tiny forward pass on CPU, so an architecture that cannot take these images is a user
+    error before training instead of a traceback in the first batch."""
+    probe = torch.zeros((2, *data.train_images.shape[1:]))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(probe)
+    except RuntimeError:
+        shape = "x".join(str(n) for n in data.train_images.shape[1:])
+        raise ConfigError(f"Model {arch!r} cannot take the {shape} images of {data.name}; pick another --arch") from None
+    finally:
+        model.train(was_training)
 
 
 def _load_model_weights(model: torch.nn.Module, state: dict, source: str) -> None:
