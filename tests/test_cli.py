@@ -147,3 +147,20 @@ def test_root_train_py_runs_the_same_cli():
     script = Path(__file__).resolve().parents[1] / "train.py"
     done = subprocess.run([sys.executable, str(script), "--loss_type", "nope"], capture_output=True, text=True)
     assert done.returncode == 2 and "Unknown loss 'nope'" in done.stderr
+
+
+def test_every_config_field_has_a_flag_and_every_flag_a_field():
+    # The flags and TrainConfig are two lists; this keeps them in step.
+    from fbl.cli import build_parser
+    from fbl.config import FIELD_NAMES
+
+    parser = build_parser()
+    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
+    dests = {a.dest for a in train._actions if a.dest != "help"}
+    assert dests - FIELD_NAMES == {"config", "gpu"}  # resolved by the CLI itself
+    assert FIELD_NAMES - dests == set()
+
+
+def test_lr_schedule_flags_take_lists():
+    cfg = resolved(["--lr-milestones", "0.6,0.8", "--lr-decay", "0.1,0.01", "--epochs", "10"])
+    assert cfg.lr_milestones == [0.6, 0.8] and cfg.lr_decay == [0.1, 0.01]

@@ -45,7 +45,19 @@ def test_classifier_follows_the_loss_unless_given():
 
 @pytest.mark.parametrize("overrides, needle", [
     ({"loss": "focal", "loss_options": {"gamma": -1}}, "gamma"),
-    ({"loss": "ldam", "loss_options": {"s": 0}}, "s"),
+    ({"loss": "ldam", "loss_options": {"s": 0}}, r"\bs\b"),
+])
+def test_bad_loss_option_values_fail_when_the_experiment_is_built(overrides, needle):
+    # Option keys are checked against the loss's signature up front; values by the loss itself,
+    # which is built before the first step.
+    from fbl.engine.trainer import build_experiment
+
+    cfg = resolve_config("digits-lt", overrides={**overrides, "device": "cpu"})
+    with pytest.raises(ConfigError, match=needle):
+        build_experiment(cfg)
+
+
+@pytest.mark.parametrize("overrides, needle", [
     ({"train_rule": "drw", "drw_epoch": 60}, "never switch on"),
     ({"beta": 1.0}, "beta"),
     ({"train_rule": "sometimes"}, "balanced-rs"),

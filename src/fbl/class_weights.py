@@ -1,4 +1,4 @@
-"""Per-class weight functions shared by the re-weighting losses and the re-sampling sampler.
+"""Per-class weight functions shared by the re-weighting rules and the re-sampling sampler.
 
 Each takes the training counts ``n_j`` and returns a float64 tensor of length C, normalised so the
 weights sum to C (the convention of the LDAM-DRW / class-balanced-loss code the field compares with).
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from fbl.checks import Counts, check_beta, check_class_counts
 from fbl.errors import ConfigError
-from fbl.losses._validation import Counts, check_class_counts
 
 
 def _normalised(raw: torch.Tensor) -> torch.Tensor:
@@ -37,7 +37,20 @@ def effective_number_weights(class_counts: Counts, beta: float = 0.9999) -> torc
 
     .. math:: w_j \propto \frac{1 - \beta}{1 - \beta^{n_j}}
     """
-    if not 0.0 < beta < 1.0:
-        raise ConfigError(f"Expected beta in the open interval (0, 1) but got {beta}")
+    beta = check_beta(beta)
     counts = _counts(class_counts)
     return _normalised((1.0 - beta) / (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), counts)))
+
+
+# Named weightings: what ``--train-rule *-rw`` / ``drw`` and the ``cb-*`` losses re-weight by.
+WEIGHTINGS = {
+    "effective-number": effective_number_weights,
+    "inverse-frequency": lambda class_counts, beta=0.9999: inverse_frequency_weights(class_counts),
+}
+
+
+def weights_for(weighting: str, class_counts: Counts, beta: float = 0.9999) -> torch.Tensor:
+    """Per-class weights of a named weighting (``effective-number`` uses ``beta``)."""
+    if weighting not in WEIGHTINGS:
+        raise ConfigError(f"Unknown weighting {weighting!r}; choose one of: {', '.join(WEIGHTINGS)}")
+    return WEIGHTINGS[weighting](class_counts, beta=beta)

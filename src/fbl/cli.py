@@ -14,9 +14,6 @@ from fbl.errors import ConfigError, TrainingDiverged
 
 logger = logging.getLogger("fbl")
 
-SUBCOMMANDS = ("train", "eval", "presets", "demo")
-
-
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line (the usage is one ``--help`` away)."""
 
@@ -59,6 +56,13 @@ def _key_value(text: str):
     return key.strip(), yaml.safe_load(value)
 
 
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers but got {text!r}") from None
+
+
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS  # only flags the user gave become overrides
     p.add_argument("--preset", default=s, help="named preset (see `fbl presets`); default from --dataset, else digits-lt")
@@ -96,6 +100,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=s)
     g.add_argument("--weight_decay", "--weight-decay", "--wd", dest="weight_decay", type=float, default=s)
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
+    g.add_argument("--lr-milestones", dest="lr_milestones", type=_float_list, default=s, metavar="F,F",
+                   help="epochs (fractions of the run) after which the lr decays, e.g. 0.8,0.9")
+    g.add_argument("--lr-decay", dest="lr_decay", type=_float_list, default=s, metavar="F,F",
+                   help="lr factor after each milestone, e.g. 0.01,0.0001")
     g.add_argument("--seed", type=int, default=s)
     g = p.add_argument_group("running")
     g.add_argument("--device", default=s, help="auto | cpu | cuda | cuda:N")
@@ -202,9 +210,10 @@ def _logging_context(bars: bool):
 def cmd_train(namespace) -> int:
     from fbl.config import resolve_config
     from fbl.engine.trainer import train
+    from fbl.engine.two_stage import stage1_config
 
     overrides, preset, config_file = train_overrides(namespace)
-    cfg = resolve_config(preset, config_file, overrides)
+    cfg = resolve_config(preset, config_file, overrides, stage1_config=stage1_config(config_file, overrides))
     _setup_logging(cfg.quiet)
     for flag in sorted(set(IGNORED_SEED_FLAGS) & set(overrides)):
         logger.warning("--%s has no effect: %s", flag, IGNORED_SEED_FLAGS[flag])
@@ -216,7 +225,7 @@ def cmd_train(namespace) -> int:
 
 
 def cmd_eval(namespace) -> int:
-    from fbl.engine.evaluator import evaluate_checkpoint
+    from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
 
     _setup_logging(namespace.quiet)
     result = evaluate_checkpoint(

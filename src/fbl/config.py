@@ -1,7 +1,12 @@
 """Run configuration: one dataclass, presets as YAML, resolved in a fixed order.
 
 Resolution order (later wins): dataclass defaults -> preset YAML -> ``--config`` YAML -> flags.
-The resolved config is saved as ``config.yaml`` in the run folder and inside every checkpoint.
+A cRT stage 2 (``--stage2-from RUN``) starts from the stage-1 run's config plus
+:data:`STAGE2_DEFAULTS` instead of a preset. The resolved config is saved as ``config.yaml`` in the
+run folder and inside every checkpoint.
+
+Options are checked against the registries (names) and the losses' signatures (option keys) before
+any data is read; nothing is built here.
 """
 from __future__ import annotations
 
@@ -9,15 +14,37 @@ import dataclasses
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 
+from fbl.checks import check_beta
+from fbl.data import DATASETS
 from fbl.errors import ConfigError
+from fbl.losses import LOSSES, SCHEDULES, check_loss_options, loss_class, loss_weighting
+from fbl.models import MODELS
+from fbl.train_rules import TRAIN_RULES, get_train_rule
 
 # Presets chosen automatically from --dataset when no --preset is given, so the seed's commands
 # (`train.py --dataset cifar10 ...`) get the paper's hyper-parameters.
 DATASET_PRESETS = {"cifar10": "cifar10-lt", "cifar100": "cifar100-lt", "digits-lt": "digits-lt"}
+
+# Stage-2 (cRT, Kang et al., ICLR 2020) settings applied on top of the stage-1 config; any flag the
+# user gives wins.
+STAGE2_DEFAULTS = {
+    "loss": "ce",
+    "train_rule": "balanced-rs",
+    "epochs": 10,
+    "warmup_epochs": 0,
+    "mixup": False,
+    "drw_epoch": None,
+    "loss_options": {},
+}
+# What a stage-2 run inherits from stage 1 (so the backbone sees the data it was trained on).
+STAGE2_INHERITED = (
+    "dataset", "data_dir", "img_path", "imb_type", "imb_factor", "rand_number", "arch", "classifier", "seed",
+    "batch_size", "lr", "momentum", "weight_decay", "lr_milestones", "lr_decay", "root_log",
+)
 
 
 @dataclass
@@ -25,7 +52,7 @@ class TrainConfig:
     # data
     dataset: str = "digits-lt"
     data_dir: str = "./data"
-    img_path: Optional[str] = None
+    img_path: str | None = None
     download: bool = False
     imb_type: str = "exp"
     imb_factor: float = 0.01
@@ -41,11 +68,11 @@ class TrainConfig:
     loss_options: dict = field(default_factory=dict)
     train_rule: str = "none"
     samples_per_class: int = 4
-    drw_epoch: Optional[int] = None
+    drw_epoch: int | None = None
     beta: float = 0.9999
     mixup: bool = False
     mixup_alpha: float = 1.0
-    stage2_from: Optional[str] = None
+    stage2_from: str | None = None
     # optimisation
     epochs: int = 200
     batch_size: int = 64
@@ -59,16 +86,16 @@ class TrainConfig:
     # running
     device: str = "auto"
     eval_every: int = 1
-    limit_batches: Optional[int] = None
-    out: Optional[str] = None
+    limit_batches: int | None = None
+    out: str | None = None
     root_log: str = "runs"
     exp_str: str = ""
     print_freq: int = 10
     workers: int = 4
-    resume: Optional[str] = None
+    resume: str | None = None
     start_epoch: int = 0
     quiet: bool = False
-    preset: Optional[str] = None
+    preset: str | None = None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -121,20 +148,34 @@ def load_yaml_file(path: str) -> dict:
     return _check_keys(values, str(path))
 
 
-def resolve_config(preset: str | None = None, config_file: str | None = None, overrides: dict | None = None) -> TrainConfig:
-    """Merge defaults, preset, YAML file and explicit overrides (in that order) into a TrainConfig."""
+def stage2_values(stage1_config: dict) -> dict:
+    """Config values of a cRT stage 2 on top of a stage-1 run's resolved config."""
+    values = {key: stage1_config[key] for key in STAGE2_INHERITED if key in stage1_config}
+    values.update(STAGE2_DEFAULTS)
+    return values
+
+
+def resolve_config(
+    preset: str | None = None,
+    config_file: str | None = None,
+    overrides: dict | None = None,
+    stage1_config: dict | None = None,
+) -> TrainConfig:
+    """Merge defaults, preset, YAML file and explicit overrides (in that order) into a TrainConfig.
+
+    With ``stage1_config`` (the config of the run named by ``stage2_from``) the base is that run's
+    data and model plus :data:`STAGE2_DEFAULTS`; no preset is chosen from ``--dataset`` then, so a
+    redundant ``--dataset`` flag cannot change the stage-2 recipe.
+    """
     overrides = dict(overrides or {})
     file_values = load_yaml_file(config_file) if config_file else {}
     dataset = overrides.get("dataset") or file_values.get("dataset")
-    preset = preset or file_values.get("preset") or (DATASET_PRESETS.get(str(dataset).lower()) if dataset else None)
     values: dict[str, Any] = {}
-    stage2_from = overrides.get("stage2_from") or file_values.get("stage2_from")
-    if stage2_from:
-        from fbl.engine.two_stage import stage2_values
-
-        values.update(stage2_values(stage2_from))
-    elif preset is None and dataset is None:
-        preset = "digits-lt"
+    if stage1_config is not None:
+        values.update(stage2_values(stage1_config))
+    else:
+        preset = preset or file_values.get("preset") or (DATASET_PRESETS.get(_dataset_key(dataset)) if dataset else None)
+        preset = preset or (None if dataset else "digits-lt")
     if preset:
         values.update({k: v for k, v in load_preset(preset).items() if k in FIELD_NAMES})
         values["preset"] = str(preset).lower()
@@ -143,22 +184,27 @@ def resolve_config(preset: str | None = None, config_file: str | None = None, ov
     return validate(TrainConfig(**values))
 
 
+def _dataset_key(name) -> str | None:
+    try:
+        return DATASETS.canonical(name)
+    except ConfigError:
+        return None
+
+
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Reject values that make no sense before any work starts; normalise names."""
-    from fbl.losses import loss_class, resolve_loss_name
-    from fbl.losses.schedules import get_schedule
-
-    from fbl.models import list_models
-
-    cfg.loss = resolve_loss_name(cfg.loss)
-    if str(cfg.arch).lower() not in list_models():
-        raise ConfigError(f"Unknown model {cfg.arch!r}; choose one of: {', '.join(list_models())}")
+    cfg.loss = LOSSES.canonical(cfg.loss)
+    cfg.arch = MODELS.canonical(cfg.arch)
+    # A dataset that is known but not available here keeps its name; building it says why it cannot.
+    cfg.dataset = DATASETS.canonical(cfg.dataset) if DATASETS.available(cfg.dataset) else str(cfg.dataset).lower()
+    if cfg.dataset not in DATASETS:
+        DATASETS.canonical(cfg.dataset)
+    cfg.alpha_schedule = SCHEDULES.canonical(cfg.alpha_schedule)
+    cfg.train_rule = TRAIN_RULES.canonical("none" if cfg.train_rule is None else cfg.train_rule)
     if cfg.classifier not in ("auto", "linear", "normed"):
         raise ConfigError(f"Unknown classifier {cfg.classifier!r}; choose one of: auto, linear, normed")
     if cfg.classifier == "auto":
         cfg.classifier = getattr(loss_class(cfg.loss), "preferred_classifier", "linear")
-    get_schedule(cfg.alpha_schedule)
-    cfg.dataset = str(cfg.dataset).lower()
     positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
     for name, value in positive.items():
         if not isinstance(value, int) or value < 1:
@@ -184,22 +230,17 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.mixup and not cfg.mixup_alpha > 0:
         raise ConfigError(f"Expected mixup_alpha > 0 but got {cfg.mixup_alpha}")
     if cfg.drw_epoch is not None and not 0 <= cfg.drw_epoch < cfg.epochs:
-        raise ConfigError(f"Expected 0 <= drw_epoch < epochs ({cfg.epochs}) but got {cfg.drw_epoch}: DRW would never switch on")
+        raise ConfigError(
+            f"Expected 0 <= drw_epoch < epochs ({cfg.epochs}) but got {cfg.drw_epoch}: DRW would never switch on"
+        )
     if cfg.samples_per_class < 1:
         raise ConfigError(f"Expected samples_per_class >= 1 but got {cfg.samples_per_class}")
-    if not 0 < cfg.beta < 1:
-        raise ConfigError(f"Expected beta in the open interval (0, 1) but got {cfg.beta}")
-    _check_method(cfg)
+    check_beta(cfg.beta)
+    check_loss_options(cfg.loss, cfg.loss_options)
+    weighting = loss_weighting(cfg.loss)
+    if weighting is not None and get_train_rule(cfg.train_rule).class_weight is not None:
+        raise ConfigError(
+            f"Loss {cfg.loss!r} is weighted by {weighting} and train rule {cfg.train_rule!r} re-weights it too: "
+            "use one of them, not both"
+        )
     return cfg
-
-
-def _check_method(cfg: TrainConfig) -> None:
-    """Build the loss and the train rule on stand-in counts, so a bad option fails before data loads."""
-    from fbl.engine.trainer import build_loss
-    from fbl.train_rules import resolve_train_rule
-
-    stand_in_counts, stand_in_labels = [4, 2, 1], [0, 0, 0, 0, 1, 1, 2]
-    rule = resolve_train_rule(cfg.train_rule, stand_in_counts, stand_in_labels, total_epochs=cfg.epochs,
-                              seed=cfg.seed, beta=cfg.beta, drw_epoch=cfg.drw_epoch,
-                              samples_per_class=cfg.samples_per_class)
-    build_loss(cfg, stand_in_counts, rule.class_weight, rule.drw_epoch)

@@ -12,15 +12,16 @@ exactly what the uninterrupted run drew; without ``set_epoch`` every epoch repea
 from __future__ import annotations
 
 import math
-from typing import Iterator, List, Optional, Sequence, Union
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
 from fbl.errors import ConfigError
+from fbl.seeding import epoch_generator
 
-Labels = Union[Sequence[int], torch.Tensor, np.ndarray]
+Labels = Sequence[int] | torch.Tensor | np.ndarray
 
 __all__ = ["ClassWeightedSampler", "ClassAwareSampler"]
 
@@ -44,7 +45,7 @@ def _check_labels(labels: Labels) -> torch.Tensor:
     return tensor
 
 
-def _check_num_samples(num_samples: Optional[int], default: int) -> int:
+def _check_num_samples(num_samples: int | None, default: int) -> int:
     if num_samples is None:
         return default
     if isinstance(num_samples, bool) or int(num_samples) != num_samples or num_samples < 1:
@@ -58,19 +59,10 @@ def _check_seed(seed: int) -> int:
     return int(seed)
 
 
-def _epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    # Mixing (seed, epoch) through a SeedSequence keeps nearby pairs independent: seed + epoch (as in
-    # DistributedSampler) would make seed 1 / epoch 0 replay seed 0 / epoch 1.
-    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
-    generator = torch.Generator()
-    generator.manual_seed(int(state))
-    return generator
-
-
 class _EpochSampler(Sampler[int]):
     """Shared plumbing: labels, length, seed and the per-epoch generator."""
 
-    def __init__(self, labels: Labels, num_samples: Optional[int], seed: int):
+    def __init__(self, labels: Labels, num_samples: int | None, seed: int):
         self.labels = _check_labels(labels)
         self.num_samples = _check_num_samples(num_samples, default=self.labels.numel())
         self.seed = _check_seed(seed)
@@ -84,7 +76,7 @@ class _EpochSampler(Sampler[int]):
 
     def indices(self) -> torch.Tensor:
         """The ``num_samples`` dataset indices of the current epoch, as an int64 tensor."""
-        return self._draw(_epoch_generator(self.seed, self.epoch))
+        return self._draw(epoch_generator(self.seed, self.epoch))
 
     def _draw(self, generator: torch.Generator) -> torch.Tensor:
         raise NotImplementedError
@@ -119,7 +111,7 @@ class ClassWeightedSampler(_EpochSampler):
         6
     """
 
-    def __init__(self, labels: Labels, class_weights, num_samples: Optional[int] = None, seed: int = 0):
+    def __init__(self, labels: Labels, class_weights, num_samples: int | None = None, seed: int = 0):
         super().__init__(labels, num_samples, seed)
         weights = torch.as_tensor(class_weights, dtype=torch.float64).detach().cpu().reshape(-1)
         num_classes = int(self.labels.max()) + 1
@@ -159,7 +151,7 @@ class ClassAwareSampler(_EpochSampler):
         [0, 0, 0, 0, 1, 1, 1, 1]
     """
 
-    def __init__(self, labels: Labels, samples_per_class: int = 4, num_samples: Optional[int] = None, seed: int = 0):
+    def __init__(self, labels: Labels, samples_per_class: int = 4, num_samples: int | None = None, seed: int = 0):
         super().__init__(labels, num_samples, seed)
         k = samples_per_class
         if isinstance(k, bool) or int(k) != k or k < 1:
@@ -170,9 +162,9 @@ class ClassAwareSampler(_EpochSampler):
 
     def _draw(self, generator: torch.Generator) -> torch.Tensor:
         k = self.samples_per_class
-        queues: List[Optional[List[int]]] = [None] * len(self._members)
+        queues: list[list[int] | None] = [None] * len(self._members)
         positions = [0] * len(self._members)
-        out: List[int] = []
+        out: list[int] = []
         rounds = math.ceil(self.num_samples / (k * len(self._members)))
         for _ in range(rounds):
             for c in torch.randperm(len(self._members), generator=generator).tolist():

@@ -1,31 +1,32 @@
-"""The ``--train_rule`` options: how a run re-samples the data and/or re-weights the loss.
+"""The ``--train_rule`` options: how a run re-samples the data and re-weights the loss.
 
 A rule is data: which per-class weights (from :mod:`fbl.class_weights`) drive the sampler, which
-weight the loss, and whether the loss weights are deferred (DRW, Cao et al., NeurIPS 2019). The
-trainer calls :func:`resolve_train_rule` once and gets a :class:`ResolvedRule` holding the sampler
-to give the ``DataLoader`` (``None``: plain shuffle) and the loss weight for each epoch::
+weight the loss, and whether the loss weights are deferred (DRW, Cao et al., NeurIPS 2019). Every
+class weight of a run comes from here, including the weighting a ``cb-*`` loss names. The trainer
+calls :func:`resolve_train_rule` once and, each epoch, gives the sampler the epoch and the loss its
+weight::
 
     rule = resolve_train_rule(cfg.train_rule, class_counts, labels, total_epochs=cfg.epochs, seed=cfg.seed)
-    loader = DataLoader(train_set, sampler=rule.sampler, shuffle=rule.sampler is None, ...)
     for epoch in range(cfg.epochs):
-        if rule.sampler is not None:
-            rule.sampler.set_epoch(epoch)
-        weight = rule.weight_at(epoch)   # None: unweighted loss
+        rule.sampler.set_epoch(epoch)            # when rule.sampler is not None
+        criterion.set_weight(rule.weight_at(epoch))  # None: unweighted loss
 
 Names are case-insensitive, ``_`` reads as ``-``, and the seed code's spellings (``BalancedRS``,
 ``EffectNumRW``, ``DRW``, ...) are accepted as aliases.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Optional, Tuple
 
 import torch
 from torch.utils.data import Sampler
 
-from fbl.class_weights import effective_number_weights, inverse_frequency_weights
+from fbl.checks import Counts, check_beta, check_class_counts
+from fbl.class_weights import effective_number_weights, inverse_frequency_weights, weights_for
 from fbl.errors import ConfigError
-from fbl.losses._validation import Counts, check_class_counts
+from fbl.registry import Registry
 from fbl.samplers import ClassAwareSampler, ClassWeightedSampler, Labels, _check_labels
 
 
@@ -68,10 +69,10 @@ class TrainRule:
 
     name: str
     summary: str
-    aliases: Tuple[str, ...] = ()
-    sample_weight: Optional[WeightFn] = None
+    aliases: tuple[str, ...] = ()
+    sample_weight: WeightFn | None = None
     class_aware: bool = False
-    class_weight: Optional[WeightFn] = None
+    class_weight: WeightFn | None = None
     deferred: bool = False
 
 
@@ -89,33 +90,22 @@ class ResolvedRule:
     """
 
     name: str
-    sampler: Optional[Sampler] = None
-    class_weight: Optional[torch.Tensor] = field(default=None, repr=False)
-    drw_epoch: Optional[int] = None
+    sampler: Sampler | None = None
+    class_weight: torch.Tensor | None = field(default=None, repr=False)
+    drw_epoch: int | None = None
 
-    def weight_at(self, epoch: int) -> Optional[torch.Tensor]:
+    def weight_at(self, epoch: int) -> torch.Tensor | None:
         """Loss weights for 0-based ``epoch``: ``None`` (unweighted) before ``drw_epoch``."""
         if self.drw_epoch is not None and epoch < self.drw_epoch:
             return None
         return self.class_weight
 
 
-_RULES: Dict[str, TrainRule] = {}
-_ALIASES: Dict[str, str] = {}
-
-
-def _key(name: str) -> str:
-    return str(name).strip().lower().replace("_", "-")
+TRAIN_RULES: Registry[TrainRule] = Registry("train rule")
 
 
 def _register(rule: TrainRule) -> None:
-    for key in (rule.name, *rule.aliases):
-        key = _key(key)
-        if key in _RULES or key in _ALIASES:
-            raise ValueError(f"train rule name {key!r} is registered twice")
-    _RULES[_key(rule.name)] = rule
-    for alias in rule.aliases:
-        _ALIASES[_key(alias)] = _key(rule.name)
+    TRAIN_RULES.register(rule.name, rule, *rule.aliases)
 
 
 for _rule in (
@@ -137,16 +127,12 @@ for _rule in (
 
 def list_train_rules() -> list[str]:
     """Canonical rule names, sorted."""
-    return sorted(_RULES)
+    return TRAIN_RULES.names()
 
 
-def get_train_rule(name: Optional[str]) -> TrainRule:
+def get_train_rule(name: str | None) -> TrainRule:
     """Look a rule up by name or alias (case-insensitive); Python ``None`` means ``"none"``."""
-    key = _key("none" if name is None else name)
-    key = _ALIASES.get(key, key)
-    if key not in _RULES:
-        raise ConfigError(f"Unknown train rule {name!r}; choose one of: {', '.join(list_train_rules())}")
-    return _RULES[key]
+    return TRAIN_RULES.get("none" if name is None else name)
 
 
 def default_drw_epoch(total_epochs: int) -> int:
@@ -155,15 +141,16 @@ def default_drw_epoch(total_epochs: int) -> int:
 
 
 def resolve_train_rule(
-    name: Optional[str],
+    name: str | None,
     class_counts: Counts,
-    labels: Optional[Labels] = None,
+    labels: Labels | None = None,
     *,
     total_epochs: int,
     seed: int = 0,
     beta: float = 0.9999,
-    drw_epoch: Optional[int] = None,
+    drw_epoch: int | None = None,
     samples_per_class: int = 4,
+    loss_weighting: str | None = None,
 ) -> ResolvedRule:
     """Bind rule ``name`` to a training set.
 
@@ -176,6 +163,8 @@ def resolve_train_rule(
         beta: effective-number hyper-parameter, in (0, 1).
         drw_epoch: DRW switch epoch (0-based); default ``round(0.8 * total_epochs)``.
         samples_per_class: k of the class-aware sampler.
+        loss_weighting: the weighting a ``cb-*`` loss names (``"effective-number"``); the loss is
+            weighted by it unless the rule weights the loss itself, which is refused (two sources).
 
     Raises:
         ConfigError: unknown rule or an option out of range.
@@ -185,8 +174,7 @@ def resolve_train_rule(
     if isinstance(total_epochs, bool) or int(total_epochs) != total_epochs or total_epochs < 1:
         raise ConfigError(f"Expected total_epochs to be a positive integer but got {total_epochs!r}")
     # Every option is checked whatever the rule, so a bad config fails before the run that would use it.
-    if not 0.0 < beta < 1.0:
-        raise ConfigError(f"Expected beta in the open interval (0, 1) but got {beta}")
+    beta = check_beta(beta)
     if isinstance(samples_per_class, bool) or int(samples_per_class) != samples_per_class or samples_per_class < 1:
         raise ConfigError(f"Expected samples_per_class to be a positive integer but got {samples_per_class!r}")
 
@@ -198,7 +186,20 @@ def resolve_train_rule(
         else:
             sampler = ClassWeightedSampler(sampler_labels, rule.sample_weight(counts, beta), seed=seed)
 
-    class_weight = rule.class_weight(counts, beta) if rule.class_weight is not None else None
+    if rule.class_weight is not None and loss_weighting is not None:
+        raise ConfigError(
+            f"Train rule {rule.name!r} re-weights the loss and the loss is already weighted by {loss_weighting}: "
+            "use one of them, not both"
+        )
+    if rule.class_weight is not None:
+        class_weight = rule.class_weight(counts, beta)
+    elif loss_weighting is not None:
+        class_weight = weights_for(loss_weighting, counts, beta)
+    elif drw_epoch is not None:
+        # --drw-epoch with nothing to defer defers effective-number weights, the LDAM-DRW recipe.
+        class_weight = effective_number_weights(counts, beta)
+    else:
+        class_weight = None
 
     # A deferring rule switches at round(0.8 E) unless told otherwise; any other rule defers the
     # loss's weights only when a drw_epoch is given (DRW composes with every loss and rule).
@@ -215,7 +216,7 @@ def resolve_train_rule(
     return ResolvedRule(name=rule.name, sampler=sampler, class_weight=class_weight, drw_epoch=switch)
 
 
-def _labels_matching(labels: Optional[Labels], counts: list[int], rule_name: str) -> torch.Tensor:
+def _labels_matching(labels: Labels | None, counts: list[int], rule_name: str) -> torch.Tensor:
     # Counts and labels come from the same dataset builder; disagreement is a bug, not a user error.
     if labels is None:
         raise ValueError(f"train rule {rule_name!r} re-samples the data: pass the training labels")

@@ -122,13 +122,14 @@ def test_indices_match_reference(seed):
     assert len(np.unique(got)) == len(got)
 
 
-def test_indices_leave_global_rng_as_the_reference_does():
+def test_indices_leave_the_global_rng_alone():
     targets = _shuffled_targets(50, 5)
     counts = [50, 30, 20, 10, 5]
+    np.random.seed(99)
+    expected = np.random.random_sample(3)
+    np.random.seed(99)
     long_tail_indices(targets, counts, 7)
-    after_ours = np.random.random_sample(3)
-    reference_indices(targets, counts, 7)
-    np.testing.assert_array_equal(after_ours, np.random.random_sample(3))
+    np.testing.assert_array_equal(np.random.random_sample(3), expected)
 
 
 def test_indices_accept_lists_and_tensors():

@@ -3,6 +3,7 @@ import json
 import math
 
 import pytest
+import torch
 
 from fbl.config import resolve_config
 from fbl.engine.trainer import train
@@ -34,8 +35,19 @@ def test_drw_epoch_alone_defers_the_loss_weights():
     from fbl.engine.trainer import build_experiment
 
     cfg = resolve_config("digits-lt", overrides={"loss": "focal", "drw_epoch": 3, "epochs": 5, "device": "cpu"})
-    criterion = build_experiment(cfg).criterion
-    criterion.set_epoch(2)
-    assert criterion.weight is None
-    criterion.set_epoch(3)
-    assert criterion.weight is not None and criterion.weight[-1] > criterion.weight[0]  # tail weighted up
+    rule = build_experiment(cfg).rule
+    assert rule.weight_at(2) is None
+    weight = rule.weight_at(3)
+    assert weight is not None and weight[-1] > weight[0]  # tail weighted up
+
+
+def test_a_cb_loss_is_weighted_through_the_train_rule():
+    from fbl.class_weights import effective_number_weights
+    from fbl.engine.trainer import build_experiment
+
+    cfg = resolve_config("digits-lt", overrides={"loss": "cb-focal", "epochs": 5, "device": "cpu"})
+    exp = build_experiment(cfg)
+    assert type(exp.criterion).__name__ == "FocalLoss" and exp.criterion.weight is None
+    expected = effective_number_weights(exp.data.class_counts, 0.9999)
+    for epoch in (0, 4):
+        assert torch.equal(exp.rule.weight_at(epoch), expected)

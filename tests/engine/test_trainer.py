@@ -42,7 +42,7 @@ def test_run_folder_holds_every_artefact(fbl_run):
 
 
 def test_eval_reproduces_the_last_epoch(fbl_run, capsys):
-    from fbl.engine.evaluator import evaluate_checkpoint
+    from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
 
     summary = json.loads((fbl_run / "summary.json").read_text())
     result = evaluate_checkpoint(str(fbl_run), device="cpu")

@@ -7,7 +7,7 @@ import yaml
 
 from fbl.cli import main
 from fbl.engine.checkpoint import load_checkpoint
-from fbl.engine.evaluator import evaluate_checkpoint
+from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
 
 FAST = ["--device", "cpu", "--quiet", "--warmup-epochs", "1"]
 
@@ -61,7 +61,7 @@ def _longhand_predictions(run, classifier_weight_fn, logit_fn):
     exp.model.eval()
     hits, total = 0, 0
     with torch.no_grad():
-        for x, y in exp.test_loader:
+        for x, y in exp.eval_loader("test"):
             f = exp.model.forward_features(x)
             w, b = exp.model.fc.weight, exp.model.fc.bias
             logits = logit_fn(f @ classifier_weight_fn(w).T, b, exp.data.class_counts)

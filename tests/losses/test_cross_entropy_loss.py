@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fbl.errors import ConfigError
+from fbl.train_rules import resolve_train_rule
 from fbl.losses import CrossEntropyLoss, create_loss
 from fbl.losses.functional import cross_entropy
 
@@ -84,29 +85,26 @@ def test_class_balanced_variant_uses_effective_number_weights():
     torch.testing.assert_close(crit(z.float(), y).double(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_inverse_frequency_weighting():
+def test_inverse_frequency_weight_from_the_balanced_rw_rule():
     z, y, _ = batch()
-    crit = CrossEntropyLoss(COUNTS, weighting="inverse-frequency")
+    crit = CrossEntropyLoss(COUNTS)
+    crit.set_weight(resolve_train_rule("balanced-rw", COUNTS, total_epochs=10).weight_at(0))
     want_w = inverse_frequency_longhand(COUNTS)
     torch.testing.assert_close(crit.weight.double(), torch.tensor(want_w, dtype=torch.float64), rtol=1e-6, atol=0)
     want, _ = ce_longhand(z, y, want_w)
     torch.testing.assert_close(crit(z.float(), y).double(), want, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("drw_epoch", [0, 3])
-def test_drw_switches_weight_on_at_drw_epoch(drw_epoch):
+def test_weight_switched_on_and_off():
     z, y, _ = batch()
-    crit = CrossEntropyLoss(COUNTS, weight=EXPLICIT_WEIGHT, drw_epoch=drw_epoch).to(torch.float64)
+    crit = CrossEntropyLoss(COUNTS).to(torch.float64)
     unweighted, _ = ce_longhand(z, y)
     weighted, _ = ce_longhand(z, y, EXPLICIT_WEIGHT)
-    if drw_epoch > 0:
-        crit.set_epoch(drw_epoch - 1)
-        assert crit.weight is None
-        assert_close(crit(z, y), unweighted, torch.float64)
-    crit.set_epoch(drw_epoch)
+    assert_close(crit(z, y), unweighted, torch.float64)
+    crit.set_weight(EXPLICIT_WEIGHT)
     assert_close(crit(z, y), weighted, torch.float64)
-    crit.set_epoch(drw_epoch + 10)
-    assert_close(crit(z, y), weighted, torch.float64)
+    crit.set_weight(None)
+    assert_close(crit(z, y), unweighted, torch.float64)
 
 
 @pytest.mark.parametrize("name", ["ce", "CE", "cross-entropy", "CrossEntropy", "cross_entropy"])
@@ -114,10 +112,8 @@ def test_registry_names(name):
     assert type(create_loss(name, COUNTS)) is CrossEntropyLoss
 
 
-def test_rejects_explicit_weight_with_weighting():
-    with pytest.raises(ConfigError, match="either an explicit weight or weighting='effective-number'"):
-        CrossEntropyLoss(COUNTS, weight=EXPLICIT_WEIGHT, weighting="effective-number")
-    with pytest.raises(ConfigError, match="either an explicit weight"):
+def test_rejects_explicit_weight_for_the_cb_variant():
+    with pytest.raises(ConfigError, match="give no weight"):
         create_loss("cb-ce", COUNTS, weight=EXPLICIT_WEIGHT)
 
 

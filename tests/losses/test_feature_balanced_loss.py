@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from fbl.errors import ConfigError
+from fbl.train_rules import resolve_train_rule
 from fbl.losses import FeatureBalancedLoss, create_loss
 from fbl.losses.functional import class_stimulus, feature_balanced_loss
 
@@ -201,28 +202,26 @@ def test_set_epoch_rejects_negative_epochs():
 # --- weighting ---------------------------------------------------------------------------------
 
 
-def test_drw_switches_weight_on_at_drw_epoch():
+def test_under_the_drw_rule_the_weight_switches_on_at_drw_epoch():
     z, y, f = batch()
     lambda_ = 6.0
-    crit = FeatureBalancedLoss(COUNTS, lambda_=lambda_, schedule="constant", total_epochs=10, drw_epoch=4).to(torch.float64)
-    cb = effective_number_longhand(COUNTS, 0.9999)  # DRW without a weight defers class-balanced weights
+    crit = FeatureBalancedLoss(COUNTS, lambda_=lambda_, schedule="constant", total_epochs=10).to(torch.float64)
+    rule = resolve_train_rule("drw", COUNTS, total_epochs=10, drw_epoch=4)
+    cb = effective_number_longhand(COUNTS, 0.9999)
     crit.set_epoch(3)
+    crit.set_weight(rule.weight_at(3))
     assert crit.weight is None
     assert_close(crit(z, y, features=f), fbl_longhand(z, y, f, COUNTS, lambda_, 1.0), torch.float64)
     crit.set_epoch(4)
+    crit.set_weight(rule.weight_at(4))
     torch.testing.assert_close(crit.weight, torch.tensor(cb, dtype=torch.float64), rtol=1e-6, atol=0)
     want = fbl_longhand(z, y, f, COUNTS, lambda_, 1.0, weight=crit.weight.tolist())
     assert_close(crit(z, y, features=f), want, torch.float64)
 
 
-def test_drw_epoch_must_fall_inside_the_run():
-    with pytest.raises(ConfigError, match=r"Expected drw_epoch < total_epochs \(200\) but got 200"):
-        FeatureBalancedLoss(COUNTS, total_epochs=200, drw_epoch=200)
-
-
 def test_class_balanced_variant():
     crit = create_loss("cb-fbl", COUNTS, lambda_=60.0, total_epochs=200)
-    assert type(crit) is FeatureBalancedLoss and crit.weighting == "effective-number"
+    assert type(crit) is FeatureBalancedLoss
     want = torch.tensor(effective_number_longhand(COUNTS, 0.9999), dtype=torch.float64)
     torch.testing.assert_close(crit.weight.double(), want, rtol=1e-6, atol=0)
 

@@ -85,15 +85,12 @@ def test_confident_samples_are_down_weighted():
     assert ratio[0] < 1e-6 and ratio[1] == pytest.approx(0.25)
 
 
-def test_drw_switches_weight_on_at_drw_epoch():
+def test_weight_switched_on():
     z, y, _ = batch()
-    crit = FocalLoss(COUNTS, gamma=2.0, weighting="inverse-frequency", drw_epoch=5).to(torch.float64)
-    crit.set_epoch(4)
-    assert crit.weight is None
+    crit = FocalLoss(COUNTS, gamma=2.0).to(torch.float64)
     assert_close(crit(z, y), focal_longhand(z, y, 2.0), torch.float64)
-    crit.set_epoch(5)
-    assert crit.weight is not None
-    assert_close(crit(z, y), focal_longhand(z, y, 2.0, weight=crit.weight.tolist()), torch.float64)
+    crit.set_weight(EXPLICIT_WEIGHT)
+    assert_close(crit(z, y), focal_longhand(z, y, 2.0, weight=EXPLICIT_WEIGHT), torch.float64)
 
 
 def test_class_balanced_variant():

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fbl.errors import ConfigError
+from fbl.train_rules import resolve_train_rule
 from fbl.losses import LDAMLoss, create_loss
 from fbl.losses.functional import ldam_loss, ldam_margins
 
@@ -93,12 +94,14 @@ def test_only_the_target_logit_loses_its_margin():
 def test_ldam_drw_defers_class_balanced_weights():
     z, y, _ = batch()
     z = z / 4
-    crit = create_loss("LDAM", COUNTS, drw_epoch=160).to(torch.float64)
+    # LDAM-DRW: the drw rule's weights, assigned by the trainer each epoch, switch on at 160 of 200.
+    crit = create_loss("LDAM", COUNTS).to(torch.float64)
+    rule = resolve_train_rule("drw", COUNTS, total_epochs=200)
     cb = effective_number_longhand(COUNTS, 0.9999)
-    crit.set_epoch(159)
+    crit.set_weight(rule.weight_at(159))
     assert crit.weight is None
     assert_close(crit(z, y), ldam_longhand(z, y, COUNTS), torch.float64)
-    crit.set_epoch(160)
+    crit.set_weight(rule.weight_at(160))
     torch.testing.assert_close(crit.weight, torch.tensor(cb, dtype=torch.float64), rtol=1e-6, atol=0)
     assert_close(crit(z, y), ldam_longhand(z, y, COUNTS, weight=crit.weight.tolist()), torch.float64)
 

@@ -14,6 +14,7 @@ from ._helpers import (
     EXPLICIT_WEIGHT,
     assert_close,
     batch,
+    effective_number_longhand,
     log_softmax_longhand,
     reduce_longhand,
     upstream_for,
@@ -72,13 +73,11 @@ def test_tau_zero_is_cross_entropy_and_default_tau_is_one():
     assert_close(got, torch.nn.functional.cross_entropy(z, y), torch.float64)
 
 
-def test_drw_switches_weight_on_at_drw_epoch():
+def test_weight_switched_on():
     z, y, _ = batch()
-    crit = LogitAdjustedLoss(COUNTS, weighting="effective-number", beta=0.99, drw_epoch=1).to(torch.float64)
-    crit.set_epoch(0)
-    assert crit.weight is None
+    crit = LogitAdjustedLoss(COUNTS).to(torch.float64)
     assert_close(crit(z, y), logit_adjusted_longhand(z, y, COUNTS), torch.float64)
-    crit.set_epoch(1)
+    crit.set_weight(effective_number_longhand(COUNTS, 0.99))
     assert_close(crit(z, y), logit_adjusted_longhand(z, y, COUNTS, weight=crit.weight.tolist()), torch.float64)
 
 

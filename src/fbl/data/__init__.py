@@ -2,11 +2,12 @@
 from fbl.data.augment import AugmentSpec, normalize, random_crop_flip
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
-from fbl.data.registry import build_dataset, list_datasets
+from fbl.data.registry import DATASETS, build_dataset, list_datasets
 from fbl.data.shot_groups import SHOT_THRESHOLDS, shot_groups
 from fbl.data.tensor_loader import TensorBatchLoader
 
 __all__ = [
+    "DATASETS",
     "AugmentSpec",
     "LongTailData",
     "SHOT_THRESHOLDS",

@@ -8,6 +8,10 @@ import torch
 
 from fbl.data.augment import AugmentSpec
 from fbl.data.shot_groups import shot_groups
+from fbl.data.tensor_loader import TensorBatchLoader
+
+#: Evaluation batches are large: no gradients are kept, so memory allows it and it is faster.
+EVAL_BATCH_SIZE = 256
 
 
 @dataclass(eq=False)
@@ -15,7 +19,8 @@ class LongTailData:
     """A long-tailed training set and its test set, held in memory as uint8 tensors.
 
     Everything that differs between datasets (class names, normalisation, augmentation) is a field
-    here, so the trainer never branches on ``name``.
+    here, so the trainer never branches on ``name``; the dataset builds its own loaders
+    (:meth:`train_loader`, :meth:`eval_loader`), so the trainer never looks inside either.
 
     Args:
         name: registry name, e.g. ``"cifar10"``.
@@ -76,3 +81,34 @@ class LongTailData:
     def imbalance_ratio(self) -> float:
         """:math:`n_{max} / n_{min}` of the training counts."""
         return max(self.class_counts) / min(self.class_counts)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input image, ``(C, H, W)``."""
+        return tuple(self.train_images.shape[1:])
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        """Splits :meth:`eval_loader` can serve."""
+        return ("test",)
+
+    def split_size(self, split: str) -> int:
+        """Number of images in ``split`` (``"train"`` or one of :attr:`eval_splits`)."""
+        return self.train_images.shape[0] if split == "train" else self._eval_tensors(split)[0].shape[0]
+
+    def train_loader(self, batch_size: int, *, device, seed: int, sampler=None) -> TensorBatchLoader:
+        """Shuffled (or ``sampler``-ordered), augmented batches of the training split on ``device``."""
+        return TensorBatchLoader(
+            self.train_images, self.train_targets, batch_size, augment=self.augment, train=True,
+            device=device, seed=seed, sampler=sampler,
+        )
+
+    def eval_loader(self, split: str = "test", batch_size: int = EVAL_BATCH_SIZE, *, device) -> TensorBatchLoader:
+        """Batches of ``split`` in order, normalised, not augmented (``"train"`` gives the training images)."""
+        images, targets = (self.train_images, self.train_targets) if split == "train" else self._eval_tensors(split)
+        return TensorBatchLoader(images, targets, batch_size, augment=self.augment, train=False, device=device)
+
+    def _eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        if split != "test":
+            raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.eval_splits)}")
+        return self.test_images, self.test_targets

@@ -76,11 +76,11 @@ def long_tail_counts(n_max: int, num_classes: int, imb_type: str, imb_factor: fl
 def long_tail_indices(targets, class_counts: Sequence[int], rand_number: int = 0) -> np.ndarray:
     """Positions (in the original training set) of the long-tailed subset, class by class.
 
-    Seeds numpy's *global* RNG with ``np.random.seed(rand_number)``, then for ``c = 0..C-1`` shuffles
-    ``np.where(targets == c)[0]`` in place with ``np.random.shuffle`` and keeps the first ``n_c``.
-    The global RNG (not a local ``Generator``) is deliberate: it is the only way to draw the same
-    subset as the reference code, and published CIFAR-LT results depend on that subset. The global
-    state is left seeded afterwards, as the reference leaves it.
+    The reference seeds numpy's global RNG with ``np.random.seed(rand_number)``, then for
+    ``c = 0..C-1`` shuffles ``np.where(targets == c)[0]`` with ``np.random.shuffle`` and keeps the
+    first ``n_c``. ``np.random.RandomState(rand_number)`` is the same Mersenne-Twister stream, so
+    its ``shuffle`` draws exactly the reference's subset (published CIFAR-LT results depend on it)
+    without touching the global generator.
 
     Args:
         targets: labels of the full training set (list, numpy array or CPU tensor), values in ``0..C-1``.
@@ -97,14 +97,14 @@ def long_tail_indices(targets, class_counts: Sequence[int], rand_number: int = 0
     if any(n < 0 for n in counts):
         raise ConfigError(f"Expected non-negative class counts but got {counts}")
 
-    np.random.seed(rand_number)
+    rng = np.random.RandomState(rand_number)
     picked = []
     for cls, n_keep in enumerate(counts):
         idx = np.where(targets == cls)[0]
         if len(idx) < n_keep:
             raise ConfigError(f"Class {cls} has {len(idx)} training samples but the long-tail profile asks for {n_keep}")
         # Shuffle even when n_keep is 0 so later classes see the same RNG stream as in the reference.
-        np.random.shuffle(idx)
+        rng.shuffle(idx)
         picked.append(idx[:n_keep])
     indices = np.concatenate(picked) if picked else np.zeros(0, dtype=np.int64)
     logger.debug("long-tail subset: %d of %d samples (seed %d)", len(indices), len(targets), rand_number)

@@ -7,22 +7,13 @@ one image at a time in worker processes, :class:`TensorBatchLoader` keeps the wh
 from __future__ import annotations
 
 import logging
-from typing import Optional
-
-import numpy as np
 import torch
 
 from fbl.data.augment import AugmentSpec, _affine, _scale_shift, apply_crop_flip, crop_flip_params
 from fbl.errors import ConfigError
+from fbl.seeding import epoch_generator, epoch_seed
 
 logger = logging.getLogger(__name__)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A 64-bit seed for ``(seed, epoch)``; SeedSequence mixing keeps nearby pairs uncorrelated."""
-    if seed < 0 or epoch < 0:
-        raise ConfigError(f"Expected seed >= 0 and epoch >= 0 but got seed={seed}, epoch={epoch}")
-    return int(np.random.SeedSequence([int(seed), int(epoch)]).generate_state(1, dtype=np.uint64)[0])
 
 
 def _sampler_order(sampler) -> torch.Tensor:
@@ -106,7 +97,7 @@ class TensorBatchLoader:
         if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(self.epoch)
 
-    def _order(self, generator: torch.Generator) -> Optional[torch.Tensor]:
+    def _order(self, generator: torch.Generator) -> torch.Tensor | None:
         """Indices of this epoch's samples in order; ``None`` means ``0..N-1`` (sliced, not gathered)."""
         if self.sampler is not None:
             order = _sampler_order(self.sampler)
@@ -118,8 +109,7 @@ class TensorBatchLoader:
         return None
 
     def __iter__(self):
-        generator = torch.Generator()
-        generator.manual_seed(epoch_seed(self.seed, self.epoch))
+        generator = epoch_generator(self.seed, self.epoch)
         order = self._order(generator)
         total = self.images.shape[0] if order is None else order.shape[0]
         if order is not None:

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from itertools import islice
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -27,9 +27,10 @@ def evaluate(
     model.eval()
     metrics = ClassMetrics(len(class_counts))
     total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches)
+    device = next(model.parameters()).device
     for images, target in progress(islice(loader, total_batches), total=total_batches, desc="eval", leave=False):
-        features = model.forward_features(images)
-        logits = model.forward_head(features)
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        logits, features = model(images, return_features=True)
         if logit_transform is not None:
             logits = logit_transform(logits)
         metrics.update(logits, target, features)

@@ -22,7 +22,7 @@ def train_one_epoch(
     generator: torch.Generator | None = None,
     progress: Progress = no_progress,
 ) -> dict:
-    """One pass over ``loader``. The model is split so every loss sees the features it may need.
+    """One pass over ``loader``. The model returns features too, so every loss sees what it may need.
 
     Returns the sample-weighted mean loss and the top-1 training accuracy (percent; with mixup,
     the ``lam``-weighted accuracy against both targets).
@@ -32,11 +32,12 @@ def train_one_epoch(
     # Sums stay on the device: reading them every batch would wait for the accelerator each step.
     loss_sum, correct, seen = 0.0, 0.0, 0
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
+    device = next(model.parameters()).device
     for images, target in batches:
+        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
         if mixup_alpha:
             images, target_a, target_b, lam = mixup_batch(images, target, mixup_alpha, generator)
-        features = model.forward_features(images)
-        logits = model.forward_head(features)
+        logits, features = model(images, return_features=True)
         if mixup_alpha:
             loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
         else:

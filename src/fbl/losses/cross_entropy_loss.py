@@ -12,9 +12,8 @@ from fbl.losses.registry import register_loss, register_variant
 class CrossEntropyLoss(LongTailLoss):
     """Softmax cross-entropy, optionally class-weighted. Ignores ``features``.
 
-    Args: see :class:`~fbl.losses.base.LongTailLoss` (``weight``, ``reduction``, ``weighting``,
-    ``beta``, ``drw_epoch``). Registered as ``ce``; ``cb-ce`` is the class-balanced variant
-    (``weighting="effective-number"``, Cui et al., CVPR 2019).
+    Args: see :class:`~fbl.losses.base.LongTailLoss` (``weight``, ``reduction``). Registered as
+    ``ce``; ``cb-ce`` is the class-balanced variant (effective-number weights, Cui et al., CVPR 2019).
     """
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:
@@ -22,4 +21,4 @@ class CrossEntropyLoss(LongTailLoss):
         return functional._cross_entropy(logits, target, self.weight, self.reduction)
 
 
-register_variant("cb-ce", "ce", weighting="effective-number")
+register_variant("cb-ce", "ce", "effective-number")

@@ -7,7 +7,7 @@ from fbl.losses import functional
 from fbl.losses._validation import Counts, check_features, check_inputs
 from fbl.losses.base import LongTailLoss
 from fbl.losses.registry import register_loss, register_variant
-from fbl.losses.schedules import alpha_at, get_schedule
+from fbl.losses.schedules import SCHEDULES, alpha_at
 
 
 @register_loss("fbl", "feabal", "feature-balanced")
@@ -30,9 +30,8 @@ class FeatureBalancedLoss(LongTailLoss):
         total_epochs: length of the run the curriculum spans.
         weight: optional per-class weight of the cross-entropy.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
-        weighting, beta, drw_epoch: see :class:`~fbl.losses.base.LongTailLoss`; ``drw_epoch`` must
-            lie inside the run (``< total_epochs``). ``cb-fbl`` is the class-balanced variant
-            (``weighting="effective-number"``).
+        ``cb-fbl`` is the class-balanced variant (effective-number weights, see
+        :func:`~fbl.losses.registry.create_loss`).
     """
 
     def __init__(
@@ -43,23 +42,14 @@ class FeatureBalancedLoss(LongTailLoss):
         total_epochs: int = 200,
         weight=None,
         reduction: str = "mean",
-        *,
-        weighting: str | None = None,
-        beta: float = 0.9999,
-        drw_epoch: int | None = None,
     ):
-        super().__init__(class_counts, weight, reduction, weighting=weighting, beta=beta, drw_epoch=drw_epoch)
+        super().__init__(class_counts, weight, reduction)
         if not float(lambda_) >= 0:
             raise ConfigError(f"Expected lambda_ (stimulus strength A) >= 0 but got {lambda_}")
         if int(total_epochs) < 1:
             raise ConfigError(f"Expected total_epochs >= 1 but got {total_epochs}")
-        if self.drw_epoch is not None and self.drw_epoch >= int(total_epochs):
-            raise ConfigError(
-                f"Expected drw_epoch < total_epochs ({int(total_epochs)}) but got {self.drw_epoch}: the weight would never switch on"
-            )
-        get_schedule(schedule)
         self.lambda_ = float(lambda_)
-        self.schedule = str(schedule).lower()
+        self.schedule = SCHEDULES.canonical(schedule)
         self.total_epochs = int(total_epochs)
         self.alpha = alpha_at(self.schedule, 0, self.total_epochs)
 
@@ -78,4 +68,4 @@ class FeatureBalancedLoss(LongTailLoss):
         return f"{super().extra_repr()}, lambda_={self.lambda_}, schedule={self.schedule!r}, alpha={self.alpha:.4f}"
 
 
-register_variant("cb-fbl", "fbl", weighting="effective-number")
+register_variant("cb-fbl", "fbl", "effective-number")

@@ -20,8 +20,8 @@ class FocalLoss(LongTailLoss):
     Args:
         class_counts: training samples per class.
         gamma: focusing parameter :math:`\gamma \ge 0` (default 1, as in the LDAM-DRW code's focal baseline).
-        weight, reduction, weighting, beta, drw_epoch: see :class:`~fbl.losses.base.LongTailLoss`.
-            ``cb-focal`` is the class-balanced variant (``weighting="effective-number"``).
+        weight, reduction: see :class:`~fbl.losses.base.LongTailLoss`. ``cb-focal`` is the
+            class-balanced variant (effective-number weights, Cui et al., CVPR 2019).
     """
 
     def __init__(
@@ -30,9 +30,8 @@ class FocalLoss(LongTailLoss):
         gamma: float = 1.0,
         weight=None,
         reduction: str = "mean",
-        **options,
     ):
-        super().__init__(class_counts, weight, reduction, **options)
+        super().__init__(class_counts, weight, reduction)
         self.gamma = check_non_negative(gamma, "gamma", " (focusing parameter)")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:
@@ -43,4 +42,4 @@ class FocalLoss(LongTailLoss):
         return f"{super().extra_repr()}, gamma={self.gamma}"
 
 
-register_variant("cb-focal", "focal", weighting="effective-number")
+register_variant("cb-focal", "focal", "effective-number")

@@ -18,14 +18,14 @@ class LDAMLoss(LongTailLoss):
 
     The margin is taken from the target logit only; all logits are then scaled by ``s``, which the
     paper needs because its classifier works on normalised features and weights (cosine logits).
-    LDAM-DRW is ``LDAMLoss(counts, drw_epoch=160)`` for a 200-epoch run: effective-number weights
-    (``beta`` 0.9999) switched on at epoch 160.
+    LDAM-DRW is this loss under ``--train-rule drw``: effective-number weights (``beta`` 0.9999)
+    assigned to ``loss.weight`` from epoch 160 of 200.
 
     Args:
         class_counts: training samples per class.
         max_m: the largest margin (that of the smallest class), > 0.
         s: logit scale, > 0.
-        weight, reduction, weighting, beta, drw_epoch: see :class:`~fbl.losses.base.LongTailLoss`.
+        weight, reduction: see :class:`~fbl.losses.base.LongTailLoss`.
     """
 
     # LDAM's scale s and margins assume cosine logits in [-1, 1]; the trainer builds that head for it.
@@ -38,9 +38,8 @@ class LDAMLoss(LongTailLoss):
         s: float = 30.0,
         weight=None,
         reduction: str = "mean",
-        **options,
     ):
-        super().__init__(class_counts, weight, reduction, **options)
+        super().__init__(class_counts, weight, reduction)
         self.max_m = check_positive(max_m, "max_m", " (largest margin)")
         self.s = check_positive(s, "s", " (logit scale)")
 

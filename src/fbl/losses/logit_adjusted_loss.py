@@ -20,7 +20,7 @@ class LogitAdjustedLoss(LongTailLoss):
     Args:
         class_counts: training samples per class.
         tau: adjustment strength :math:`\tau \ge 0` (1 in the paper; ``tau = 0`` is cross-entropy).
-        weight, reduction, weighting, beta, drw_epoch: see :class:`~fbl.losses.base.LongTailLoss`.
+        weight, reduction: see :class:`~fbl.losses.base.LongTailLoss`.
     """
 
     def __init__(
@@ -29,9 +29,8 @@ class LogitAdjustedLoss(LongTailLoss):
         tau: float = 1.0,
         weight=None,
         reduction: str = "mean",
-        **options,
     ):
-        super().__init__(class_counts, weight, reduction, **options)
+        super().__init__(class_counts, weight, reduction)
         self.tau = check_non_negative(tau, "tau", " (adjustment strength)")
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:

@@ -10,22 +10,15 @@ The other curricula are the alternatives the authors list in their training scri
 from __future__ import annotations
 
 import math
-from typing import Callable, Dict
+from collections.abc import Callable
 
 from fbl.errors import ConfigError
+from fbl.registry import Registry
 
 Schedule = Callable[[int, int], float]
 
-_SCHEDULES: Dict[str, Schedule] = {}
-
-
-def _register(name: str):
-    def wrap(fn: Schedule) -> Schedule:
-        if name in _SCHEDULES:
-            raise ValueError(f"schedule {name!r} is registered twice")
-        _SCHEDULES[name] = fn
-        return fn
-    return wrap
+SCHEDULES: Registry[Schedule] = Registry("alpha schedule")
+_register = SCHEDULES.decorator
 
 
 def _parabolic_ramp(total_epochs: int) -> int:
@@ -92,14 +85,12 @@ def constant(epoch: int, total_epochs: int) -> float:
 
 
 def list_schedules() -> list[str]:
-    return sorted(_SCHEDULES)
+    return SCHEDULES.names()
 
 
 def get_schedule(name: str) -> Schedule:
-    key = str(name).lower()
-    if key not in _SCHEDULES:
-        raise ConfigError(f"Unknown alpha schedule {name!r}; choose one of: {', '.join(list_schedules())}")
-    return _SCHEDULES[key]
+    """The schedule function for ``name`` (any spelling: ``parabolic_clamped`` works)."""
+    return SCHEDULES.get(name)
 
 
 def alpha_at(name: str, epoch: int, total_epochs: int) -> float:

@@ -27,19 +27,31 @@ def fresh_linear(old: nn.Linear, num_classes: int) -> nn.Linear:
     return nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
 
 
-class LinearHead:
+class ForwardWithFeatures:
+    """The one call the loops make: ``model(x)`` -> logits, ``model(x, return_features=True)`` ->
+    ``(logits, features)``, built from the model's ``forward_features`` and ``forward_head``."""
+
+    def forward(self, x: torch.Tensor, return_features: bool = False):
+        """Logits, or ``(logits, features)`` with ``return_features=True``.
+
+        The training and evaluation loops always call this (not the two halves), so DDP's gradient
+        hooks and ``torch.compile`` see the whole step.
+        """
+        features = self.forward_features(x)
+        logits = self.forward_head(features)
+        return (logits, features) if return_features else logits
+
+
+class LinearHead(ForwardWithFeatures):
     """The classifier half of the model contract, shared by every model with an ``fc`` head.
 
     ``forward_head(f)`` -> logits (or ``f`` itself with ``pre_logits=True``), ``forward`` chains it
-    after ``forward_features``; ``reset_classifier`` builds a fresh head, initialised by
+    after ``forward_features`` (``return_features=True`` also returns ``f``); ``reset_classifier`` builds a fresh head, initialised by
     :meth:`init_classifier` (PyTorch's default unless a model overrides it).
     """
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.fc

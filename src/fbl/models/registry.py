@@ -7,34 +7,26 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-from typing import Callable, Dict, Optional
+from collections.abc import Callable
 
 from torch import nn
 
 from fbl.errors import ConfigError
 from fbl.models._helpers import check_num_classes
 from fbl.models.normed_linear import NormedLinear
+from fbl.registry import Registry
 
-_MODELS: Dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_model(name: str):
-    """Function decorator: register a model factory under ``name`` (stored lower-case)."""
-    key = name.lower()
-
-    def wrap(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
-        # A second registration would silently shadow the first; that is a bug, so fail loudly.
-        if key in _MODELS:
-            raise ValueError(f"model name {key!r} is registered twice")
-        _MODELS[key] = fn
-        return fn
-
-    return wrap
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 
-def list_models(pattern: Optional[str] = None) -> list[str]:
+def register_model(name: str, *aliases: str):
+    """Function decorator: register a model factory under ``name`` (a second registration is a bug)."""
+    return MODELS.decorator(name, *aliases)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
     """Registered names, sorted; ``pattern`` is an optional shell-style filter such as ``"resnet*"``."""
-    names = sorted(_MODELS)
+    names = MODELS.names()
     if pattern is not None:
         names = fnmatch.filter(names, pattern.lower())
     return names
@@ -50,11 +42,9 @@ def create_model(name: str, num_classes: int, *, classifier: str = "linear", **k
     """
     if classifier not in CLASSIFIERS:
         raise ConfigError(f"Unknown classifier {classifier!r}; choose one of: {', '.join(CLASSIFIERS)}")
-    key = str(name).strip().lower()
-    if key not in _MODELS:
-        raise ConfigError(f"Unknown model {name!r}; choose one of: {', '.join(list_models())}")
+    key = MODELS.canonical(name)
     num_classes = check_num_classes(num_classes)
-    factory = _MODELS[key]
+    factory = MODELS.get(key)
     signature = inspect.signature(factory)
     try:
         signature.bind(num_classes, **kwargs)

@@ -11,10 +11,11 @@ from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.evaluate import evaluate
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.trainer import build_experiment
+from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
 
 
-class _ReplacedHead(nn.Module):
+class _ReplacedHead(ForwardWithFeatures, nn.Module):
     """The same backbone with another classifier (for tau-normalisation at evaluation time)."""
 
     def __init__(self, model: nn.Module, classifier: nn.Module):
@@ -56,5 +57,5 @@ def evaluate_checkpoint(
     if logit_adjust_tau is not None:
         counts = exp.data.class_counts
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
-    return evaluate(model, exp.test_loader, exp.data.class_counts, limit_batches=limit_batches,
+    return evaluate(model, exp.eval_loader("test"), exp.data.class_counts, limit_batches=limit_batches,
                     logit_transform=transform, progress=progress)
