@@ -1,4 +1,5 @@
 """CIFAR-LT builders on the real CIFAR-10 (shared folder) and on small synthetic CIFAR-100 folders."""
+import os
 import pickle
 
 import numpy as np
@@ -210,3 +211,88 @@ def test_download_failure_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", Offline)
     with pytest.raises(ConfigError, match="Could not download CIFAR-10 .*network is unreachable"):
         build_dataset("cifar10", tmp_path, download=True)
+
+
+# ---------------------------------------------------------------- what a batch file may hold
+
+
+def rewrite_train(root, **changes):
+    """Rewrite the synthetic CIFAR-100 train file with some entries replaced."""
+    path = root / "cifar-100-python" / "train"
+    with open(path, "rb") as f:
+        batch = pickle.load(f)
+    batch.update(changes)
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+    return path
+
+
+class RunsCommand:
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+def test_batch_that_would_run_code_is_refused(tmp_path):
+    write_cifar100(tmp_path)
+    marker = tmp_path / "marker"
+    path = rewrite_train(tmp_path, filenames=RunsCommand(f"touch {marker}"))
+    with pytest.raises(ConfigError) as err:
+        build_dataset("cifar100", tmp_path)
+    assert str(err.value) == f"{path} is not a CIFAR python batch fbl can load safely: it references posix.system"
+    assert not marker.exists()
+
+
+def test_truncated_batch_names_the_file(tmp_path):
+    write_cifar100(tmp_path)
+    path = tmp_path / "cifar-100-python" / "test"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=f"^{path} is not a CIFAR python batch .*truncated"):
+        build_dataset("cifar100", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        (np.zeros((3000, 3072), dtype=np.float32), "'data' has dtype float32, expected uint8"),
+        (np.full((3000, 3072), 256, dtype=np.int16), "'data' holds values 256..256, expected uint8"),
+        (np.full((3000, 3072), -1, dtype=np.int64), "'data' holds values -1..-1"),
+        ("not pixels", "'data' has dtype <U10"),
+    ],
+)
+def test_pixels_must_be_uint8_values(tmp_path, data, expected):
+    write_cifar100(tmp_path)
+    path = rewrite_train(tmp_path, data=data)
+    with pytest.raises(ConfigError, match=f"^{path}: {expected}"):
+        build_dataset("cifar100", tmp_path)
+
+
+def test_integer_pixels_in_range_are_read_as_uint8(tmp_path):
+    splits, _ = write_cifar100(tmp_path)
+    rewrite_train(tmp_path, data=splits["train"][0].astype(np.int64))
+    data = build_dataset("cifar100", tmp_path, imb_factor=1.0)
+    assert data.train_images.dtype == torch.uint8
+    np.testing.assert_array_equal(data.train_images.reshape(-1, 3072).numpy(), splits["train"][0][data.indices])
+
+
+@pytest.mark.parametrize(
+    "labels", [[0.5] * 3000, np.zeros((3000, 1), dtype=np.int64), ["a"] * 3000, [True] * 3000]
+)
+def test_labels_must_be_a_flat_list_of_integers(tmp_path, labels):
+    write_cifar100(tmp_path)
+    path = rewrite_train(tmp_path, fine_labels=labels)
+    with pytest.raises(ConfigError, match=f"^{path}: 'fine_labels' must be a flat list of integer labels"):
+        build_dataset("cifar100", tmp_path)
+
+
+def test_class_without_training_images_is_named(tmp_path):
+    splits, _ = write_cifar100(tmp_path)
+    fine = splits["train"][1].copy()
+    fine[fine == 7] = 8
+    rewrite_train(tmp_path, fine_labels=fine.tolist())
+    with pytest.raises(ConfigError) as err:
+        build_dataset("cifar100", tmp_path, imb_factor=1.0)
+    folder = tmp_path / "cifar-100-python"
+    assert str(err.value) == f"{folder}: class 7 ('class_07') has no training images in train"

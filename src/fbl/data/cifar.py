@@ -1,7 +1,11 @@
 """CIFAR-10-LT and CIFAR-100-LT, read from the standard python-pickle folders without torchvision.
 
 The pickles are read directly (no md5 check), so re-packed copies without the ``filenames`` key
-load too. The long-tailed train split is :func:`~fbl.data.long_tail.long_tail_counts` +
+load too. They are read with :func:`~fbl.data.safe_pickle.load_pickle_file`, which never runs code
+from the file, and what they hold is checked (uint8 pixels, integer labels, no empty class) so a
+damaged or foreign file is one :class:`~fbl.errors.ConfigError` line naming it.
+
+The long-tailed train split is :func:`~fbl.data.long_tail.long_tail_counts` +
 :func:`~fbl.data.long_tail.long_tail_indices` over the official train labels, with ``n_max`` the
 largest class of the train files (5000 for CIFAR-10, 500 for CIFAR-100); the test split is the
 full, balanced test set.
@@ -9,7 +13,6 @@ full, balanced test set.
 from __future__ import annotations
 
 import logging
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -20,6 +23,7 @@ import torch
 from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
+from fbl.data.safe_pickle import load_pickle_file
 from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -78,8 +82,7 @@ CIFAR100_FORMAT = CifarFormat(
 def _load_pickle(path: Path) -> dict:
     # latin1 decodes the Python-2 pickles of the official archives; keys may still come back as
     # bytes from pickles re-saved after an encoding="bytes" load, so normalise them to str.
-    with open(path, "rb") as f:
-        obj = pickle.load(f, encoding="latin1")
+    obj = load_pickle_file(path)
     if not isinstance(obj, dict):
         raise ConfigError(f"{path} is not a CIFAR python batch: expected a pickled dict, got {type(obj).__name__}")
     return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in obj.items()}
@@ -91,14 +94,44 @@ def _get(batch: dict, key: str, path: Path):
     return batch[key]
 
 
+def _pixels(value, path: Path) -> np.ndarray:
+    """``data`` as uint8: integer values in 0..255 are accepted whatever their integer dtype."""
+    try:
+        data = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"{path}: 'data' is not an array of pixel values ({str(exc).splitlines()[0]})") from exc
+    if data.dtype.kind not in "iu":
+        raise ConfigError(f"{path}: 'data' has dtype {data.dtype}, expected uint8 pixel values 0..255")
+    if data.dtype != np.uint8 and data.size and (data.min() < 0 or data.max() > 255):
+        raise ConfigError(f"{path}: 'data' holds values {data.min()}..{data.max()}, expected uint8 pixel values 0..255")
+    return data.astype(np.uint8, copy=False)
+
+
+def _labels(value, key: str, path: Path) -> np.ndarray:
+    """A flat list of integer class indices as int64 (the class range is checked by the caller)."""
+    try:
+        labels = np.asarray(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise ConfigError(f"{path}: {key!r} is not a list of integer labels ({str(exc).splitlines()[0]})") from exc
+    if labels.ndim == 1 and labels.size == 0:
+        return labels.astype(np.int64)  # np.asarray([]) is float64
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ConfigError(
+            f"{path}: {key!r} must be a flat list of integer labels, got {labels.dtype} of shape {labels.shape}"
+        )
+    if labels.dtype.kind == "u" and labels.max() > np.iinfo(np.int64).max:
+        raise ConfigError(f"{path}: {key!r} holds label {labels.max()}, far outside any class range")
+    return labels.astype(np.int64, copy=False)
+
+
 def _read_batches(folder: Path, files: tuple[str, ...], label_key: str) -> tuple[np.ndarray, np.ndarray]:
     """uint8 images N×3×32×32 and int64 labels of the given pickle files, concatenated in order."""
     images, labels = [], []
     for name in files:
         path = folder / name
         batch = _load_pickle(path)
-        data = np.asarray(_get(batch, "data", path), dtype=np.uint8)
-        target = np.asarray(_get(batch, label_key, path), dtype=np.int64).reshape(-1)
+        data = _pixels(_get(batch, "data", path), path)
+        target = _labels(_get(batch, label_key, path), label_key, path)
         if data.size != target.shape[0] * 3 * 32 * 32:
             raise ConfigError(f"{path}: 'data' has shape {data.shape}, expected {target.shape[0]} x 3072 for {target.shape[0]} labels")
         # Each row is the 1024 red, then 1024 green, then 1024 blue values of a 32x32 image: CHW already.
@@ -116,7 +149,9 @@ def read_cifar(folder: PathLike, fmt: CifarFormat, train: bool) -> tuple[np.ndar
 def read_class_names(folder: PathLike, fmt: CifarFormat) -> list[str]:
     path = Path(folder) / fmt.meta_file
     names = _get(_load_pickle(path), fmt.names_key, path)
-    return [n.decode("latin1") if isinstance(n, bytes) else str(n) for n in names]
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, (str, bytes)) for n in names):
+        raise ConfigError(f"{path}: {fmt.names_key!r} must be a list of class names")
+    return [n.decode("latin1") if isinstance(n, bytes) else n for n in names]
 
 
 def _is_batches_folder(path: Path, fmt: CifarFormat) -> bool:
@@ -181,6 +216,16 @@ def build_cifar(
     for split, y in (("train", train_y), ("test", test_y)):
         if y.size and (y.min() < 0 or y.max() >= num_classes):
             raise ConfigError(f"{folder}: {split} labels outside 0..{num_classes - 1} ({fmt.meta_file} names {num_classes} classes)")
+    # Every class needs at least one training image (losses and per-class metrics divide by n_c);
+    # say which class is missing rather than let the long-tail profile fail on it.
+    empty = np.flatnonzero(np.bincount(train_y, minlength=num_classes) == 0)
+    if empty.size:
+        first = int(empty[0])
+        others = f" (and {empty.size - 1} more classes)" if empty.size > 1 else ""
+        raise ConfigError(
+            f"{folder}: class {first} ({class_names[first]!r}) has no training images in "
+            f"{', '.join(fmt.train_files)}{others}"
+        )
 
     # The reference takes n_max = len(train) / C, which is the (equal) class size of the official
     # split; the largest class gives the same value there and also works on smaller copies.

@@ -16,7 +16,7 @@ import torch
 
 from fbl.config import TrainConfig, validate
 from fbl.data import build_dataset
-from fbl.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, resolve_checkpoint_path
 from fbl.engine.device import resolve_device
 from fbl.engine.evaluate import evaluate
 from fbl.engine.lr_schedule import step_lr_with_warmup
@@ -132,7 +132,7 @@ def _resume_config(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
 
 def _checkpoint_state(cfg, model, optimizer, epoch, best) -> dict:
     return {
-        "format_version": 1,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
         "epoch": epoch + 1,  # epochs completed = the epoch to start from on resume
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
