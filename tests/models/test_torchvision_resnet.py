@@ -5,21 +5,42 @@ import pytest
 import torch
 import torchvision
 from torch import nn
+from torchvision.models.resnet import Bottleneck
 
 from fbl.errors import ConfigError
 from fbl.models import create_model
+from fbl.models.torchvision_resnet import require_pretrained_source
 
-FROZEN_PREFIXES = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
+TRAINED_PREFIXES = ("layer4.2.", "fc.")
 
 
 def count_params(model):
     return sum(p.numel() for p in model.parameters())
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The inputs here are tiny: splitting each convolution over threads costs more than it saves, and
+    # on a busy machine the waiting threads slow these forward passes down tenfold.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def resnet152_p():
     torch.manual_seed(0)
-    return create_model("resnet152_p", num_classes=7)
+    return create_model("resnet152_p", num_classes=7)  # random weights: nothing is downloaded
+
+
+@pytest.fixture(scope="module")
+def r152_file(tmp_path_factory):
+    """A torchvision ResNet-152 state dict (random weights) saved as a local weights file."""
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("weights") / "resnet152.pth"
+    torch.save(torchvision.models.resnet152().state_dict(), path)
+    return path
 
 
 def test_resnet50_contract_matches_torchvision_forward():
@@ -51,43 +72,150 @@ def test_resnet152_size_and_trains_everything_by_default():
     assert all(m.training for m in model.modules())
 
 
-def test_resnet152_p_freezes_all_but_layer4_and_fc(resnet152_p):
+def test_resnet152_p_trains_only_the_new_block_and_head(resnet152_p):
     model = resnet152_p
     for name, param in model.named_parameters():
-        assert param.requires_grad == (not name.startswith(FROZEN_PREFIXES)), name
-    trainable = {name.split(".")[0] for name, p in model.named_parameters() if p.requires_grad}
-    assert trainable == {"layer4", "fc"}
+        assert param.requires_grad == name.startswith(TRAINED_PREFIXES), name
+    block = model.layer4[2]
+    assert isinstance(block, Bottleneck) and block.downsample is None
+    assert (block.conv1.in_channels, block.conv2.out_channels, block.conv3.out_channels) == (2048, 512, 2048)
+    # Bottleneck(2048, 512): 1x1 2048->512, 3x3 512->512, 1x1 512->2048, three BatchNorms; head 2048->7.
+    block_params = 2048 * 512 + 2 * 512 + 9 * 512 * 512 + 2 * 512 + 512 * 2048 + 2 * 2048
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == block_params + 2048 * 7 + 7
+    assert count_params(model) == 60_192_808 - (2048 * 1000 + 1000) + (2048 * 7 + 7)  # same shape as torchvision's
 
 
 def test_resnet152_p_keeps_frozen_modules_in_eval_mode(resnet152_p):
     model = resnet152_p.train()
-    assert model.training and model.layer4.training and model.layer4[0].bn1.training
-    for name in ("conv1", "bn1", "layer1", "layer2", "layer3"):
-        module = getattr(model, name)
+    assert model.training and model.fc.training
+    assert all(m.training for m in model.layer4[2].modules())
+    for name in ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4.0", "layer4.1"):
+        module = model.get_submodule(name)
         assert all(not m.training for m in module.modules()), name
     model.eval()
     assert not any(m.training for m in model.modules())
     model.train()
-    assert model.layer4[2].bn3.training and not model.layer3[35].bn3.training
+    assert model.layer4[2].bn3.training and not model.layer4[1].bn3.training
+
+
+def test_resnet152_p_features_and_head(resnet152_p):
+    model = resnet152_p.eval()
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        features = model.forward_features(x)
+        h = model.maxpool(model.relu(model.bn1(model.conv1(x))))
+        h = model.layer4(model.layer3(model.layer2(model.layer1(h))))
+        expected = h.mean(dim=(2, 3))
+        logits = model(x)
+    assert features.shape == (2, 2048) and model.num_features == 2048
+    torch.testing.assert_close(features, expected)
+    assert torch.equal(logits, model.forward_head(features)) and logits.shape == (2, 7)
+    assert torch.equal(model.forward_head(features, pre_logits=True), features)
+    assert model.get_classifier() is model.fc
 
 
 def test_resnet152_p_train_step_leaves_frozen_bn_statistics_and_weights_alone(resnet152_p):
     model = resnet152_p.train()
-    frozen_bns = [model.bn1, model.layer1[0].bn1, model.layer3[35].bn3]
-    trained_bn = model.layer4[0].bn1
+    frozen_bns = [model.bn1, model.layer1[0].bn1, model.layer3[35].bn3, model.layer4[1].bn3]
+    trained_bn = model.layer4[2].bn1
     before = [(bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()) for bn in frozen_bns]
     trained_before = trained_bn.running_mean.clone()
     torch.manual_seed(1)
-    logits = model(torch.randn(2, 3, 64, 64))
+    logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 7)
     logits.sum().backward()
     for bn, (mean, var, tracked) in zip(frozen_bns, before):
         assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
         assert torch.equal(bn.num_batches_tracked, tracked)
     assert not torch.equal(trained_bn.running_mean, trained_before)  # the check above can fail
-    assert model.conv1.weight.grad is None and model.layer3[0].conv1.weight.grad is None
-    assert model.layer4[0].conv1.weight.grad is not None and model.fc.weight.grad is not None
+    with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == {name for name, p in model.named_parameters() if name.startswith(TRAINED_PREFIXES)}
     model.zero_grad(set_to_none=True)
+
+
+def test_resnet152_p_loads_a_local_torchvision_state_dict(r152_file):
+    model = create_model("resnet152_p", num_classes=5, pretrained_weights=str(r152_file))
+    source = torch.load(r152_file, map_location="cpu", weights_only=True, mmap=True)
+    loaded = model.state_dict()
+    frozen = [name for name in source if not name.startswith(TRAINED_PREFIXES)]
+    assert len(frozen) == len(source) - 2 - len([n for n in source if n.startswith("layer4.2.")])
+    for name in frozen:
+        assert torch.equal(loaded[name], source[name]), name
+    # The third block of layer4 and the head are new, not the file's.
+    for name in ("layer4.2.conv1.weight", "layer4.2.conv3.weight"):
+        assert loaded[name].shape == source[name].shape and not torch.equal(loaded[name], source[name])
+    assert model.fc.out_features == 5
+    assert not any(p.requires_grad for n, p in model.named_parameters() if not n.startswith(TRAINED_PREFIXES))
+
+
+def test_resnet152_p_pretrained_from_the_cache_replaces_block_and_head(r152_file, tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cache = tmp_path / "hub" / "checkpoints"
+    cache.mkdir(parents=True)
+    (cache / _weights_file(torchvision.models.ResNet152_Weights.IMAGENET1K_V1)).symlink_to(r152_file)
+    model = create_model("resnet152_p", num_classes=1000, pretrained=True)
+    source = torch.load(r152_file, map_location="cpu", weights_only=True, mmap=True)
+    assert torch.equal(model.layer4[1].bn3.running_var, source["layer4.1.bn3.running_var"])
+    assert torch.equal(model.conv1.weight, source["conv1.weight"])
+    assert not torch.equal(model.layer4[2].conv2.weight, source["layer4.2.conv2.weight"])
+    assert not torch.equal(model.fc.weight, source["fc.weight"])  # 1000 classes, yet the ImageNet head is not kept
+
+
+class NotATensor:
+    pass
+
+
+def test_resnet152_p_bad_weights_files_are_one_line_errors(tmp_path):
+    cases = {
+        "missing.pth": None,
+        "garbage.pth": b"this is not a checkpoint",
+        "pickled.pth": {"conv1.weight": NotATensor()},  # refused by weights_only
+        "wrong_keys.pth": {"conv1.weight": torch.zeros(1), "head.weight": torch.zeros(1)},
+        "not_a_dict.pth": [torch.zeros(1)],
+    }
+    expected = {
+        "missing.pth": "not found",
+        "garbage.pth": "Cannot load",
+        "pickled.pth": "Unsupported global",
+        "wrong_keys.pth": "is not a torchvision ResNet-152 state dict",
+        "not_a_dict.pth": "does not hold a state dict",
+    }
+    for name, content in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        elif content is not None:
+            torch.save(content, path)
+        with pytest.raises(ConfigError) as info:
+            create_model("resnet152_p", num_classes=3, pretrained_weights=str(path))
+        message = str(info.value)
+        assert str(path) in message and expected[name] in message and "\n" not in message, message
+
+
+def test_resnet152_p_weights_of_the_wrong_shape(resnet152_p, tmp_path):
+    state = dict(resnet152_p.state_dict())
+    state["layer2.0.conv1.weight"] = torch.zeros(3, 3, 1, 1)
+    path = tmp_path / "shape.pth"
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"layer2\.0\.conv1\.weight has shape \(3, 3, 1, 1\), expected \(128, 256, 1, 1\)"):
+        create_model("resnet152_p", num_classes=3, pretrained_weights=str(path))
+
+
+def test_resnet152_p_refuses_two_weight_sources(tmp_path):
+    with pytest.raises(ConfigError, match="either pretrained"):
+        create_model("resnet152_p", num_classes=3, pretrained=True, pretrained_weights=str(tmp_path / "w.pth"))
+
+
+def test_require_pretrained_source():
+    with pytest.raises(ConfigError) as info:
+        require_pretrained_source("resnet152_p", pretrained=False, pretrained_weights=None)
+    assert str(info.value) == (
+        "resnet152_p needs ImageNet weights: pass --pretrained (torchvision cache) or --pretrained-weights PATH"
+    )
+    require_pretrained_source("resnet152_p", pretrained=True, pretrained_weights=None)
+    require_pretrained_source("ResNet152_P", pretrained=False, pretrained_weights="w.pth")
+    require_pretrained_source("resnet50", pretrained=False, pretrained_weights=None)
 
 
 def test_frozen_stages_option_and_its_validation():

@@ -1,9 +1,11 @@
 """torchvision's ImageNet ResNet-50/152 under the fbl model contract, optionally with frozen early stages.
 
 ``resnet50`` and ``resnet152`` are torchvision's models; ``resnet152_p`` is the Places-LT setting of the
-paper (``--arch resnet152_p``): an ImageNet-pretrained ResNet-152 of which only the last residual
-stage (``layer4``) and the classifier are trained. ``pretrained`` defaults to False everywhere so that
-nothing is downloaded unless asked for; the Places-LT configuration asks for it.
+paper (``--arch resnet152_p``, :class:`PlacesResNet152`): an ImageNet-pretrained ResNet-152 run frozen
+up to the second bottleneck of ``layer4``, whose third bottleneck is replaced by a freshly initialised
+one; only that block and the classifier are trained. ``pretrained`` defaults to False everywhere so
+that nothing is downloaded unless asked for; the Places-LT configuration asks for it (or for a local
+weights file), see :func:`require_pretrained_source`.
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from torchvision.models.resnet import Bottleneck
 from fbl.errors import ConfigError
 from fbl.models._helpers import LinearHead, check_num_classes, fresh_linear
 from fbl.models.registry import register_model
+
+#: Models that are meaningless without ImageNet weights (the trainer refuses them without a weights source).
+NEEDS_PRETRAINED = frozenset({"resnet152_p"})
 
 # depth -> (bottleneck blocks per stage, torchvision weights loaded by pretrained=True). IMAGENET1K_V1
 # are the original torchvision weights, the ones the long-tailed literature fine-tunes from.
@@ -68,7 +73,7 @@ class TorchvisionResNet(LinearHead, ResNet):
         stages = [(self.conv1, self.bn1), (self.layer1,), (self.layer2,), (self.layer3,), (self.layer4,)]
         return [module for stage in stages[: self.frozen_stages + 1] for module in stage]
 
-    def train(self, mode: bool = True) -> "TorchvisionResNet":
+    def train(self, mode: bool = True) -> TorchvisionResNet:
         super().train(mode)
         # Frozen stages stay in eval mode even while training: in train mode their BN layers would
         # normalise with batch statistics and overwrite the pretrained running statistics with ones
@@ -109,7 +114,118 @@ def resnet152(num_classes: int, pretrained: bool = False, frozen_stages: int = -
     return TorchvisionResNet(152, num_classes, pretrained=pretrained, frozen_stages=frozen_stages)
 
 
+class PlacesResNet152(TorchvisionResNet):
+    """The Places-LT model: ResNet-152 frozen through ``layer4[1]``, a new ``layer4[2]``, average pooling, head.
+
+    The frozen part (stem, ``layer1``-``layer3``, ``layer4[0]``, ``layer4[1]``) has ``requires_grad=False``,
+    stays in eval mode under ``.train()`` (its BatchNorm statistics never change) and runs without
+    autograd. ``layer4[2]`` is a fresh ``Bottleneck(2048, 512)`` (output 2048, no downsample) initialised
+    as torchvision initialises its ResNets, and ``fc`` a fresh ``2048 -> num_classes`` linear layer.
+
+    Args:
+        num_classes: size of the head.
+        pretrained: load torchvision's ImageNet weights from the torch cache (downloaded once).
+        pretrained_weights: path of a torchvision-format ResNet-152 state dict to load instead; its
+            ``layer4.2.*`` and ``fc.*`` entries are ignored since those modules are replaced.
+
+    With neither, the weights are random (what tests build); :func:`require_pretrained_source` is the
+    check that keeps training runs from doing so.
+    """
+
+    REPLACED_PREFIXES = ("layer4.2.", "fc.")
+
+    def __init__(self, num_classes: int = 365, pretrained: bool = False, pretrained_weights: str | None = None):
+        if pretrained and pretrained_weights:
+            raise ConfigError("Give either pretrained (torchvision cache) or pretrained_weights (a file), not both")
+        # Read the file before the slow build, so a bad path fails fast.
+        state_dict = _read_weights_file(pretrained_weights) if pretrained_weights else None
+        super().__init__(152, num_classes, pretrained=pretrained, frozen_stages=-1)
+        if state_dict is not None:
+            self._load_backbone(state_dict, pretrained_weights)
+        self.frozen_stages = 3  # plus layer4[0] and layer4[1], see _frozen_modules
+        block = Bottleneck(self.fc.in_features, self.fc.in_features // Bottleneck.expansion)
+        _init_like_torchvision(block)
+        self.layer4[2] = block.to(device=self.fc.weight.device, dtype=self.fc.weight.dtype)
+        self.fc = fresh_linear(self.fc, self.num_classes)  # the ImageNet head is never kept
+        for module in self._frozen_modules():
+            module.requires_grad_(False)
+        self.train(self.training)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4[0], self.layer4[1]]
+
+    def _load_backbone(self, state_dict: dict, path: str) -> None:
+        def kept(names):
+            return {name for name in names if not name.startswith(self.REPLACED_PREFIXES)}
+
+        own = self.state_dict()
+        expected, given = kept(own), kept(state_dict)
+        missing, unexpected = sorted(expected - given), sorted(given - expected)
+        if missing or unexpected:
+            detail = [f"{len(names)} {what} keys (e.g. {names[0]!r})" for what, names in
+                      (("missing", missing), ("unexpected", unexpected)) if names]
+            raise ConfigError(f"{path} is not a torchvision ResNet-152 state dict: {', '.join(detail)}")
+        for name in sorted(expected):
+            if state_dict[name].shape != own[name].shape:
+                raise ConfigError(
+                    f"{path} is not a torchvision ResNet-152 state dict: {name} has shape "
+                    f"{tuple(state_dict[name].shape)}, expected {tuple(own[name].shape)}"
+                )
+        self.load_state_dict({name: state_dict[name] for name in expected}, strict=False)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Input ``(N, 3, H, W)`` -> globally average-pooled features ``(N, 2048)``."""
+        # The frozen part trains nothing, so autograd need not record it (saves most activation memory).
+        with torch.no_grad():
+            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+            x = self.layer3(self.layer2(self.layer1(x)))
+            x = self.layer4[1](self.layer4[0](x))
+        x = self.layer4[2](x)
+        return torch.flatten(self.avgpool(x), 1)
+
+
 @register_model("resnet152_p")
-def resnet152_p(num_classes: int, pretrained: bool = False) -> TorchvisionResNet:
-    """Places-LT: ResNet-152 with the stem and ``layer1``-``layer3`` frozen; ``layer4`` and the head train."""
-    return TorchvisionResNet(152, num_classes, pretrained=pretrained, frozen_stages=3)
+def resnet152_p(num_classes: int, pretrained: bool = False, pretrained_weights: str | None = None) -> PlacesResNet152:
+    """Places-LT: frozen ImageNet ResNet-152 up to ``layer4[1]``, a fresh ``layer4[2]`` and head train."""
+    return PlacesResNet152(num_classes, pretrained=pretrained, pretrained_weights=pretrained_weights)
+
+
+def require_pretrained_source(arch: str, pretrained: bool, pretrained_weights: str | None) -> None:
+    """Raise a one-line ConfigError when ``arch`` needs ImageNet weights and none were asked for.
+
+    Building such a model from random weights is allowed (tests do), but training it is not what the
+    paper's setting means; the trainer is meant to call this before building.
+    """
+    key = str(arch).strip().lower()
+    if key in NEEDS_PRETRAINED and not pretrained and not pretrained_weights:
+        raise ConfigError(
+            f"{key} needs ImageNet weights: pass --pretrained (torchvision cache) or --pretrained-weights PATH"
+        )
+
+
+def _init_like_torchvision(block: nn.Module) -> None:
+    """torchvision's ResNet initialisation: He-normal (fan_out) convolutions, BatchNorm weight 1 and bias 0."""
+    for module in block.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(module, nn.BatchNorm2d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+
+
+def _read_weights_file(path: str) -> dict:
+    """A state dict of tensors from ``path`` via ``torch.load(weights_only=True)``, or a one-line ConfigError."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"Pretrained weights file {path} not found")
+    try:
+        state_dict = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 -- whatever torch.load raises, the cause is the user's file
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        # torch's weights-only refusal is a page of advice; the part naming what was refused is the useful one.
+        marker = "WeightsUnpickler error:"
+        if marker in reason:
+            reason = reason[reason.index(marker):]
+        raise ConfigError(f"Cannot load {path} as weights-only tensors: {reason[:200]}") from None
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise ConfigError(f"{path} does not hold a state dict (a dict of tensors)")
+    return state_dict
