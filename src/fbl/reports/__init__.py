@@ -1,0 +1,19 @@
+"""Reports from finished run folders (``config.yaml``, ``metrics.jsonl``, ``summary.json``): tables
+over seeds and figures, written as ``report.md`` and a self-contained ``report.html``."""
+from fbl.reports.aggregate import method_row, method_table, sweep_tables
+from fbl.reports.methods import Method, group_methods
+from fbl.reports.report import write_report
+from fbl.reports.run_folder import Run, find_run_dirs, load_run, load_runs
+
+__all__ = [
+    "Method",
+    "Run",
+    "find_run_dirs",
+    "group_methods",
+    "load_run",
+    "load_runs",
+    "method_row",
+    "method_table",
+    "sweep_tables",
+    "write_report",
+]

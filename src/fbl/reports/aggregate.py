@@ -1,0 +1,105 @@
+"""Numbers over seeds: the method table, sweep tables, and per-class / per-epoch means.
+
+Everything is returned as plain dicts and lists so that other commands (``fbl compare``) can
+print them. A method's value is the mean over its seeds with the sample standard deviation
+(``ddof=1``); with one seed the standard deviation is ``None`` (shown as "–").
+"""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+
+from fbl.errors import ConfigError
+from fbl.reports.methods import Method, group_methods, varying_keys
+from fbl.reports.run_folder import Run
+
+#: Columns of the method table, in order.
+METRIC_KEYS = ("top1", "many", "medium", "few", "ece")
+STAGES = ("last", "selected")
+
+
+def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of the values that are not ``None`` (std ``None`` below two)."""
+    present = [float(v) for v in values if v is not None and not math.isnan(v)]
+    if not present:
+        return None, None
+    return statistics.mean(present), statistics.stdev(present) if len(present) > 1 else None
+
+
+def stage_metrics(run: Run, stage: str) -> tuple[dict, int | None, str | None]:
+    """``(test metrics, epoch, selected on)`` of a run at ``stage``: ``"last"`` or ``"selected"``."""
+    if stage == "last":
+        last = run.last
+        return last, last.get("epoch"), None
+    if stage == "selected":
+        selected = run.selected
+        return selected["test"], selected["epoch"], selected["on"]
+    raise ValueError(f"Expected stage in {STAGES} but got {stage!r}")
+
+
+def method_row(method: Method, stage: str = "last") -> dict:
+    """One row of the method table: ``method, n, seeds, stage, selected_on, epochs, <metric>_mean, <metric>_std``."""
+    per_run = [stage_metrics(run, stage) for run in method.runs]
+    on = sorted({o for _, _, o in per_run if o is not None})
+    row = {
+        "method": method.label, "n": len(method.runs), "seeds": method.seeds, "stage": stage,
+        "selected_on": "/".join(on) if on else None, "epochs": [epoch for _, epoch, _ in per_run],
+    }
+    for key in METRIC_KEYS:
+        row[f"{key}_mean"], row[f"{key}_std"] = mean_std([metrics.get(key) for metrics, _, _ in per_run])
+    return row
+
+
+def method_table(runs: list[Run], stage: str = "last") -> list[dict]:
+    """One row per method (runs equal but for the seed): mean ± std over seeds at ``stage``."""
+    return [method_row(method, stage) for method in group_methods(runs)]
+
+
+def sweep_tables(runs: list[Run], stage: str = "last") -> list[dict]:
+    """For each loss run with more than one config: ``{"loss", "keys", "rows"}``, a row per grid point.
+
+    ``keys`` are the config keys that differ between that loss's methods (e.g. ``["lambda_"]``);
+    each row holds their values followed by the :func:`method_row` numbers, sorted by those values.
+    """
+    by_loss: dict[str, list[Method]] = {}
+    for method in group_methods(runs):
+        by_loss.setdefault(str(method.config.get("loss")), []).append(method)
+    tables = []
+    for loss, methods in by_loss.items():
+        if len(methods) < 2:
+            continue
+        keys = varying_keys(methods)
+        rows = [{**{k: m.config.get(k) for k in keys}, **method_row(m, stage)} for m in methods]
+        rows.sort(key=lambda row: [_sortable(row[k]) for k in keys])
+        tables.append({"loss": loss, "keys": keys, "rows": rows})
+    return tables
+
+
+def per_class_mean(run_lists: Sequence[Sequence[float | None]], what: str = "per-class values") -> list[float | None]:
+    """Class-wise mean over runs, ignoring ``None`` (a class without samples); ``None`` where no run has a value."""
+    lengths = {len(values) for values in run_lists}
+    if len(lengths) != 1:
+        raise ConfigError(f"{what} differ in number of classes between seeds of one method: {sorted(lengths)}")
+    return [mean_std(column)[0] for column in zip(*run_lists)]
+
+
+def epoch_mean(runs: Sequence[Run], value: Callable[[dict], float | None]) -> tuple[list[int], list[float]]:
+    """``(epochs, mean over runs)`` of ``value(record)`` for every epoch where at least one run has a value."""
+    by_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for record in run.epochs:
+            v = value(record)
+            if v is not None and "epoch" in record:
+                by_epoch.setdefault(int(record["epoch"]), []).append(float(v))
+    epochs = sorted(by_epoch)
+    return epochs, [statistics.mean(by_epoch[e]) for e in epochs]
+
+
+def _sortable(value) -> tuple:
+    if isinstance(value, bool) or value is None:
+        return (0, str(value))
+    if isinstance(value, (int, float)):
+        return (1, value)
+    return (2, json.dumps(value, sort_keys=True, default=str))

@@ -1,0 +1,171 @@
+"""The report's figures, each drawn from run folders alone and saved as a small PNG.
+
+Figures are built on :class:`matplotlib.figure.Figure` directly rather than through ``pyplot``:
+no GUI backend is ever selected (``savefig`` renders with Agg), nothing global is switched for
+the caller's process, and no figure is kept alive by pyplot's registry.
+
+Each function takes the methods (see :func:`fbl.reports.methods.group_methods`) and a PNG path and
+returns that path. One that needs a field a run folder lacks raises a one-line
+:class:`~fbl.errors.ConfigError` naming the run folder and the field.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from fbl.errors import ConfigError
+from fbl.reports.aggregate import epoch_mean, per_class_mean
+from fbl.reports.calibration import add_bins, bin_accuracy_confidence, expected_calibration_error
+from fbl.reports.methods import Method
+from fbl.reports.run_folder import require
+
+DPI = 80
+#: Training writes the confusion matrix only up to this many classes.
+MAX_CONFUSION_CLASSES = 100
+
+
+def _color(index: int) -> str:
+    return f"C{index % 10}"
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, format="png")
+    return path
+
+
+def _legend(ax, methods: list[Method]) -> None:
+    if methods:
+        ax.legend(fontsize="small", frameon=False)
+
+
+def per_class_accuracy(methods: list[Method], path: Path) -> Path:
+    """Per-class test accuracy at the last epoch against the class's training count (log x), mean over seeds."""
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, method in enumerate(methods):
+        counts = require(method.runs[0], "class_counts")
+        accuracy = per_class_mean([require(run, "last.per_class_acc") for run in method.runs],
+                                  f"per-class accuracies of {method.label}")
+        if len(counts) != len(accuracy):
+            raise ConfigError(f"run {method.runs[0].path}: class_counts and last.per_class_acc differ in length")
+        points = sorted((n, a) for n, a in zip(counts, accuracy) if a is not None)
+        ax.plot([n for n, _ in points], [a for _, a in points], marker="o", markersize=3, color=_color(i),
+                label=f"{method.label} (n={len(method.runs)})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    _legend(ax, methods)
+    return _save(fig, path)
+
+
+def feature_norms(methods: list[Method], path: Path, split: str = "test") -> Path:
+    """Per-class mean feature norm ``||f||`` against class index, mean over seeds.
+
+    ``split="train"``: on the training set at the end of training (``train_feature_norms``);
+    ``split="test"``: on the test set at the last epoch (``last.per_class_feature_norm``).
+    """
+    field = {"train": "train_feature_norms", "test": "last.per_class_feature_norm"}.get(split)
+    if field is None:
+        raise ValueError(f"Expected split 'train' or 'test' but got {split!r}")
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    for i, method in enumerate(methods):
+        norms = per_class_mean([require(run, field) for run in method.runs], f"{field} of {method.label}")
+        shown = [(c, v) for c, v in enumerate(norms) if v is not None]
+        ax.plot([c for c, _ in shown], [v for _, v in shown], marker="o", markersize=3, color=_color(i),
+                label=f"{method.label} (n={len(method.runs)})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("class index")
+    ax.set_ylabel(f"mean feature norm, {split} set")
+    _legend(ax, methods)
+    return _save(fig, path)
+
+
+def training_curves(methods: list[Method], path: Path) -> Path:
+    """Train loss, test top-1, curriculum factor α and learning rate against epoch, mean over seeds."""
+    for method in methods:
+        for run in method.runs:
+            if not run.epochs:
+                raise ConfigError(f"run {run.path}: metrics.jsonl is missing or empty")
+    panels = [
+        ("train loss", lambda r: r.get("train_loss")),
+        ("test top-1 (%)", lambda r: (r.get("eval") or {}).get("top1")),
+        ("α (curriculum factor)", lambda r: r.get("alpha")),
+        ("learning rate", lambda r: r.get("lr")),
+    ]
+    fig = Figure(figsize=(9, 5.4), layout="constrained")
+    axes = fig.subplots(2, 2, sharex=True).ravel()
+    for ax, (title, value) in zip(axes, panels):
+        for i, method in enumerate(methods):
+            epochs, values = epoch_mean(method.runs, value)
+            if epochs:
+                ax.plot(epochs, values, color=_color(i), label=method.label)
+        ax.set_title(title, fontsize="medium")
+    for ax in axes[2:]:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+    _legend(axes[0], methods)
+    return _save(fig, path)
+
+
+def _panel_grid(count: int, size: float = 2.8, max_cols: int = 4):
+    cols = min(max_cols, count)
+    rows = -(-count // cols)
+    fig = Figure(figsize=(size * cols, size * rows + 0.3), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[count:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def reliability_diagrams(methods: list[Method], path: Path) -> Path:
+    """Reliability diagram per method: per-bin accuracy against confidence, bins summed over seeds."""
+    bins_per_method = [add_bins([require(run, "last.calibration") for run in m.runs]) for m in methods]
+    fig, axes = _panel_grid(len(methods))
+    for ax, method, bins in zip(axes, methods, bins_per_method):
+        accuracy, confidence = bin_accuracy_confidence(bins)
+        width = 1.0 / len(accuracy)
+        lefts = [k * width for k in range(len(accuracy))]
+        ax.bar(lefts, [a or 0.0 for a in accuracy], width=width, align="edge", edgecolor="black", linewidth=0.5,
+               color="C0", label="accuracy")
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+        shown = [(x + width / 2, c) for x, c in zip(lefts, confidence) if c is not None]
+        ax.plot([x for x, _ in shown], [c for _, c in shown], "o", color="C3", markersize=3, label="confidence")
+        ece = expected_calibration_error(bins)
+        ece_text = f"{ece:.2f}%" if ece is not None else "–"
+        ax.set_title(f"{method.label}\nECE {ece_text} (n={len(method.runs)})", fontsize="small")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence")
+        ax.set_ylabel("accuracy")
+    return _save(fig, path)
+
+
+def confusion_matrices(methods: list[Method], path: Path) -> Path:
+    """Row-normalised test confusion matrix per method (rows: true class), counts summed over seeds.
+
+    Drawn for methods with at most 100 classes, the ones training writes ``confusion`` for.
+    """
+    shown = [m for m in methods if len(require(m.runs[0], "class_counts")) <= MAX_CONFUSION_CLASSES]
+    if not shown:
+        raise ConfigError(f"no confusion matrix: every method has more than {MAX_CONFUSION_CLASSES} classes")
+    matrices = []
+    for method in shown:
+        per_run = [require(run, "last.confusion") for run in method.runs]
+        size = len(per_run[0])
+        total = [[sum(m[i][j] for m in per_run) for j in range(size)] for i in range(size)]
+        matrices.append([[v / sum(row) if sum(row) else 0.0 for v in row] for row in total])
+    fig, axes = _panel_grid(len(shown))
+    image = None
+    for ax, method, matrix in zip(axes, shown, matrices):
+        image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues", interpolation="nearest")
+        ax.set_title(f"{method.label} (n={len(method.runs)})", fontsize="small")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("predicted class")
+        ax.set_ylabel("true class")
+    fig.colorbar(image, ax=list(axes[: len(shown)]), shrink=0.8, label="fraction of the true class")
+    return _save(fig, path)

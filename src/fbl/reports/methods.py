@@ -1,0 +1,108 @@
+"""Grouping runs into methods: runs whose configs are equal except for the seed.
+
+Each distinct config (a grid point of a sweep, e.g. one ``lambda_`` value) is its own method.
+Settings that do not change what is trained (where files go, how many workers, the device) are
+left out of the comparison; ``stage2_from`` names a different stage-1 run for every seed, so only
+whether it is set counts.
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from fbl.reports.run_folder import Run
+
+#: Config keys that are bookkeeping, not part of the method.
+IGNORED_KEYS = frozenset({
+    "seed", "data_dir", "img_path", "download", "device", "eval_every", "out", "root_log", "exp_str",
+    "print_freq", "workers", "resume", "start_epoch", "quiet", "preset",
+})
+#: Config keys holding a path that differs per run; only whether they are set identifies the method.
+PATH_KEYS = frozenset({"stage2_from"})
+
+
+@dataclass
+class Method:
+    """Runs of one config over seeds, with a short label (``"fbl λ=60"``, ``"ce + drw"``)."""
+
+    label: str
+    config: dict
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[Any]:
+        return [run.seed for run in self.runs]
+
+
+def method_config(run: Run) -> dict:
+    """The part of ``run.config`` that defines the method."""
+    config = {k: v for k, v in run.config.items() if k not in IGNORED_KEYS}
+    for key in PATH_KEYS & config.keys():
+        config[key] = config[key] is not None
+    return config
+
+
+def group_methods(runs: list[Run]) -> list[Method]:
+    """Runs grouped by :func:`method_config`, labelled uniquely and sorted by label (numbers numerically)."""
+    by_key: dict[str, Method] = {}
+    for run in runs:
+        config = method_config(run)
+        key = json.dumps(config, sort_keys=True, default=str)
+        if key not in by_key:
+            by_key[key] = Method(label="", config=config)
+        by_key[key].runs.append(run)
+    methods = list(by_key.values())
+    for method in methods:
+        method.label = _base_label(method)
+    _disambiguate(methods)
+    return sorted(methods, key=lambda m: _natural_key(m.label))
+
+
+def varying_keys(methods: list[Method]) -> list[str]:
+    """Config keys whose values differ between ``methods``, in config order."""
+    keys: list[str] = []
+    for method in methods:
+        keys.extend(k for k in method.config if k not in keys)
+    return [k for k in keys if len({json.dumps(m.config.get(k), default=str) for m in methods}) > 1]
+
+
+def _base_label(method: Method) -> str:
+    config = method.config
+    label = str(config.get("loss", "?"))
+    if config.get("train_rule", "none") not in (None, "none"):
+        label += f" + {config['train_rule']}"
+    if config.get("mixup"):
+        label += " + mixup"
+    if config.get("stage2_from"):
+        label += " (cRT)"
+    # The stimulus strength only matters to losses with a curriculum factor alpha, which they log.
+    if "lambda_" in config and any(r.get("alpha") is not None for run in method.runs for r in run.epochs):
+        label += f" λ={config['lambda_']:g}" if isinstance(config["lambda_"], (int, float)) else f" λ={config['lambda_']}"
+    return label
+
+
+def _disambiguate(methods: list[Method]) -> None:
+    by_label: dict[str, list[Method]] = {}
+    for method in methods:
+        by_label.setdefault(method.label, []).append(method)
+    for same in by_label.values():
+        if len(same) < 2:
+            continue
+        keys = varying_keys(same)
+        for method in same:
+            method.label += " " + " ".join(f"{k}={_short(method.config.get(k))}" for k in keys)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, separators=(",", ":"))
+    return str(value)
+
+
+def _natural_key(text: str) -> list:
+    return [(0, float(part), "") if re.fullmatch(r"\d+(?:\.\d+)?", part) else (1, 0.0, part)
+            for part in re.findall(r"\d+(?:\.\d+)?|\D+", text)]

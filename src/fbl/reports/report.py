@@ -1,0 +1,121 @@
+"""A report from finished run folders: tables over seeds and figures, as Markdown and HTML.
+
+No model is loaded and nothing is retrained: everything comes from what training wrote.
+A figure that needs a field some run folder lacks (older runs) is left out with a one-line
+note naming the run folder and the field, logged as a warning; the tables need only the
+fields every run folder has.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from fbl.errors import ConfigError
+from fbl.reports import figures
+from fbl.reports.aggregate import METRIC_KEYS, method_table, sweep_tables
+from fbl.reports.methods import Method, group_methods
+from fbl.reports.run_folder import Run, load_runs
+from fbl.reports.writers import FigureFile, ReportContent, Table, write_html, write_markdown
+
+logger = logging.getLogger(__name__)
+
+#: ``(file stem, title, caption, draw(methods, path))`` of every figure, in report order.
+FIGURES: list[tuple[str, str, str, Callable[[list[Method], Path], Path]]] = [
+    ("per_class_accuracy", "Per-class test accuracy against training count",
+     "Last epoch, mean over seeds; log x.", figures.per_class_accuracy),
+    ("feature_norms_train", "Per-class mean feature norm, train set",
+     "At the end of training, mean over seeds.", partial(figures.feature_norms, split="train")),
+    ("feature_norms_test", "Per-class mean feature norm, test set",
+     "Last epoch, mean over seeds.", partial(figures.feature_norms, split="test")),
+    ("training_curves", "Training curves",
+     "Mean over seeds at each epoch; test top-1 where evaluated.", figures.training_curves),
+    ("reliability", "Reliability diagrams",
+     "Test set at the last epoch, 15 equal-width confidence bins summed over seeds.", figures.reliability_diagrams),
+    ("confusion", "Confusion matrices",
+     ("Test set at the last epoch, rows = true class, normalised per row, counts summed over seeds "
+      "(methods with at most 100 classes)."), figures.confusion_matrices),
+]
+
+METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Few", "ece": "ECE"}
+
+
+def format_mean_std(mean: float | None, std: float | None) -> str:
+    """``"41.20 ± 0.53"``; the std is "–" with one value, the whole cell "–" without any."""
+    if mean is None:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f} ± –"
+
+
+def _epochs_text(epochs: list) -> str:
+    known = sorted({e for e in epochs if e is not None})
+    if not known:
+        return "–"
+    return str(known[0]) if len(known) == 1 else f"{known[0]}–{known[-1]}"
+
+
+def _metric_cells(row: dict) -> list[str]:
+    return [format_mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in METRIC_KEYS]
+
+
+def _method_tables(runs: list[Run]) -> list[Table]:
+    metric_columns = [METRIC_TITLES[k] for k in METRIC_KEYS]
+    last = method_table(runs, "last")
+    tables = [Table(
+        "Last epoch (headline)", ["Method", "n", "Epoch", *metric_columns],
+        [[r["method"], str(r["n"]), _epochs_text(r["epochs"]), *_metric_cells(r)] for r in last],
+        "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 0.",
+    )]
+    selected = method_table(runs, "selected")
+    tables.append(Table(
+        "Selected epoch", ["Method", "n", "Selected on", "Epoch", *metric_columns],
+        [[r["method"], str(r["n"]), r["selected_on"] or "–", _epochs_text(r["epochs"]), *_metric_cells(r)]
+         for r in selected],
+        "Test-set numbers at the epoch chosen on the split named in 'Selected on' "
+        "(chosen on test: optimistic, not a held-out result).",
+    ))
+    for sweep in sweep_tables(runs, "last"):
+        keys = sweep["keys"]
+        tables.append(Table(
+            f"Sweep: {sweep['loss']} over {', '.join(keys)}", [*keys, "Method", "n", *metric_columns],
+            [[str(r[k]) for k in keys] + [r["method"], str(r["n"]), *_metric_cells(r)] for r in sweep["rows"]],
+            "Last epoch, test set; one row per grid point.",
+        ))
+    return tables
+
+
+def _runs_table(methods: list[Method]) -> Table:
+    return Table("Runs", ["Method", "Seeds", "Run folders"], [
+        [m.label, ", ".join(str(s) for s in m.seeds), ", ".join(str(r.path) for r in m.runs)] for m in methods
+    ])
+
+
+def write_report(run_dirs: list[Path], out: Path) -> Path:
+    """Write ``report.md``, ``report.html`` and one PNG per figure into ``out``; returns the HTML path.
+
+    Each of ``run_dirs`` is a run folder (holding ``summary.json``) or a folder searched
+    recursively for run folders.
+    """
+    out = Path(out)
+    runs = load_runs(run_dirs)
+    if not runs:
+        raise ConfigError("no run folders given")
+    out.mkdir(parents=True, exist_ok=True)
+    methods = group_methods(runs)
+    content = ReportContent(
+        title="fbl report",
+        intro=[f"{len(runs)} runs, {len(methods)} methods: {', '.join(m.label for m in methods)}."],
+        tables=[*_method_tables(runs), _runs_table(methods)],
+    )
+    for stem, title, caption, draw in FIGURES:
+        path = out / f"{stem}.png"
+        path.unlink(missing_ok=True)  # never leave a previous report's figure looking current
+        try:
+            content.figures.append(FigureFile(title, draw(methods, path), caption))
+        except ConfigError as err:
+            note = f"{title} not drawn: {err}"
+            logger.warning(note)
+            content.notes.append(note)
+    write_markdown(content, out / "report.md")
+    return write_html(content, out / "report.html")

@@ -1,0 +1,69 @@
+import statistics
+
+import pytest
+
+from fbl.errors import ConfigError
+from fbl.reports.aggregate import METRIC_KEYS, mean_std, method_table, per_class_mean, sweep_tables
+from fbl.reports.run_folder import load_run, load_runs
+
+from ._fake_runs import EPOCHS, HEADLINE, SELECTED_SHIFT, write_run, write_two_methods
+
+
+@pytest.mark.parametrize("stage, shift", [("last", 0.0), ("selected", SELECTED_SHIFT)])
+def test_method_table_means_and_sample_stds_equal_longhand(tmp_path, stage, shift):
+    write_two_methods(tmp_path)
+    rows = {row["method"]: row for row in method_table(load_runs([tmp_path]), stage)}
+    assert list(rows) == ["ce", "fbl λ=60"]
+    for label, key in (("ce", "ce"), ("fbl λ=60", "fbl60")):
+        row = rows[label]
+        assert row["n"] == 3 and row["stage"] == stage
+        assert row["epochs"] == [EPOCHS - 1 if stage == "last" else EPOCHS - 2] * 3
+        assert row["selected_on"] == (None if stage == "last" else "val")
+        for i, metric in enumerate(METRIC_KEYS):
+            values = [HEADLINE[(key, seed)][i] + shift for seed in (1, 2, 3)]
+            assert row[f"{metric}_mean"] == pytest.approx(statistics.mean(values))
+            assert row[f"{metric}_std"] == pytest.approx(statistics.stdev(values))
+
+
+def test_method_table_works_on_old_run_folders_and_one_seed_has_no_std(tmp_path):
+    runs = [load_run(write_run(tmp_path / "old", "ce", 1, HEADLINE[("ce", 1)], new_fields=False))]
+    (last,) = method_table(runs, "last")
+    assert last["n"] == 1 and last["top1_mean"] == 70.0 and last["top1_std"] is None
+    (selected,) = method_table(runs, "selected")
+    assert selected["selected_on"] == "test" and selected["top1_mean"] == 70.0 + SELECTED_SHIFT
+
+
+def test_groups_without_classes_give_no_mean(tmp_path):
+    runs = [load_run(write_run(tmp_path / f"s{s}", "ce", s, (70.0, 90.0, 65.0, None, 12.0))) for s in (1, 2)]
+    (row,) = method_table(runs)
+    assert row["few_mean"] is None and row["few_std"] is None
+
+
+def test_sweep_table_lists_each_grid_point_of_a_loss(tmp_path):
+    runs = []
+    for lam, numbers in ((120.0, (72.0, 0, 0, 0, 0)), (30.0, (71.0, 0, 0, 0, 0)), (60.0, (74.0, 0, 0, 0, 0))):
+        for seed in (1, 2):
+            shifted = (numbers[0] + seed,) + numbers[1:]
+            runs.append(load_run(write_run(tmp_path / f"fbl{lam}-{seed}", "fbl", seed, shifted, lambda_=lam)))
+    runs.append(load_run(write_run(tmp_path / "ce", "ce", 1, HEADLINE[("ce", 1)])))
+    (table,) = sweep_tables(runs)
+    assert table["loss"] == "fbl" and table["keys"] == ["lambda_"]
+    assert [row["lambda_"] for row in table["rows"]] == [30.0, 60.0, 120.0]
+    assert [row["method"] for row in table["rows"]] == ["fbl λ=30", "fbl λ=60", "fbl λ=120"]
+    assert [row["top1_mean"] for row in table["rows"]] == pytest.approx([
+        statistics.mean([71.0 + 1, 71.0 + 2]), statistics.mean([74.0 + 1, 74.0 + 2]),
+        statistics.mean([72.0 + 1, 72.0 + 2]),
+    ])
+
+
+def test_no_sweep_table_without_grid_points(tmp_path):
+    write_two_methods(tmp_path)
+    assert sweep_tables(load_runs([tmp_path])) == []
+
+
+def test_mean_std_and_per_class_mean_skip_missing_values():
+    assert mean_std([1.0, None, 4.0]) == (pytest.approx(2.5), pytest.approx(statistics.stdev([1.0, 4.0])))
+    assert mean_std([None]) == (None, None)
+    assert per_class_mean([[1.0, None, 3.0], [2.0, None, None]]) == [1.5, None, 3.0]
+    with pytest.raises(ConfigError, match="number of classes"):
+        per_class_mean([[1.0, 2.0], [1.0]])

@@ -1,0 +1,59 @@
+import logging
+import re
+import statistics
+
+from fbl.reports import write_report
+from fbl.reports.report import FIGURES, format_mean_std
+
+from ._fake_runs import HEADLINE, write_run, write_two_methods
+from ._png import assert_valid_png
+
+FIGURE_FILES = [f"{stem}.png" for stem, *_ in FIGURES]
+
+
+def _cell(key, index, seeds=(1, 2, 3), shift=0.0):
+    values = [HEADLINE[(key, s)][index] + shift for s in seeds]
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def test_format_mean_std():
+    assert format_mean_std(41.2, 0.534) == "41.20 ± 0.53"
+    assert format_mean_std(41.2, None) == "41.20 ± –"
+    assert format_mean_std(None, None) == "–"
+
+
+def test_report_from_a_folder_of_runs(tmp_path):
+    write_two_methods(tmp_path / "runs")
+    html_path = write_report([tmp_path / "runs"], tmp_path / "report")
+    assert html_path == tmp_path / "report" / "report.html"
+    html = html_path.read_text(encoding="utf-8")
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    for name in FIGURE_FILES:
+        assert_valid_png(tmp_path / "report" / name)
+        assert f"]({name})" in markdown
+    assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES)
+    # the table: fbl λ=60 top-1 and ECE over three seeds, computed longhand
+    top1, ece = _cell("fbl60", 0), _cell("fbl60", 4)
+    assert re.search(rf"<td>fbl λ=60</td><td>3</td><td>3</td><td>{top1}</td>.*<td>{ece}</td>", html)
+    assert f"| ce | 3 | 3 | {_cell('ce', 0)} | {_cell('ce', 1)} | {_cell('ce', 2)} |" in markdown
+    assert "Notes" not in markdown
+
+
+def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
+    write_two_methods(tmp_path / "new")
+    old = write_run(tmp_path / "old" / "ce-seed4", "ce", 4, (68.0, 88.0, 60.0, 35.0, 14.0), new_fields=False,
+                    torn=True)
+    with caplog.at_level(logging.WARNING, logger="fbl.reports"):
+        html_path = write_report([tmp_path / "new", old], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    html = html_path.read_text(encoding="utf-8")
+    for field, stem in (("last.calibration", "reliability"), ("last.confusion", "confusion"),
+                        ("train_feature_norms", "feature_norms_train")):
+        note = next(line for line in markdown.splitlines() if f"'{field}'" in line)
+        assert str(old) in note
+        assert not (tmp_path / "report" / f"{stem}.png").exists()
+        assert any(str(old) in r.getMessage() and field in r.getMessage() for r in caplog.records)
+    # the table still holds all four ce seeds
+    values = [HEADLINE[("ce", s)][0] for s in (1, 2, 3)] + [68.0]
+    assert f"| ce | 4 | 3 | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} |" in markdown
+    assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES) - 3
