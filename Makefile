@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The torch/torchvision pair this project is developed and tested with (the package accepts a range).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lint format clean
 
 install: $(VENV)/.installed
 
@@ -20,6 +20,14 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks train.py
+	$(VENV)/bin/ruff format --check src tests benchmarks train.py
+
+format: install
+	$(VENV)/bin/ruff check --fix src tests benchmarks train.py
+	$(VENV)/bin/ruff format src tests benchmarks train.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

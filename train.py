@@ -2,6 +2,7 @@
 
 Runs `fbl train` with the same flags, so the seed README's commands work as written.
 """
+
 import sys
 from pathlib import Path
 

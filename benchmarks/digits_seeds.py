@@ -5,6 +5,7 @@
 Each seed changes the model initialisation and the batch order; the long-tailed subset
 (rand_number) stays fixed so every run sees the same data. Prints a table; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,14 +28,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as out:
         for loss in args.losses:
             for seed in range(args.seeds):
-                cfg = resolve_config("digits-lt", overrides={"loss": loss, "seed": seed, "quiet": True, "device": "cpu"})
+                cfg = resolve_config(
+                    "digits-lt", overrides={"loss": loss, "seed": seed, "quiet": True, "device": "cpu"}
+                )
                 last = train(replace(cfg, out=f"{out}/{loss}-{seed}"))["last"]
                 for k in KEYS:
                     results[loss][k].append(last[k])
     print(f"digits-lt, last epoch, {args.seeds} seeds (mean ± std)")
     print(f"{'loss':8}" + "".join(f"{k:>16}" for k in KEYS))
     for loss, values in results.items():
-        cells = "".join(f"{statistics.mean(v):9.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:4.2f}" for v in values.values())
+        cells = "".join(
+            f"{statistics.mean(v):9.2f} ± {statistics.stdev(v) if len(v) > 1 else 0:4.2f}" for v in values.values()
+        )
         print(f"{loss:8}{cells}")
 
 

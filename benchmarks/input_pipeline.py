@@ -7,6 +7,7 @@ Both produce the same thing — CIFAR-10-LT (ratio 100) batches of 64, randomly 
 zero padding, flipped and normalised — one epoch each, measured side by side in one process on
 the CPU. Prints images per second and the ratio; asserts nothing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,20 +63,29 @@ def main() -> None:
         return iter(tensor_loader)
 
     results = {"tensor loader (this package)": images_per_second(tensor_epoch, args.repeats)}
-    transform = transforms.Compose([
-        transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(), transforms.ToTensor(),
-        transforms.Normalize(spec.mean, spec.std),
-    ])
+    transform = transforms.Compose(
+        [
+            transforms.RandomCrop(32, padding=4),
+            transforms.RandomHorizontalFlip(),
+            transforms.ToTensor(),
+            transforms.Normalize(spec.mean, spec.std),
+        ]
+    )
     dataset = PerImageDataset(data.train_images, data.train_targets, transform)
     for workers in args.workers:
         loader = DataLoader(dataset, batch_size=64, shuffle=True, num_workers=workers)
-        results[f"torchvision per-image, {workers} workers"] = images_per_second(lambda: iter(loader), args.repeats)
+        results[f"torchvision per-image, {workers} workers"] = images_per_second(
+            lambda loader=loader: iter(loader), args.repeats
+        )
 
     baseline = results["tensor loader (this package)"]
     print(f"CIFAR-10-LT train epoch ({len(dataset)} images, batch 64), best of {args.repeats}")
     for name, rate in results.items():
-        print(f"{name:40} {rate:10.0f} images/s   {baseline / rate:6.1f}x slower than the tensor loader"
-              if rate != baseline else f"{name:40} {rate:10.0f} images/s")
+        print(
+            f"{name:40} {rate:10.0f} images/s   {baseline / rate:6.1f}x slower than the tensor loader"
+            if rate != baseline
+            else f"{name:40} {rate:10.0f} images/s"
+        )
 
 
 if __name__ == "__main__":

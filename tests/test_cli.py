@@ -1,4 +1,5 @@
 """The CLI: the seed README's commands, booleans, and one-line user errors."""
+
 import shlex
 
 import pytest
@@ -17,15 +18,15 @@ SEED_COMMANDS = {
                   --dataset cifar100 --data_path './dataset/data_img' /
                   --gpu 3 /
                   --loss_type 'FeaBal' --batch_size 64 --learning_rate 0.1 --lambda_ 60""",
-    "imagenet": """python train.py --arch resnet50 / 
-                  --dataset imagenet --data_path './dataset/data_txt' --img_path '/home/datasets/imagenet/ILSVRC2012_dataset' / 
+    "imagenet": """python train.py --arch resnet50 /
+                  --dataset imagenet --data_path './dataset/data_txt' --img_path '/home/datasets/imagenet/ILSVRC2012_dataset' /
                   --gpu 3 /
                   --loss_type 'FeaBal' --batch_size 512 --learning_rate 0.2 --lambda_ 150""",
-    "inat": """python train.py --arch resnet50 / 
-                  --dataset inat --data_path './dataset/data_txt' --img_path '/home/datasets/iNaturelist2018' / 
+    "inat": """python train.py --arch resnet50 /
+                  --dataset inat --data_path './dataset/data_txt' --img_path '/home/datasets/iNaturelist2018' /
                   --gpu 3 /
                   --loss_type 'FeaBal' --batch_size 512  --learning_rate 0.2 --lambda_ 150""",
-    "place365": """python train.py --arch resnet152_p / 
+    "place365": """python train.py --arch resnet152_p /
                   --dataset place365 --data_path './dataset/data_txt' --img_path '/home/datasets/Places365' /
                   --gpu 3 /
                   --loss_type 'FeaBal' --batch_size 512  --learning_rate 0.2 --lambda_ 150""",
@@ -79,34 +80,44 @@ def test_large_datasets_say_not_yet_supported(name, capsys):
     argv = seed_argv(name) + ["--device", "cpu"]
     i = argv.index("--gpu")  # --gpu 3 and --device cpu would disagree
 
-    del argv[i:i + 2]
+    del argv[i : i + 2]
     assert main(["train", *argv]) == 2
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("fbl: error:")]
     assert len(errors) == 1 and "not yet supported" in errors[0] and "Traceback" not in err
 
 
-@pytest.mark.parametrize("flags, expected", [
-    ([], False), (["--mixup"], True), (["--mixup", "true"], True), (["--mixup", "False"], False),
-    (["--mixup=0"], False), (["--no-mixup"], False),
-])
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ([], False),
+        (["--mixup"], True),
+        (["--mixup", "true"], True),
+        (["--mixup", "False"], False),
+        (["--mixup=0"], False),
+        (["--no-mixup"], False),
+    ],
+)
 def test_booleans_are_real_booleans(flags, expected):
     assert resolved(["--dataset", "cifar10", *flags]).mixup is expected
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["train", "--loss_type", "nope"], "fbl"),
-    (["train", "--preset", "nope"], "cifar10-lt"),
-    (["train", "--arch", "resnet33"], "resnet32"),
-    (["train", "--arch", "resnet32", "--device", "cpu"], "cannot take the 1x8x8 images"),
-    (["train", "--mixup", "maybe"], "true or false"),
-    (["train", "--epochs", "0"], "epochs"),
-    (["train", "--imb_factor", "100"], "imb_factor"),
-    (["train", "--alpha-schedule", "nope"], "parabolic"),
-    (["train", "--device", "tpu"], "cpu"),
-    (["train", "--epochs", "five"], "invalid int"),
-    (["eval", "/no/such/checkpoint.pt"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["train", "--loss_type", "nope"], "fbl"),
+        (["train", "--preset", "nope"], "cifar10-lt"),
+        (["train", "--arch", "resnet33"], "resnet32"),
+        (["train", "--arch", "resnet32", "--device", "cpu"], "cannot take the 1x8x8 images"),
+        (["train", "--mixup", "maybe"], "true or false"),
+        (["train", "--epochs", "0"], "epochs"),
+        (["train", "--imb_factor", "100"], "imb_factor"),
+        (["train", "--alpha-schedule", "nope"], "parabolic"),
+        (["train", "--device", "tpu"], "cpu"),
+        (["train", "--epochs", "five"], "invalid int"),
+        (["eval", "/no/such/checkpoint.pt"], "does not exist"),
+    ],
+)
 def test_user_errors_are_one_line_without_traceback(argv, needle, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -133,8 +144,22 @@ def test_yaml_config_then_flags(tmp_path):
 
 
 def test_seed_flags_without_effect_say_so(tmp_path, caplog):
-    argv = ["train", "--epochs", "1", "--limit-batches", "1", "--device", "cpu", "--quiet", "-j", "8",
-            "--print_freq", "5", "--out", str(tmp_path / "r")]
+    argv = [
+        "train",
+        "--epochs",
+        "1",
+        "--limit-batches",
+        "1",
+        "--device",
+        "cpu",
+        "--quiet",
+        "-j",
+        "8",
+        "--print_freq",
+        "5",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(argv) == 0
     assert "--workers has no effect" in caplog.text and "--print_freq has no effect" in caplog.text
 

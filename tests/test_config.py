@@ -1,11 +1,22 @@
 """Presets, config resolution order and early validation of method options."""
+
 import pytest
 
 from fbl.config import list_presets, load_preset, resolve_config
 from fbl.errors import ConfigError
 
-PAPER_CIFAR = {"arch": "resnet32", "epochs": 200, "batch_size": 64, "lr": 0.1, "momentum": 0.9,
-               "weight_decay": 2e-4, "warmup_epochs": 5, "seed": 123, "imb_factor": 0.01, "imb_type": "exp"}
+PAPER_CIFAR = {
+    "arch": "resnet32",
+    "epochs": 200,
+    "batch_size": 64,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 2e-4,
+    "warmup_epochs": 5,
+    "seed": 123,
+    "imb_factor": 0.01,
+    "imb_type": "exp",
+}
 
 
 @pytest.mark.parametrize("name", ["cifar10-lt", "cifar100-lt"])
@@ -43,10 +54,13 @@ def test_classifier_follows_the_loss_unless_given():
     assert resolve_config("digits-lt", overrides={"loss": "ldam", "classifier": "linear"}).classifier == "linear"
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    ({"loss": "focal", "loss_options": {"gamma": -1}}, "gamma"),
-    ({"loss": "ldam", "loss_options": {"s": 0}}, r"\bs\b"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"loss": "focal", "loss_options": {"gamma": -1}}, "gamma"),
+        ({"loss": "ldam", "loss_options": {"s": 0}}, r"\bs\b"),
+    ],
+)
 def test_bad_loss_option_values_fail_when_the_experiment_is_built(overrides, needle):
     # Option keys are checked against the loss's signature up front; values by the loss itself,
     # which is built before the first step.
@@ -57,13 +71,16 @@ def test_bad_loss_option_values_fail_when_the_experiment_is_built(overrides, nee
         build_experiment(cfg)
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    ({"train_rule": "drw", "drw_epoch": 60}, "never switch on"),
-    ({"beta": 1.0}, "beta"),
-    ({"train_rule": "sometimes"}, "balanced-rs"),
-    ({"loss": "ce", "loss_options": {"gamma": 2}}, "does not take"),
-    ({"classifier": "round"}, "linear"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        ({"train_rule": "drw", "drw_epoch": 60}, "never switch on"),
+        ({"beta": 1.0}, "beta"),
+        ({"train_rule": "sometimes"}, "balanced-rs"),
+        ({"loss": "ce", "loss_options": {"gamma": 2}}, "does not take"),
+        ({"classifier": "round"}, "linear"),
+    ],
+)
 def test_bad_method_options_fail_before_any_data_is_read(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         resolve_config("digits-lt", overrides=overrides)

@@ -1,4 +1,5 @@
 """`make demo`: CE and FBL on digits-lt with the full preset, compared on many/medium/few."""
+
 import re
 
 from fbl.demo import run_demo

@@ -9,14 +9,16 @@ from fbl.metrics import ClassMetrics
 def test_per_class_group_accuracy_and_feature_norm_longhand():
     # 3 classes; train counts put class 0 in many (>100), class 1 in medium (20-100), class 2 in few (<20).
     counts = [500, 50, 5]
-    logits = torch.tensor([
-        [5.0, 1.0, 0.0],  # y=0, correct
-        [0.0, 5.0, 1.0],  # y=0, wrong (pred 1)
-        [0.0, 5.0, 1.0],  # y=1, correct
-        [1.0, 0.0, 5.0],  # y=2, correct
-        [5.0, 0.0, 1.0],  # y=2, wrong (pred 0)
-        [5.0, 0.0, 1.0],  # y=2, wrong
-    ])
+    logits = torch.tensor(
+        [
+            [5.0, 1.0, 0.0],  # y=0, correct
+            [0.0, 5.0, 1.0],  # y=0, wrong (pred 1)
+            [0.0, 5.0, 1.0],  # y=1, correct
+            [1.0, 0.0, 5.0],  # y=2, correct
+            [5.0, 0.0, 1.0],  # y=2, wrong (pred 0)
+            [5.0, 0.0, 1.0],  # y=2, wrong
+        ]
+    )
     target = torch.tensor([0, 0, 1, 2, 2, 2])
     feats = torch.tensor([[3.0, 4.0], [0.0, 1.0], [6.0, 8.0], [1.0, 0.0], [0.0, 2.0], [0.0, 3.0]])
     m = ClassMetrics(3)

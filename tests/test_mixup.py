@@ -1,4 +1,5 @@
 """Input mixup: the lambda distribution, the mixing formula, determinism and the mixed loss."""
+
 from __future__ import annotations
 
 import math

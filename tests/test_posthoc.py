@@ -99,7 +99,11 @@ def test_tau_normalize_with_p_one_gives_unit_rows():
     "weight, p, message",
     [
         (torch.ones(3, 2), -0.5, r"Expected p \(tau-normalisation power\) >= 0 but got -0.5"),
-        (torch.ones(3), 1.0, r"Expected a floating-point classifier weight of shape \(C, D\) but got torch.float32 of shape \(3,\)"),
+        (
+            torch.ones(3),
+            1.0,
+            r"Expected a floating-point classifier weight of shape \(C, D\) but got torch.float32 of shape \(3,\)",
+        ),
         (torch.ones(3, 2, dtype=torch.long), 1.0, "Expected a floating-point classifier weight"),
         ([[1.0, 2.0]], 1.0, "Expected a floating-point classifier weight of shape \\(C, D\\) but got list"),
     ],

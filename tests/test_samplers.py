@@ -4,6 +4,7 @@ Frequencies are checked with Pearson's chi-square goodness-of-fit test over 100k
 seed. A draw passes when p > 1e-3; each test also checks that a plausible wrong answer is rejected
 (p < 1e-3), so the test has the power to catch a sampler that ignores or misapplies the weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -214,8 +215,10 @@ def test_class_aware_rounds_are_exactly_balanced_in_runs_of_k(k):
     for r in range(rounds):
         block = drawn_classes[r * num_classes * k : (r + 1) * num_classes * k]
         assert sorted(block) == sorted(list(range(num_classes)) * k)  # every class exactly k times
-    orders = {tuple(run[0] for run in _runs(drawn_classes[r * num_classes * k : (r + 1) * num_classes * k], k))
-              for r in range(rounds)}
+    orders = {
+        tuple(run[0] for run in _runs(drawn_classes[r * num_classes * k : (r + 1) * num_classes * k], k))
+        for r in range(rounds)
+    }
     assert len(orders) > 1  # the class order is reshuffled per round
 
 

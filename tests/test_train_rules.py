@@ -1,4 +1,5 @@
 """Train rules: each name maps to the sampler / loss weights written out longhand here."""
+
 from __future__ import annotations
 
 import math
@@ -31,10 +32,18 @@ def _resolve(name, **kwargs):
 
 
 def test_list_train_rules():
-    assert list_train_rules() == sorted([
-        "none", "balanced-rs", "effective-number-rs", "class-aware", "sqrt-rs",
-        "balanced-rw", "effective-number-rw", "drw",
-    ])
+    assert list_train_rules() == sorted(
+        [
+            "none",
+            "balanced-rs",
+            "effective-number-rs",
+            "class-aware",
+            "sqrt-rs",
+            "balanced-rw",
+            "effective-number-rw",
+            "drw",
+        ]
+    )
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,9 @@ def check_class_counts(class_counts: Counts) -> list[int]:
         if not math.isfinite(as_float) or as_float != int(as_float):
             raise ConfigError(f"Expected an integer count for class {cls} but got {n!r}")
         if as_float <= 0:
-            raise ConfigError(f"Expected a positive count for class {cls} but got {n!r}: every class needs training samples")
+            raise ConfigError(
+                f"Expected a positive count for class {cls} but got {n!r}: every class needs training samples"
+            )
         checked.append(int(as_float))
     return checked
 

@@ -4,6 +4,7 @@ Each takes the training counts ``n_j`` and returns a float64 tensor of length C,
 weights sum to C (the convention of the LDAM-DRW / class-balanced-loss code the field compares with).
 A sampler draws class ``j`` with probability proportional to ``n_j * w_j``.
 """
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 ``fbl train`` also accepts every flag of the paper's ``train.py`` under its original spelling
 (``--loss_type FeaBal --lambda_ 60 --gpu 0 ...``), so the seed README's commands run unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,6 +14,7 @@ from contextlib import nullcontext
 from fbl.errors import ConfigError, TrainingDiverged
 
 logger = logging.getLogger("fbl")
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports a bad flag as one line (the usage is one ``--help`` away)."""
@@ -65,30 +67,54 @@ def _float_list(text: str) -> list[float]:
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     s = argparse.SUPPRESS  # only flags the user gave become overrides
-    p.add_argument("--preset", default=s, help="named preset (see `fbl presets`); default from --dataset, else digits-lt")
+    p.add_argument(
+        "--preset", default=s, help="named preset (see `fbl presets`); default from --dataset, else digits-lt"
+    )
     p.add_argument("--config", default=s, help="YAML file of options, applied after the preset")
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=s, help="digits-lt | cifar10 | cifar100 (imagenet, inat, place365: not yet supported)")
-    g.add_argument("--data_path", "--data-dir", "--data_dir", dest="data_dir", default=s, help="folder holding the dataset")
+    g.add_argument(
+        "--dataset", default=s, help="digits-lt | cifar10 | cifar100 (imagenet, inat, place365: not yet supported)"
+    )
+    g.add_argument(
+        "--data_path", "--data-dir", "--data_dir", dest="data_dir", default=s, help="folder holding the dataset"
+    )
     g.add_argument("--img_path", "--img-path", dest="img_path", default=s, help="image root of the large datasets")
     g.add_argument("--download", action=BoolFlag, default=s, help="fetch CIFAR when missing (needs network)")
     g.add_argument("--imb_type", "--imb-type", dest="imb_type", default=s, help="exp | step")
-    g.add_argument("--imb_factor", "--imb-factor", dest="imb_factor", type=float, default=s, help="n_min/n_max, 0.01 = ratio 100")
-    g.add_argument("--rand_number", "--rand-number", dest="rand_number", type=int, default=s, help="seed of the LT subsampling")
+    g.add_argument(
+        "--imb_factor", "--imb-factor", dest="imb_factor", type=float, default=s, help="n_min/n_max, 0.01 = ratio 100"
+    )
+    g.add_argument(
+        "--rand_number", "--rand-number", dest="rand_number", type=int, default=s, help="seed of the LT subsampling"
+    )
     g = p.add_argument_group("model and loss")
     g.add_argument("--arch", "-a", default=s, help="model name (see fbl.models.list_models)")
     g.add_argument("--pretrained", action=BoolFlag, default=s)
     g.add_argument("--classifier", default=s, help="linear | normed (cosine) | auto: normed for LDAM, else linear")
     g.add_argument("--loss_type", "--loss", dest="loss", default=s, help="fbl (FeaBal), ce (CE), ... case-insensitive")
     g.add_argument("--lambda_", "--lambda", dest="lambda_", type=float, default=s, help="FBL stimulus strength A")
-    g.add_argument("--alpha-schedule", "--schedule", dest="alpha_schedule", default=s, help="FBL curriculum (default parabolic)")
-    g.add_argument("--loss-option", dest="loss_options", type=_key_value, action="append", default=s,
-                   metavar="KEY=VALUE", help="extra keyword for the loss, e.g. gamma=2")
+    g.add_argument(
+        "--alpha-schedule", "--schedule", dest="alpha_schedule", default=s, help="FBL curriculum (default parabolic)"
+    )
+    g.add_argument(
+        "--loss-option",
+        dest="loss_options",
+        type=_key_value,
+        action="append",
+        default=s,
+        metavar="KEY=VALUE",
+        help="extra keyword for the loss, e.g. gamma=2",
+    )
     g.add_argument("--train_rule", "--train-rule", dest="train_rule", default=s, help="re-sampling / re-weighting rule")
-    g.add_argument("--samples-per-class", dest="samples_per_class", type=int, default=s,
-                   help="k of the class-aware sampler")
-    g.add_argument("--stage2-from", dest="stage2_from", default=s,
-                   help="cRT: retrain the classifier of this stage-1 run (folder or checkpoint) on a frozen backbone")
+    g.add_argument(
+        "--samples-per-class", dest="samples_per_class", type=int, default=s, help="k of the class-aware sampler"
+    )
+    g.add_argument(
+        "--stage2-from",
+        dest="stage2_from",
+        default=s,
+        help="cRT: retrain the classifier of this stage-1 run (folder or checkpoint) on a frozen backbone",
+    )
     g.add_argument("--drw-epoch", dest="drw_epoch", type=int, default=s, help="epoch at which DRW weights switch on")
     g.add_argument("--beta", type=float, default=s, help="effective-number beta")
     g.add_argument("--mixup", action=BoolFlag, default=s, help="input mixup (off by default)")
@@ -100,16 +126,30 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--momentum", type=float, default=s)
     g.add_argument("--weight_decay", "--weight-decay", "--wd", dest="weight_decay", type=float, default=s)
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
-    g.add_argument("--lr-milestones", dest="lr_milestones", type=_float_list, default=s, metavar="F,F",
-                   help="epochs (fractions of the run) after which the lr decays, e.g. 0.8,0.9")
-    g.add_argument("--lr-decay", dest="lr_decay", type=_float_list, default=s, metavar="F,F",
-                   help="lr factor after each milestone, e.g. 0.01,0.0001")
+    g.add_argument(
+        "--lr-milestones",
+        dest="lr_milestones",
+        type=_float_list,
+        default=s,
+        metavar="F,F",
+        help="epochs (fractions of the run) after which the lr decays, e.g. 0.8,0.9",
+    )
+    g.add_argument(
+        "--lr-decay",
+        dest="lr_decay",
+        type=_float_list,
+        default=s,
+        metavar="F,F",
+        help="lr factor after each milestone, e.g. 0.01,0.0001",
+    )
     g.add_argument("--seed", type=int, default=s)
     g = p.add_argument_group("running")
     g.add_argument("--device", default=s, help="auto | cpu | cuda | cuda:N")
     g.add_argument("--gpu", type=int, default=s, help="the seed's flag: same as --device cuda:N")
     g.add_argument("--eval-every", dest="eval_every", type=int, default=s)
-    g.add_argument("--limit-batches", dest="limit_batches", type=int, default=s, help="cap batches per epoch (smoke runs)")
+    g.add_argument(
+        "--limit-batches", dest="limit_batches", type=int, default=s, help="cap batches per epoch (smoke runs)"
+    )
     g.add_argument("--out", default=s, help="run folder (default runs/<dataset>-<loss>-<time>)")
     g.add_argument("--root_log", "--root-log", dest="root_log", default=s, help="parent of default run folders")
     g.add_argument("--exp_str", "--exp-str", dest="exp_str", default=s, help="suffix of the run folder name")
@@ -129,10 +169,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data_path", "--data-dir", dest="data_dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-batches", dest="limit_batches", type=int, default=None)
-    p.add_argument("--logit-adjust", dest="logit_adjust", type=float, default=None, metavar="TAU",
-                   help="post-hoc logit adjustment z - TAU log(prior)")
-    p.add_argument("--tau-norm", dest="tau_norm", type=float, default=None, metavar="P",
-                   help="tau-normalised classifier W_j / ||W_j||^P")
+    p.add_argument(
+        "--logit-adjust",
+        dest="logit_adjust",
+        type=float,
+        default=None,
+        metavar="TAU",
+        help="post-hoc logit adjustment z - TAU log(prior)",
+    )
+    p.add_argument(
+        "--tau-norm",
+        dest="tau_norm",
+        type=float,
+        default=None,
+        metavar="P",
+        help="tau-normalised classifier W_j / ||W_j||^P",
+    )
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
     sub.add_parser("presets", help="list presets and their hyper-parameters")
@@ -147,7 +199,9 @@ def _drop_lone_slashes(argv: list[str]) -> list[str]:
     """The seed README continues lines with ' /' instead of ' \\'; those '/' reach us as arguments."""
     kept = [a for a in argv if a.strip() != "/"]
     if len(kept) != len(argv):
-        logger.warning("ignoring %d lone '/' argument(s) (line continuations of the paper's README)", len(argv) - len(kept))
+        logger.warning(
+            "ignoring %d lone '/' argument(s) (line continuations of the paper's README)", len(argv) - len(kept)
+        )
     return kept
 
 
@@ -229,9 +283,13 @@ def cmd_eval(namespace) -> int:
 
     _setup_logging(namespace.quiet)
     result = evaluate_checkpoint(
-        namespace.checkpoint, data_dir=namespace.data_dir, device=namespace.device,
-        limit_batches=namespace.limit_batches, logit_adjust_tau=namespace.logit_adjust,
-        tau_norm=namespace.tau_norm, progress=_progress(_bars_wanted(namespace.quiet)),
+        namespace.checkpoint,
+        data_dir=namespace.data_dir,
+        device=namespace.device,
+        limit_batches=namespace.limit_batches,
+        logit_adjust_tau=namespace.logit_adjust,
+        tau_norm=namespace.tau_norm,
+        progress=_progress(_bars_wanted(namespace.quiet)),
     )
     if namespace.json:
         import json
@@ -279,7 +337,9 @@ def format_metrics_table(rows: dict) -> str:
     width = max(len(label) for label in rows) + 2
     lines = [f"{'':{width}}{'top1':>7}{'top5':>7}{'many':>7}{'medium':>7}{'few':>7}"]
     for label, m in rows.items():
-        lines.append(f"{label:{width}}" + "".join(f" {_fmt(m.get(k))}" for k in ("top1", "top5", "many", "medium", "few")))
+        lines.append(
+            f"{label:{width}}" + "".join(f" {_fmt(m.get(k))}" for k in ("top1", "top5", "many", "medium", "few"))
+        )
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ run folder and inside every checkpoint.
 Options are checked against the registries (names) and the losses' signatures (option keys) before
 any data is read; nothing is built here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -42,8 +43,22 @@ STAGE2_DEFAULTS = {
 }
 # What a stage-2 run inherits from stage 1 (so the backbone sees the data it was trained on).
 STAGE2_INHERITED = (
-    "dataset", "data_dir", "img_path", "imb_type", "imb_factor", "rand_number", "arch", "classifier", "seed",
-    "batch_size", "lr", "momentum", "weight_decay", "lr_milestones", "lr_decay", "root_log",
+    "dataset",
+    "data_dir",
+    "img_path",
+    "imb_type",
+    "imb_factor",
+    "rand_number",
+    "arch",
+    "classifier",
+    "seed",
+    "batch_size",
+    "lr",
+    "momentum",
+    "weight_decay",
+    "lr_milestones",
+    "lr_decay",
+    "root_log",
 )
 
 
@@ -174,7 +189,9 @@ def resolve_config(
     if stage1_config is not None:
         values.update(stage2_values(stage1_config))
     else:
-        preset = preset or file_values.get("preset") or (DATASET_PRESETS.get(_dataset_key(dataset)) if dataset else None)
+        preset = (
+            preset or file_values.get("preset") or (DATASET_PRESETS.get(_dataset_key(dataset)) if dataset else None)
+        )
         preset = preset or (None if dataset else "digits-lt")
     if preset:
         values.update({k: v for k, v in load_preset(preset).items() if k in FIELD_NAMES})

@@ -1,4 +1,5 @@
 """`make demo`: CE and FBL on the embedded digits-lt, side by side, in well under two minutes."""
+
 from __future__ import annotations
 
 from dataclasses import replace

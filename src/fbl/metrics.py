@@ -6,6 +6,7 @@ sharded. From the sums come top-1/top-5, per-class accuracy, many/medium/few-sho
 feature norm ``||f||`` that FBL is designed to raise for tail classes, and the expected
 calibration error over equal-width confidence bins (Guo et al., ICML 2017).
 """
+
 from __future__ import annotations
 
 import math
@@ -59,14 +60,30 @@ class ClassMetrics:
 
     def state_tensor(self) -> torch.Tensor:
         """All sums in one flat tensor: what a distributed all-reduce would sum."""
-        return torch.cat([self.samples, self.top1_hits, self.top5_hits, self.norm_sums,
-                          self.bin_samples, self.bin_confidence, self.bin_hits])
+        return torch.cat(
+            [
+                self.samples,
+                self.top1_hits,
+                self.top5_hits,
+                self.norm_sums,
+                self.bin_samples,
+                self.bin_confidence,
+                self.bin_hits,
+            ]
+        )
 
     def load_state_tensor(self, state: torch.Tensor) -> None:
         c, b = self.num_classes, self.calibration_bins
         parts = state.to(torch.float64).cpu().clone().split([c, c, c, c, b, b, b])
-        (self.samples, self.top1_hits, self.top5_hits, self.norm_sums,
-         self.bin_samples, self.bin_confidence, self.bin_hits) = parts
+        (
+            self.samples,
+            self.top1_hits,
+            self.top5_hits,
+            self.norm_sums,
+            self.bin_samples,
+            self.bin_confidence,
+            self.bin_hits,
+        ) = parts
 
     def expected_calibration_error(self) -> float | None:
         """ECE in percent: sum over bins of (n_b / N) * |accuracy_b - confidence_b|."""

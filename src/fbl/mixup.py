@@ -8,10 +8,11 @@ r"""Input mixup (Zhang et al., "mixup: Beyond Empirical Risk Minimization", ICLR
 with :math:`\pi` a random permutation of the batch. Everything random comes from the
 ``torch.Generator`` the caller passes, so a seeded generator reproduces the same mixes.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Tuple
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -32,7 +33,7 @@ def _beta(alpha: float, generator: torch.Generator) -> float:
 
 def mixup_batch(
     x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
     r"""Mix a batch with a shuffled copy of itself.
 
     Draws :math:`\lambda \sim \mathrm{Beta}(\alpha, \alpha)`, then a permutation :math:`\pi` of the
@@ -76,7 +77,7 @@ def mixup_loss(
     y_a: torch.Tensor,
     y_b: torch.Tensor,
     lam: float,
-    features: Optional[torch.Tensor] = None,
+    features: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""``lam * criterion(logits, y_a) + (1 - lam) * criterion(logits, y_b)``.
 

@@ -7,6 +7,7 @@
 
 Both follow the device and dtype of their inputs and do not change them in place.
 """
+
 from __future__ import annotations
 
 import torch
@@ -73,7 +74,11 @@ def tau_normalize(weight: torch.Tensor, p: float) -> torch.Tensor:
     """
     p = _check_p(p)
     if not isinstance(weight, torch.Tensor) or weight.dim() != 2 or not weight.is_floating_point():
-        what = f"{weight.dtype} of shape {tuple(weight.shape)}" if isinstance(weight, torch.Tensor) else type(weight).__name__
+        what = (
+            f"{weight.dtype} of shape {tuple(weight.shape)}"
+            if isinstance(weight, torch.Tensor)
+            else type(weight).__name__
+        )
         raise ConfigError(f"Expected a floating-point classifier weight of shape (C, D) but got {what}")
     norms = torch.linalg.vector_norm(weight, ord=2, dim=1, keepdim=True)
     # A zero row has nothing to rescale: divide it by 1 rather than 0**p.

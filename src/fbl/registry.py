@@ -27,7 +27,7 @@ class Registry(Generic[T]):
 
     Example:
         >>> schedules = Registry("alpha schedule")
-        >>> schedules.register("parabolic", lambda e, n: (e / n) ** 2)
+        >>> _ = schedules.register("parabolic", lambda e, n: (e / n) ** 2)
         >>> schedules.canonical("PARABOLIC")
         'parabolic'
         >>> schedules.canonical("parabolc")

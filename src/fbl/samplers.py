@@ -9,6 +9,7 @@ Both follow ``torch.utils.data.DistributedSampler``'s convention: call ``set_epo
 start of every epoch. The indices are a pure function of ``(seed, epoch)``, so a resumed run draws
 exactly what the uninterrupted run drew; without ``set_epoch`` every epoch repeats epoch 0.
 """
+
 from __future__ import annotations
 
 import math

@@ -29,7 +29,6 @@ from fbl.errors import ConfigError
 from fbl.registry import Registry
 from fbl.samplers import ClassAwareSampler, ClassWeightedSampler, Labels, _check_labels
 
-
 __all__ = ["TrainRule", "ResolvedRule", "resolve_train_rule", "get_train_rule", "list_train_rules"]
 
 # (class_counts, beta) -> per-class weights normalised to sum C.
@@ -111,16 +110,33 @@ def _register(rule: TrainRule) -> None:
 for _rule in (
     TrainRule("none", "instance-balanced: plain shuffle, unweighted loss"),
     TrainRule("balanced-rs", "class-balanced re-sampling (w ∝ 1/n)", ("BalancedRS",), sample_weight=class_balanced),
-    TrainRule("sqrt-rs", "square-root re-sampling (class drawn ∝ sqrt(n))", ("SquareRootRS", "sqrt"),
-              sample_weight=square_root),
-    TrainRule("effective-number-rs", "re-sampling by effective number (beta)", ("EffectNumRS",),
-              sample_weight=effective_number),
+    TrainRule(
+        "sqrt-rs",
+        "square-root re-sampling (class drawn ∝ sqrt(n))",
+        ("SquareRootRS", "sqrt"),
+        sample_weight=square_root,
+    ),
+    TrainRule(
+        "effective-number-rs",
+        "re-sampling by effective number (beta)",
+        ("EffectNumRS",),
+        sample_weight=effective_number,
+    ),
     TrainRule("class-aware", "class-aware round-robin, k samples per class", ("ClassAware",), class_aware=True),
     TrainRule("balanced-rw", "loss re-weighting by inverse frequency", ("BalancedRW",), class_weight=class_balanced),
-    TrainRule("effective-number-rw", "loss re-weighting by effective number (beta)", ("EffectNumRW",),
-              class_weight=effective_number),
-    TrainRule("drw", "deferred re-weighting: effective-number loss weights from drw_epoch on", ("DRW",),
-              class_weight=effective_number, deferred=True),
+    TrainRule(
+        "effective-number-rw",
+        "loss re-weighting by effective number (beta)",
+        ("EffectNumRW",),
+        class_weight=effective_number,
+    ),
+    TrainRule(
+        "drw",
+        "deferred re-weighting: effective-number loss weights from drw_epoch on",
+        ("DRW",),
+        class_weight=effective_number,
+        deferred=True,
+    ),
 ):
     _register(_rule)
 

@@ -1,4 +1,5 @@
 """Batched crop/flip against the per-image procedure written out longhand, and its distribution."""
+
 import itertools
 
 import numpy as np
@@ -27,7 +28,9 @@ def test_apply_matches_longhand_for_every_offset_and_flip():
     padding = 2
     params = all_params(padding)
     # Non-square, 3 channels, so a swapped H/W or channel mix-up cannot pass.
-    images = torch.randint(0, 256, (len(params), 3, 6, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (len(params), 3, 6, 7), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     dy = torch.tensor([p[0] for p in params])
     dx = torch.tensor([p[1] for p in params])
     flip = torch.tensor([p[2] for p in params])
@@ -51,7 +54,9 @@ def _recover_params(out, image, padding):
     params = all_params(padding)
     candidates = torch.stack([longhand_crop_flip(image, *p, padding) for p in params])  # P×C×H×W
     match = (out[:, None] == candidates[None]).flatten(2).all(-1)  # N×P
-    assert torch.equal(match.sum(1), torch.ones(len(out), dtype=torch.long)), "an output is not exactly one longhand crop"
+    assert torch.equal(match.sum(1), torch.ones(len(out), dtype=torch.long)), (
+        "an output is not exactly one longhand crop"
+    )
     return [params[k] for k in match.int().argmax(1).tolist()]
 
 
@@ -95,7 +100,9 @@ def test_disabled_parts_draw_nothing():
 
 def test_padding_is_zero_in_raw_pixels():
     images = torch.full((4, 3, 5, 5), 200, dtype=torch.uint8)
-    out = apply_crop_flip(images, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool), 2)
+    out = apply_crop_flip(
+        images, torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.long), torch.zeros(4, dtype=torch.bool), 2
+    )
     assert out[:, :, :2, :].eq(0).all() and out[:, :, :, :2].eq(0).all() and out[:, :, 2:, 2:].eq(200).all()
 
 
@@ -105,7 +112,9 @@ def test_normalize_matches_longhand():
     out = normalize(images, mean, std)
     assert out.dtype == torch.float32
     x = images.double() / 255.0
-    expected = (x - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(std, dtype=torch.float64).view(1, 3, 1, 1)
+    expected = (x - torch.tensor(mean, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(
+        std, dtype=torch.float64
+    ).view(1, 3, 1, 1)
     torch.testing.assert_close(out.double(), expected, rtol=0, atol=2e-6)
 
 

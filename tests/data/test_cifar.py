@@ -1,4 +1,5 @@
 """CIFAR-LT builders on the real CIFAR-10 (shared folder) and on small synthetic CIFAR-100 folders."""
+
 import os
 import pickle
 
@@ -19,7 +20,7 @@ def reference_indices(targets, counts, seed):
     np.random.seed(seed)
     targets_np = np.array(targets, dtype=np.int64)
     kept = []
-    for the_class, the_img_num in zip(np.unique(targets_np), counts):
+    for the_class, the_img_num in zip(np.unique(targets_np), counts, strict=False):
         idx = np.where(targets_np == the_class)[0]
         np.random.shuffle(idx)
         kept.append(idx[:the_img_num])
@@ -127,8 +128,10 @@ def write_cifar100(root, per_class=30, test_per_class=4, bytes_keys=False, filen
             pickle.dump(batch, f)
         splits[split] = (data, fine)
     names = [f"class_{c:02d}" for c in range(100)]
-    meta = {key("fine_label_names"): [n.encode() for n in names] if bytes_keys else names,
-            key("coarse_label_names"): [f"super_{c}" for c in range(20)]}
+    meta = {
+        key("fine_label_names"): [n.encode() for n in names] if bytes_keys else names,
+        key("coarse_label_names"): [f"super_{c}" for c in range(20)],
+    }
     with open(folder / "meta", "wb") as f:
         pickle.dump(meta, f)
     return splits, names
@@ -155,7 +158,9 @@ def test_repacked_pickles_without_filenames_and_with_bytes_keys(tmp_path):
     plain = build_dataset("cifar100-lt", tmp_path / "plain", imb_factor=0.2)
     repacked = build_dataset("cifar100-lt", tmp_path / "repacked" / "cifar-100-python", imb_factor=0.2)
     assert repacked.class_names == plain.class_names
-    assert torch.equal(repacked.train_images, plain.train_images) and torch.equal(repacked.test_targets, plain.test_targets)
+    assert torch.equal(repacked.train_images, plain.train_images) and torch.equal(
+        repacked.test_targets, plain.test_targets
+    )
 
 
 def test_missing_folder_names_it(tmp_path):
@@ -277,9 +282,7 @@ def test_integer_pixels_in_range_are_read_as_uint8(tmp_path):
     np.testing.assert_array_equal(data.train_images.reshape(-1, 3072).numpy(), splits["train"][0][data.indices])
 
 
-@pytest.mark.parametrize(
-    "labels", [[0.5] * 3000, np.zeros((3000, 1), dtype=np.int64), ["a"] * 3000, [True] * 3000]
-)
+@pytest.mark.parametrize("labels", [[0.5] * 3000, np.zeros((3000, 1), dtype=np.int64), ["a"] * 3000, [True] * 3000])
 def test_labels_must_be_a_flat_list_of_integers(tmp_path, labels):
     write_cifar100(tmp_path)
     path = rewrite_train(tmp_path, fine_labels=labels)

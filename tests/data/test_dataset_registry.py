@@ -15,7 +15,9 @@ def test_list_and_aliases():
 
 @pytest.mark.parametrize("name", ["imagenet", "ImageNet-LT", "inat", "iNat2018", "place365", "Places-LT"])
 def test_known_but_not_yet_supported(name):
-    with pytest.raises(ConfigError, match=f"{name!r} is not yet supported; available now: cifar10, cifar100, digits-lt"):
+    with pytest.raises(
+        ConfigError, match=f"{name!r} is not yet supported; available now: cifar10, cifar100, digits-lt"
+    ):
         build_dataset(name)
 
 
@@ -40,6 +42,14 @@ def test_bad_profile_is_a_config_error():
 
 
 def test_public_api():
-    for name in ["build_dataset", "list_datasets", "LongTailData", "AugmentSpec", "TensorBatchLoader",
-                 "shot_groups", "long_tail_counts", "long_tail_indices"]:
+    for name in [
+        "build_dataset",
+        "list_datasets",
+        "LongTailData",
+        "AugmentSpec",
+        "TensorBatchLoader",
+        "shot_groups",
+        "long_tail_counts",
+        "long_tail_indices",
+    ]:
         assert name in fbl.data.__all__ and hasattr(fbl.data, name)

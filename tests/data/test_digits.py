@@ -1,4 +1,5 @@
 """digits-lt: real 8×8 digits, a balanced held-out test split and an exp long-tailed train split."""
+
 import numpy as np
 import pytest
 import torch

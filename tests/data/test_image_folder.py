@@ -13,15 +13,27 @@ def touch(root, *paths):
 def test_scan_train_val_and_labels_from_sorted_train_folders(tmp_path):
     touch(
         tmp_path,
-        "train/zebra/1.jpg", "train/zebra/0.JPEG", "train/ant/a.png", "train/ant/sub/b.jpg", "train/ant/notes.txt",
-        "train/mole/m.webp", "val/zebra/v.jpg", "val/ant/w.jpg", "train/loose.jpg",
+        "train/zebra/1.jpg",
+        "train/zebra/0.JPEG",
+        "train/ant/a.png",
+        "train/ant/sub/b.jpg",
+        "train/ant/notes.txt",
+        "train/mole/m.webp",
+        "val/zebra/v.jpg",
+        "val/ant/w.jpg",
+        "train/loose.jpg",
     )
     found = scan_image_folder(tmp_path)
     assert found.class_names == ["ant", "mole", "zebra"] and found.num_classes == 3
     assert set(found.splits) == {"train", "val"}  # no test folder
     paths, labels = found.splits["train"]
-    assert paths == ["train/ant/a.png", "train/ant/sub/b.jpg", "train/mole/m.webp",
-                     "train/zebra/0.JPEG", "train/zebra/1.jpg"]
+    assert paths == [
+        "train/ant/a.png",
+        "train/ant/sub/b.jpg",
+        "train/mole/m.webp",
+        "train/zebra/0.JPEG",
+        "train/zebra/1.jpg",
+    ]
     assert labels.tolist() == [0, 0, 1, 2, 2] and str(labels.dtype) == "int64"
     paths, labels = found.splits["val"]
     assert paths == ["val/ant/w.jpg", "val/zebra/v.jpg"] and labels.tolist() == [0, 2]

@@ -1,4 +1,5 @@
 """Long-tail profile and subsampling against the CIFAR-LT reference procedure written out longhand."""
+
 import math
 
 import numpy as np
@@ -27,7 +28,7 @@ def reference_indices(targets, counts, seed):
     np.random.seed(seed)
     targets_np = np.array(targets, dtype=np.int64)
     kept = []
-    for the_class, the_img_num in zip(np.unique(targets_np), counts):
+    for the_class, the_img_num in zip(np.unique(targets_np), counts, strict=False):
         idx = np.where(targets_np == the_class)[0]
         np.random.shuffle(idx)
         kept.append(idx[:the_img_num])

@@ -1,5 +1,6 @@
-from fbl.data import SHOT_THRESHOLDS, long_tail_counts, shot_groups
 import torch
+
+from fbl.data import SHOT_THRESHOLDS, long_tail_counts, shot_groups
 
 
 def test_boundaries():

@@ -3,7 +3,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import _missing_shared
 
 from fbl.data.shot_groups import shot_groups
 from fbl.data.split_list import (
@@ -16,6 +15,7 @@ from fbl.data.split_list import (
     remap_labels,
 )
 from fbl.errors import ConfigError
+from tests.shared_data import missing_shared
 
 LT_SPLITS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lt_splits"
 
@@ -23,7 +23,7 @@ LT_SPLITS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "lt
 @pytest.fixture(scope="module")
 def lists() -> Path:
     if not (LT_SPLITS / "Places_LT_train.txt.gz").is_file():
-        _missing_shared("data/lt_splits/Places_LT_train.txt.gz")
+        missing_shared("data/lt_splits/Places_LT_train.txt.gz")
     return LT_SPLITS
 
 
@@ -50,7 +50,7 @@ def test_places_lt_lists_match_the_published_facts(places):
     assert sizes == {"train": 62_500, "val": 7_300, "test": 36_500}
     counts = places.class_counts
     assert len(counts) == 365 and max(counts) == 4_980 and min(counts) == 5
-    assert all(a >= b for a, b in zip(counts, counts[1:]))  # re-indexed from most to least frequent
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))  # re-indexed from most to least frequent
     assert {name: len(classes) for name, classes in places.groups.items()} == {"many": 131, "medium": 163, "few": 71}
     assert places.groups == shot_groups(counts)
     assert (np.bincount(places.splits["val"].labels, minlength=365) == 20).all()
@@ -71,11 +71,14 @@ def test_places_lt_class_map_equals_the_reference_argsort(places, lists):
         assert places.splits[split].labels.tolist() == [new_index[label] for label in original]
 
 
-@pytest.mark.parametrize("file, lines, num_classes", [
-    ("ImageNet_LT_val.txt", 20_000, 1000),
-    ("ImageNet_LT_test.txt", 50_000, 1000),
-    ("iNaturalist18_val.txt", 24_426, 8142),
-])
+@pytest.mark.parametrize(
+    "file, lines, num_classes",
+    [
+        ("ImageNet_LT_val.txt", 20_000, 1000),
+        ("ImageNet_LT_test.txt", 50_000, 1000),
+        ("iNaturalist18_val.txt", 24_426, 8142),
+    ],
+)
 def test_balanced_evaluation_lists(lists, file, lines, num_classes):
     paths, labels = read_split_list(find_split_file(lists, file), num_classes=num_classes)
     assert len(paths) == lines
@@ -87,7 +90,9 @@ def test_split_files_are_data():
     assert SPLIT_FILES["inat"].test is None and SPLIT_FILES["inat"].eval_split == "val"
     assert SPLIT_FILES["inat"].num_classes == 8142
     assert SPLIT_FILES["imagenet"].files() == {
-        "train": "ImageNet_LT_train.txt", "val": "ImageNet_LT_val.txt", "test": "ImageNet_LT_test.txt",
+        "train": "ImageNet_LT_train.txt",
+        "val": "ImageNet_LT_val.txt",
+        "test": "ImageNet_LT_test.txt",
     }
     assert SPLIT_FILES["place365"].num_classes == 365
 
@@ -121,16 +126,19 @@ def test_reads_plain_and_gzip_and_ignores_blank_lines(tmp_path):
         assert labels.tolist() == [2, 0] and labels.dtype == np.int64
 
 
-@pytest.mark.parametrize("line, message", [
-    ("train/x.jpg", "expected 'relative/path label' but got 'train/x.jpg'"),
-    ("train/x.jpg two", "expected an integer label but got 'two'"),
-    ("train/x.jpg 1.5", "expected an integer label"),
-    ("train/x.jpg -1", "expected a label in 0..2 but got -1"),
-    ("train/x.jpg 3", "expected a label in 0..2 but got 3"),
-    ("../x.jpg 0", "leaves the dataset root"),
-    ("train/../../x.jpg 0", "leaves the dataset root"),
-    ("/abs/x.jpg 0", "absolute '/abs/x.jpg'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("train/x.jpg", "expected 'relative/path label' but got 'train/x.jpg'"),
+        ("train/x.jpg two", "expected an integer label but got 'two'"),
+        ("train/x.jpg 1.5", "expected an integer label"),
+        ("train/x.jpg -1", "expected a label in 0..2 but got -1"),
+        ("train/x.jpg 3", "expected a label in 0..2 but got 3"),
+        ("../x.jpg 0", "leaves the dataset root"),
+        ("train/../../x.jpg 0", "leaves the dataset root"),
+        ("/abs/x.jpg 0", "absolute '/abs/x.jpg'"),
+    ],
+)
 def test_bad_line_names_file_and_line(tmp_path, line, message):
     path = write_list(tmp_path, f"ok/a.jpg 0\n\n{line}\n")
     with pytest.raises(ConfigError) as info:

@@ -1,4 +1,5 @@
 """TensorBatchLoader: order, normalisation, augmentation and per-epoch reproducibility."""
+
 import itertools
 
 import pytest
@@ -18,7 +19,9 @@ def make_images(n=50, h=6, w=6, seed=0):
 
 def longhand_normalize(images):
     x = images.double() / 255.0
-    return (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(1, 3, 1, 1)
+    return (x - torch.tensor(MEAN, dtype=torch.float64).view(1, 3, 1, 1)) / torch.tensor(STD, dtype=torch.float64).view(
+        1, 3, 1, 1
+    )
 
 
 def collect(loader):
@@ -26,7 +29,8 @@ def collect(loader):
 
 
 def same_batches(a, b):
-    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    pairs = zip(a, b, strict=False)
+    return len(a) == len(b) and all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in pairs)
 
 
 def test_eval_loader_is_in_order_and_only_normalised():
@@ -72,7 +76,7 @@ def test_train_batches_are_normalised_crops_of_their_images():
     loader = TensorBatchLoader(images, torch.arange(40), 16, augment=AUGMENTED, train=True, seed=3)
     seen_flips_or_shifts = 0
     for x, y in loader:
-        for xi, yi in zip(x, y):
+        for xi, yi in zip(x, y, strict=False):
             candidates = longhand_normalize(longhand_candidates(images[yi], 2))
             distance = (candidates - xi.double()).abs().flatten(1).amax(1)
             assert float(distance.min()) < 2e-6, "a train sample is not a normalised crop/flip of its image"
@@ -169,7 +173,7 @@ def test_cuda_batches_equal_cpu_batches():
     gpu = TensorBatchLoader(images, torch.arange(50), 8, augment=AUGMENTED, train=True, seed=4, device="cuda")
     cpu.set_epoch(2)
     gpu.set_epoch(2)
-    for (xc, yc), (xg, yg) in zip(cpu, gpu):
+    for (xc, yc), (xg, yg) in zip(cpu, gpu, strict=False):
         assert xg.is_cuda and yg.is_cuda
         torch.testing.assert_close(xg.cpu(), xc, rtol=0, atol=1e-6)
         assert torch.equal(yg.cpu(), yc)

@@ -1,4 +1,5 @@
 """Any loss composes with any train rule (and mixup): one short run each, end to end."""
+
 import json
 import math
 
@@ -16,8 +17,14 @@ from fbl.train_rules import get_train_rule, list_train_rules
 @pytest.mark.parametrize("loss", list_losses())
 def test_loss_and_rule_compose(loss, rule, tmp_path):
     overrides = {
-        "loss": loss, "train_rule": rule, "epochs": 2, "limit_batches": 1, "device": "cpu", "quiet": True,
-        "mixup": loss == "ce", "out": str(tmp_path / "run"),
+        "loss": loss,
+        "train_rule": rule,
+        "epochs": 2,
+        "limit_batches": 1,
+        "device": "cpu",
+        "quiet": True,
+        "mixup": loss == "ce",
+        "out": str(tmp_path / "run"),
     }
     if loss.startswith("cb-") and get_train_rule(rule).class_weight is not None:
         # Two sources of class weights (the cb- loss and a re-weighting rule): refused up front.

@@ -1,4 +1,5 @@
 """End-to-end runs on CPU (seconds): every artefact, resume == uninterrupted, eval == summary."""
+
 import json
 
 import pytest
@@ -59,8 +60,17 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, fbl_run):
     from fbl.config import resolve_config
     from fbl.engine.trainer import train
 
-    cfg = resolve_config("digits-lt", overrides={"loss": "fbl", "epochs": 3, "device": "cpu", "quiet": True,
-                                                 "warmup_epochs": 1, "out": str(tmp_path / "b")})
+    cfg = resolve_config(
+        "digits-lt",
+        overrides={
+            "loss": "fbl",
+            "epochs": 3,
+            "device": "cpu",
+            "quiet": True,
+            "warmup_epochs": 1,
+            "out": str(tmp_path / "b"),
+        },
+    )
 
     def interrupt_at_epoch_2(iterable, **kwargs):
         for item in iterable:
@@ -91,17 +101,53 @@ def test_default_train_runs_on_digits_lt(tmp_path, monkeypatch):
 
 def test_seed_cifar_command_trains_on_real_cifar10(cifar10_root, tmp_path):
     # The seed README's CIFAR-10 command, minus --gpu 3 (no GPU here), capped for a smoke run.
-    argv = ["--arch", "resnet32", "/", "--dataset", "cifar10", "--data_path", str(cifar10_root), "/",
-            "--loss_type", "FeaBal", "--batch_size", "64", "--learning_rate", "0.1", "--lambda_", "60",
-            "--epochs", "1", "--limit-batches", "2", "--device", "cpu", "--quiet", "--out", str(tmp_path / "c")]
+    argv = [
+        "--arch",
+        "resnet32",
+        "/",
+        "--dataset",
+        "cifar10",
+        "--data_path",
+        str(cifar10_root),
+        "/",
+        "--loss_type",
+        "FeaBal",
+        "--batch_size",
+        "64",
+        "--learning_rate",
+        "0.1",
+        "--lambda_",
+        "60",
+        "--epochs",
+        "1",
+        "--limit-batches",
+        "2",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(tmp_path / "c"),
+    ]
     assert main(["train", *argv]) == 0
     summary = json.loads((tmp_path / "c" / "summary.json").read_text())
     assert summary["class_counts"] == [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
 
 
 def test_divergence_is_one_line_not_a_traceback(tmp_path, capsys):
-    argv = ["train", "--epochs", "1", "--lr", "1e30", "--device", "cpu", "--quiet", "--warmup-epochs", "0",
-            "--out", str(tmp_path / "d")]
+    argv = [
+        "train",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e30",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--warmup-epochs",
+        "0",
+        "--out",
+        str(tmp_path / "d"),
+    ]
     assert main(argv) == 3
     err = capsys.readouterr().err
     assert "diverged in epoch 0" in err and "--lr" in err and "Traceback" not in err

@@ -1,4 +1,5 @@
 """cRT (stage 2 on a frozen backbone) and post-hoc corrections at evaluation time."""
+
 import json
 
 import pytest
@@ -22,14 +23,22 @@ def stage1(tmp_path_factory):
 @pytest.fixture(scope="module")
 def stage2(stage1, tmp_path_factory):
     out = tmp_path_factory.mktemp("stage2") / "crt"
-    assert main(["train", "--stage2-from", str(stage1), "--epochs", "2", "--out", str(out), "--device", "cpu", "--quiet"]) == 0
+    assert (
+        main(["train", "--stage2-from", str(stage1), "--epochs", "2", "--out", str(out), "--device", "cpu", "--quiet"])
+        == 0
+    )
     return out
 
 
 def test_stage2_config_inherits_data_and_uses_crt_defaults(stage1, stage2):
     cfg = yaml.safe_load((stage2 / "config.yaml").read_text())
     assert cfg["stage2_from"] == str(stage1)
-    assert (cfg["dataset"], cfg["arch"], cfg["loss"], cfg["train_rule"]) == ("digits-lt", "digits-cnn", "ce", "balanced-rs")
+    assert (cfg["dataset"], cfg["arch"], cfg["loss"], cfg["train_rule"]) == (
+        "digits-lt",
+        "digits-cnn",
+        "ce",
+        "balanced-rs",
+    )
     assert json.loads((stage2 / "summary.json").read_text())["last"]["top1"] is not None
 
 
@@ -86,7 +95,9 @@ def test_posthoc_logit_adjustment_longhand(stage1):
 def test_posthoc_tau_norm_longhand(stage1):
     p = 1.0
     expected = _longhand_predictions(
-        stage1, lambda w: w / w.norm(dim=1, keepdim=True).pow(p), lambda z, b, counts: z  # bias dropped
+        stage1,
+        lambda w: w / w.norm(dim=1, keepdim=True).pow(p),
+        lambda z, b, counts: z,  # bias dropped
     )
     assert evaluate_checkpoint(str(stage1), device="cpu", tau_norm=p)["top1"] == pytest.approx(expected)
 

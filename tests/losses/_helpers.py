@@ -2,6 +2,7 @@
 and a helper that returns a function's value and gradients. The longhand references themselves
 live in each test file, written out with loops and never calling ``fbl.losses.functional``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,7 +42,7 @@ def value_and_grads(fn, tensors, upstream: torch.Tensor):
     leaves = [t.detach().clone().requires_grad_(True) for t in tensors]
     out = fn(*leaves)
     grads = torch.autograd.grad(out, leaves, grad_outputs=upstream.to(out), allow_unused=True)
-    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads)]
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(leaves, grads, strict=False)]
     return out.detach(), grads
 
 
@@ -68,12 +69,10 @@ def log_softmax_longhand(row) -> list:
 
 def reduce_longhand(losses: list, sample_weights: list, reduction: str):
     """Weighted mean = sum_i w_i l_i / sum_i w_i (as torch's weighted cross-entropy); sum; or none."""
-    weighted = [w * l for w, l in zip(sample_weights, losses)]
+    weighted = [w * loss for w, loss in zip(sample_weights, losses, strict=True)]
     if reduction == "none":
         return torch.stack(weighted)
     total = sum(weighted)
     if reduction == "sum":
         return total
     return total / sum(sample_weights)
-
-

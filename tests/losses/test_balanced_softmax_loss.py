@@ -43,7 +43,9 @@ def test_matches_longhand_values_and_grads(device, dtype, reduction, weighted):
 
     crit = BalancedSoftmaxLoss(COUNTS, weight=weight, reduction=reduction).to(device)
     yd = y.to(device)
-    got, (got_dz, got_df) = value_and_grads(lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up)
+    got, (got_dz, got_df) = value_and_grads(
+        lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up
+    )
     assert got.dtype == dtype and got.device.type == device
     assert_close(got, want, dtype)
     assert_close(got_dz, want_dz, dtype)

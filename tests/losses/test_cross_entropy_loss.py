@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from fbl.errors import ConfigError
-from fbl.train_rules import resolve_train_rule
 from fbl.losses import CrossEntropyLoss, create_loss
 from fbl.losses.functional import cross_entropy
+from fbl.train_rules import resolve_train_rule
 
 from ._helpers import (
     COUNTS,
@@ -57,13 +57,17 @@ def test_matches_longhand_values_and_grads(device, dtype, reduction, weighted):
 
     crit = CrossEntropyLoss(COUNTS, weight=weight, reduction=reduction).to(device)
     yd = y.to(device)
-    got, (got_dz, got_df) = value_and_grads(lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up)
+    got, (got_dz, got_df) = value_and_grads(
+        lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up
+    )
     assert got.dtype == dtype and got.device.type == device
     assert_close(got, want, dtype)
     assert_close(got_dz, want_dz, dtype)
     assert torch.count_nonzero(got_df) == 0  # features are accepted and ignored
 
-    got_fn, (got_fn_dz,) = value_and_grads(lambda a: cross_entropy(a, yd, weight=weight, reduction=reduction), [z.to(device, dtype)], up)
+    got_fn, (got_fn_dz,) = value_and_grads(
+        lambda a: cross_entropy(a, yd, weight=weight, reduction=reduction), [z.to(device, dtype)], up
+    )
     assert_close(got_fn, want, dtype)
     assert_close(got_fn_dz, want_dz, dtype)
 

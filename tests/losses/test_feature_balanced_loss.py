@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from fbl.errors import ConfigError
-from fbl.train_rules import resolve_train_rule
 from fbl.losses import FeatureBalancedLoss, create_loss
 from fbl.losses.functional import class_stimulus, feature_balanced_loss
+from fbl.train_rules import resolve_train_rule
 
 from ._helpers import (
     COUNTS,
@@ -48,7 +48,9 @@ def fbl_longhand(z, y, f, counts, lambda_, alpha, weight=None, reduction="mean")
 
 
 def reference(z, y, f, counts, lambda_, alpha, weight, reduction, upstream):
-    return value_and_grads(lambda a, b: fbl_longhand(a, y, b, counts, lambda_, alpha, weight, reduction), [z, f], upstream)
+    return value_and_grads(
+        lambda a, b: fbl_longhand(a, y, b, counts, lambda_, alpha, weight, reduction), [z, f], upstream
+    )
 
 
 # --- class stimulus ----------------------------------------------------------------------------
@@ -82,7 +84,9 @@ def test_matches_longhand_values_and_grads(device, dtype, reduction, weighted):
     crit = FeatureBalancedLoss(COUNTS, lambda_=lambda_, total_epochs=200, weight=weight, reduction=reduction).to(device)
     crit.set_epoch(epoch)
     yd = y.to(device)
-    got, (got_dz, got_df) = value_and_grads(lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up)
+    got, (got_dz, got_df) = value_and_grads(
+        lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up
+    )
     assert got.dtype == dtype and got.device.type == device
     assert_close(got, want, dtype)
     assert_close(got_dz, want_dz, dtype)
@@ -137,7 +141,9 @@ def test_feature_gradient_matches_the_derivative_through_the_norm():
     z, y, f = batch()
     lambda_, alpha = 6.0, 1.0
     crit = FeatureBalancedLoss(COUNTS, lambda_=lambda_, schedule="constant").to(torch.float64)
-    _, (_, got_df) = value_and_grads(lambda a, b: crit(a, y, features=b), [z, f], torch.tensor(1.0, dtype=torch.float64))
+    _, (_, got_df) = value_and_grads(
+        lambda a, b: crit(a, y, features=b), [z, f], torch.tensor(1.0, dtype=torch.float64)
+    )
     assert torch.count_nonzero(got_df) == got_df.numel()
 
     lam = stimulus_longhand(COUNTS)

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from fbl.errors import ConfigError
-from fbl.train_rules import resolve_train_rule
 from fbl.losses import LDAMLoss, create_loss
 from fbl.losses.functional import ldam_loss, ldam_margins
+from fbl.train_rules import resolve_train_rule
 
 from ._helpers import (
     COUNTS,
@@ -43,8 +43,12 @@ def ldam_longhand(z, y, counts, max_m=0.5, s=30.0, weight=None, reduction="mean"
 def test_margins():
     want = margins_longhand(COUNTS, 0.5)
     assert max(want) == pytest.approx(0.5) and want[-1] == pytest.approx(0.5)  # the smallest class
-    torch.testing.assert_close(ldam_margins(torch.tensor(COUNTS, dtype=torch.float64), 0.5), torch.tensor(want, dtype=torch.float64))
-    torch.testing.assert_close(LDAMLoss(COUNTS, max_m=0.3).margins.double(), torch.tensor(margins_longhand(COUNTS, 0.3), dtype=torch.float64))
+    torch.testing.assert_close(
+        ldam_margins(torch.tensor(COUNTS, dtype=torch.float64), 0.5), torch.tensor(want, dtype=torch.float64)
+    )
+    torch.testing.assert_close(
+        LDAMLoss(COUNTS, max_m=0.3).margins.double(), torch.tensor(margins_longhand(COUNTS, 0.3), dtype=torch.float64)
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -61,7 +65,9 @@ def test_matches_longhand_values_and_grads(device, dtype, reduction, weighted, m
 
     crit = LDAMLoss(COUNTS, max_m=max_m, s=s, weight=weight, reduction=reduction).to(device)
     yd = y.to(device)
-    got, (got_dz, got_df) = value_and_grads(lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up)
+    got, (got_dz, got_df) = value_and_grads(
+        lambda a, b: crit(a, yd, features=b), [z.to(device, dtype), f.to(device, dtype)], up
+    )
     assert got.dtype == dtype and got.device.type == device
     assert_close(got, want, dtype)
     assert_close(got_dz, want_dz, dtype)

@@ -41,7 +41,13 @@ def test_list_losses():
 
 @pytest.mark.parametrize(
     "name, cls",
-    [("FeaBal", FeatureBalancedLoss), ("CE", CrossEntropyLoss), ("Focal", FocalLoss), ("LDAM", LDAMLoss), (" fbl ", FeatureBalancedLoss)],
+    [
+        ("FeaBal", FeatureBalancedLoss),
+        ("CE", CrossEntropyLoss),
+        ("Focal", FocalLoss),
+        ("LDAM", LDAMLoss),
+        (" fbl ", FeatureBalancedLoss),
+    ],
 )
 def test_seed_names_are_accepted(name, cls):
     assert type(create_loss(name, COUNTS)) is cls
@@ -106,7 +112,9 @@ def test_every_loss_converts_with_to_float64(name):
     assert all(b.dtype == torch.float64 for b in crit.buffers())
     out = crit(z, y, features=f)
     assert out.dtype == torch.float64
-    reference = _build(name, weight=None if name.startswith("cb-") else EXPLICIT_WEIGHT)(z.float(), y, features=f.float())
+    reference = _build(name, weight=None if name.startswith("cb-") else EXPLICIT_WEIGHT)(
+        z.float(), y, features=f.float()
+    )
     torch.testing.assert_close(out.float(), reference, rtol=1e-4, atol=1e-5)
 
 

@@ -23,7 +23,13 @@ def count_params(model):
 # every depth (e.g. 272,474 for resnet20 and 855,770 for resnet56); these models must not have them.
 @pytest.mark.parametrize(
     "name, expected",
-    [("resnet20", 269_722), ("resnet32", 464_154), ("resnet44", 658_586), ("resnet56", 853_018), ("resnet110", 1_727_962)],
+    [
+        ("resnet20", 269_722),
+        ("resnet32", 464_154),
+        ("resnet44", 658_586),
+        ("resnet56", 853_018),
+        ("resnet110", 1_727_962),
+    ],
 )
 def test_parameter_count_matches_the_option_a_table(name, expected):
     assert count_params(create_model(name, num_classes=10)) == expected

@@ -5,7 +5,15 @@ from fbl.errors import ConfigError
 from fbl.models import create_model, list_models, register_model
 
 EXPECTED_NAMES = [
-    "digits-cnn", "resnet110", "resnet152", "resnet152_p", "resnet20", "resnet32", "resnet44", "resnet50", "resnet56",
+    "digits-cnn",
+    "resnet110",
+    "resnet152",
+    "resnet152_p",
+    "resnet20",
+    "resnet32",
+    "resnet44",
+    "resnet50",
+    "resnet56",
 ]
 
 

@@ -9,7 +9,7 @@ def test_logits_are_cosines_longhand():
     with torch.no_grad():
         head.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [1.0, 1.0, 0.0]]))
     f = torch.tensor([[2.0, 0.0, 0.0], [0.0, 0.0, 5.0]])
-    expected = torch.tensor([[1.0, 1 / 2 ** 0.5], [0.0, 0.0]])
+    expected = torch.tensor([[1.0, 1 / 2**0.5], [0.0, 0.0]])
     assert torch.allclose(head(f), expected, atol=1e-6)
 
 

@@ -125,7 +125,7 @@ def test_resnet152_p_train_step_leaves_frozen_bn_statistics_and_weights_alone(re
     logits = model(torch.randn(2, 3, 32, 32))
     assert logits.shape == (2, 7)
     logits.sum().backward()
-    for bn, (mean, var, tracked) in zip(frozen_bns, before):
+    for bn, (mean, var, tracked) in zip(frozen_bns, before, strict=False):
         assert torch.equal(bn.running_mean, mean) and torch.equal(bn.running_var, var)
         assert torch.equal(bn.num_batches_tracked, tracked)
     assert not torch.equal(trained_bn.running_mean, trained_before)  # the check above can fail
@@ -198,7 +198,9 @@ def test_resnet152_p_weights_of_the_wrong_shape(resnet152_p, tmp_path):
     state["layer2.0.conv1.weight"] = torch.zeros(3, 3, 1, 1)
     path = tmp_path / "shape.pth"
     torch.save(state, path)
-    with pytest.raises(ConfigError, match=r"layer2\.0\.conv1\.weight has shape \(3, 3, 1, 1\), expected \(128, 256, 1, 1\)"):
+    with pytest.raises(
+        ConfigError, match=r"layer2\.0\.conv1\.weight has shape \(3, 3, 1, 1\), expected \(128, 256, 1, 1\)"
+    ):
         create_model("resnet152_p", num_classes=3, pretrained_weights=str(path))
 
 

@@ -3,6 +3,7 @@
 The numbers are chosen by the tests (``HEADLINE``); everything per class is derived from the
 seed in an obvious way so that tests can recompute it longhand.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,10 +33,22 @@ SELECTED_SHIFT = 1.25
 
 def config(loss: str, seed: int, **overrides) -> dict:
     values = {
-        "dataset": "fake-lt", "data_dir": "./data", "arch": "digits-cnn", "loss": loss, "lambda_": 60.0,
-        "alpha_schedule": "parabolic", "train_rule": "none", "mixup": False, "stage2_from": None,
-        "epochs": EPOCHS, "lr": 0.1, "weight_decay": 2e-4, "seed": seed, "out": f"runs/{loss}-{seed}",
-        "preset": None, "workers": 2,
+        "dataset": "fake-lt",
+        "data_dir": "./data",
+        "arch": "digits-cnn",
+        "loss": loss,
+        "lambda_": 60.0,
+        "alpha_schedule": "parabolic",
+        "train_rule": "none",
+        "mixup": False,
+        "stage2_from": None,
+        "epochs": EPOCHS,
+        "lr": 0.1,
+        "weight_decay": 2e-4,
+        "seed": seed,
+        "out": f"runs/{loss}-{seed}",
+        "preset": None,
+        "workers": 2,
     }
     values.update(overrides)
     return values
@@ -67,8 +80,14 @@ def confusion(seed: int) -> list[list[int]]:
 def metrics(numbers: tuple, seed: int, *, new_fields: bool, shift: float = 0.0) -> dict:
     top1, many, medium, few, ece = (v + shift if v is not None else None for v in numbers)
     result = {
-        "top1": top1, "top5": 99.0, "many": many, "medium": medium, "few": few, "ece": ece,
-        "per_class_acc": per_class_acc(seed, shift), "per_class_feature_norm": feature_norms(seed, 8.0),
+        "top1": top1,
+        "top5": 99.0,
+        "many": many,
+        "medium": medium,
+        "few": few,
+        "ece": ece,
+        "per_class_acc": per_class_acc(seed, shift),
+        "per_class_feature_norm": feature_norms(seed, 8.0),
     }
     if new_fields:
         result["calibration"] = calibration(seed)
@@ -80,19 +99,35 @@ def epoch_records(loss: str, seed: int, *, new_fields: bool) -> list[dict]:
     records = []
     for epoch in range(EPOCHS):
         record = {
-            "epoch": epoch, "lr": 0.1 / (epoch + 1), "alpha": (epoch / EPOCHS) ** 2 if loss == "fbl" else None,
-            "train_loss": 2.0 - 0.3 * epoch + 0.01 * seed, "train_acc": 40.0 + 10 * epoch,
-            "eval": {"top1": 50.0 + 5 * epoch + seed}, "seconds": 1.0,
+            "epoch": epoch,
+            "lr": 0.1 / (epoch + 1),
+            "alpha": (epoch / EPOCHS) ** 2 if loss == "fbl" else None,
+            "train_loss": 2.0 - 0.3 * epoch + 0.01 * seed,
+            "train_acc": 40.0 + 10 * epoch,
+            "eval": {"top1": 50.0 + 5 * epoch + seed},
+            "seconds": 1.0,
         }
         if new_fields:
-            record.update({"val": {"top1": 48.0 + 5 * epoch}, "train_seconds": 0.8, "eval_seconds": 0.2,
-                           "train_images_per_s": 1000.0})
+            record.update(
+                {
+                    "val": {"top1": 48.0 + 5 * epoch},
+                    "train_seconds": 0.8,
+                    "eval_seconds": 0.2,
+                    "train_images_per_s": 1000.0,
+                }
+            )
         records.append(record)
     return records
 
 
 def write_run(
-    folder: Path, loss: str, seed: int, numbers: tuple, *, new_fields: bool = True, torn: bool = False,
+    folder: Path,
+    loss: str,
+    seed: int,
+    numbers: tuple,
+    *,
+    new_fields: bool = True,
+    torn: bool = False,
     **config_overrides,
 ) -> Path:
     """A run folder as training writes it; ``new_fields=False`` gives the older format."""
@@ -109,7 +144,9 @@ def write_run(
         "last": last,
         "best": {**selected_metrics, "epoch": EPOCHS - 2},
         "best_selected_on": "the evaluation split (the test set)",
-        "class_counts": CLASS_COUNTS, "groups": GROUPS, "run_dir": str(folder),
+        "class_counts": CLASS_COUNTS,
+        "groups": GROUPS,
+        "run_dir": str(folder),
     }
     if new_fields:
         summary["selected"] = {"epoch": EPOCHS - 2, "on": "val", "val": selected_metrics, "test": selected_metrics}

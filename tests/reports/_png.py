@@ -1,4 +1,5 @@
 """Checks that a file is a PNG image that opens."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -50,10 +50,13 @@ def test_sweep_table_lists_each_grid_point_of_a_loss(tmp_path):
     assert table["loss"] == "fbl" and table["keys"] == ["lambda_"]
     assert [row["lambda_"] for row in table["rows"]] == [30.0, 60.0, 120.0]
     assert [row["method"] for row in table["rows"]] == ["fbl λ=30", "fbl λ=60", "fbl λ=120"]
-    assert [row["top1_mean"] for row in table["rows"]] == pytest.approx([
-        statistics.mean([71.0 + 1, 71.0 + 2]), statistics.mean([74.0 + 1, 74.0 + 2]),
-        statistics.mean([72.0 + 1, 72.0 + 2]),
-    ])
+    assert [row["top1_mean"] for row in table["rows"]] == pytest.approx(
+        [
+            statistics.mean([71.0 + 1, 71.0 + 2]),
+            statistics.mean([74.0 + 1, 74.0 + 2]),
+            statistics.mean([72.0 + 1, 72.0 + 2]),
+        ]
+    )
 
 
 def test_no_sweep_table_without_grid_points(tmp_path):

@@ -9,7 +9,7 @@ from fbl.reports.calibration import add_bins, bin_accuracy_confidence, expected_
 
 def _longhand_bins(confidences, hits, bins=15):
     samples, conf_sums, hit_sums = [0.0] * bins, [0.0] * bins, [0.0] * bins
-    for conf, hit in zip(confidences, hits):
+    for conf, hit in zip(confidences, hits, strict=False):
         k = min(max(math.ceil(conf * bins), 1), bins) - 1  # bin k holds (k/B, (k+1)/B]
         samples[k] += 1
         conf_sums[k] += conf
@@ -41,8 +41,11 @@ def test_ece_from_bins_matches_training_metric():
     logits, target = torch.randn(200, 10) * 3, torch.randint(0, 10, (200,))
     metric = ClassMetrics(10)
     metric.update(logits, target)
-    bins = {"bin_samples": metric.bin_samples.tolist(), "bin_confidence": metric.bin_confidence.tolist(),
-            "bin_hits": metric.bin_hits.tolist()}
+    bins = {
+        "bin_samples": metric.bin_samples.tolist(),
+        "bin_confidence": metric.bin_confidence.tolist(),
+        "bin_hits": metric.bin_hits.tolist(),
+    }
     confidences = logits.double().softmax(1).max(1).values.tolist()
     hits = (logits.argmax(1) == target).tolist()
     assert expected_calibration_error(bins) == pytest.approx(_longhand_ece(confidences, hits), abs=1e-9)

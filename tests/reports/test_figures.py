@@ -34,11 +34,14 @@ def test_every_figure_is_a_valid_png(methods, tmp_path, name):
     assert_valid_png(path)
 
 
-@pytest.mark.parametrize("name, field", [
-    ("reliability", "last.calibration"),
-    ("confusion", "last.confusion"),
-    ("feature_norms_train", "train_feature_norms"),
-])
+@pytest.mark.parametrize(
+    "name, field",
+    [
+        ("reliability", "last.calibration"),
+        ("confusion", "last.confusion"),
+        ("feature_norms_train", "train_feature_norms"),
+    ],
+)
 def test_figure_needing_a_new_field_names_the_old_run_and_the_field(tmp_path, name, field):
     new = load_run(write_run(tmp_path / "new", "ce", 1, HEADLINE[("ce", 1)]))
     old_folder = write_run(tmp_path / "old", "ce", 2, HEADLINE[("ce", 2)], new_fields=False)

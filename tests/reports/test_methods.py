@@ -14,20 +14,35 @@ def test_runs_equal_but_for_seed_and_bookkeeping_form_one_method(tmp_path):
 
 
 def test_each_grid_point_is_its_own_method_sorted_numerically(tmp_path):
-    runs = [load_run(write_run(tmp_path / f"fbl{lam}", "fbl", 1, HEADLINE[("fbl60", 1)], lambda_=lam))
-            for lam in (120.0, 30.0, 60.0)]
+    runs = [
+        load_run(write_run(tmp_path / f"fbl{lam}", "fbl", 1, HEADLINE[("fbl60", 1)], lambda_=lam))
+        for lam in (120.0, 30.0, 60.0)
+    ]
     assert [m.label for m in group_methods(runs)] == ["fbl λ=30", "fbl λ=60", "fbl λ=120"]
 
 
 def test_labels_that_would_clash_name_the_differing_setting(tmp_path):
-    runs = [load_run(write_run(tmp_path / f"wd{i}", "ce", 1, HEADLINE[("ce", 1)], weight_decay=wd))
-            for i, wd in enumerate((2e-4, 5e-4))]
+    runs = [
+        load_run(write_run(tmp_path / f"wd{i}", "ce", 1, HEADLINE[("ce", 1)], weight_decay=wd))
+        for i, wd in enumerate((2e-4, 5e-4))
+    ]
     assert sorted(m.label for m in group_methods(runs)) == ["ce weight_decay=0.0002", "ce weight_decay=0.0005"]
 
 
 def test_train_rule_and_stage2_enter_the_label_and_stage1_path_does_not_split(tmp_path):
-    runs = [load_run(write_run(tmp_path / f"crt{s}", "ce", s, HEADLINE[("ce", s)], train_rule="balanced-rs",
-                               stage2_from=f"runs/stage1-seed{s}")) for s in (1, 2)]
+    runs = [
+        load_run(
+            write_run(
+                tmp_path / f"crt{s}",
+                "ce",
+                s,
+                HEADLINE[("ce", s)],
+                train_rule="balanced-rs",
+                stage2_from=f"runs/stage1-seed{s}",
+            )
+        )
+        for s in (1, 2)
+    ]
     (method,) = group_methods(runs)
     assert method.label == "ce + balanced-rs (cRT)"
     assert method_config(runs[0])["stage2_from"] is True

@@ -41,14 +41,16 @@ def test_report_from_a_folder_of_runs(tmp_path):
 
 def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
     write_two_methods(tmp_path / "new")
-    old = write_run(tmp_path / "old" / "ce-seed4", "ce", 4, (68.0, 88.0, 60.0, 35.0, 14.0), new_fields=False,
-                    torn=True)
+    old = write_run(tmp_path / "old" / "ce-seed4", "ce", 4, (68.0, 88.0, 60.0, 35.0, 14.0), new_fields=False, torn=True)
     with caplog.at_level(logging.WARNING, logger="fbl.reports"):
         html_path = write_report([tmp_path / "new", old], tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     html = html_path.read_text(encoding="utf-8")
-    for field, stem in (("last.calibration", "reliability"), ("last.confusion", "confusion"),
-                        ("train_feature_norms", "feature_norms_train")):
+    for field, stem in (
+        ("last.calibration", "reliability"),
+        ("last.confusion", "confusion"),
+        ("train_feature_norms", "feature_norms_train"),
+    ):
         note = next(line for line in markdown.splitlines() if f"'{field}'" in line)
         assert str(old) in note
         assert not (tmp_path / "report" / f"{stem}.png").exists()

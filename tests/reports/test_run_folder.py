@@ -20,7 +20,7 @@ def test_load_run_reads_config_epochs_and_summary(tmp_path):
 
 def test_torn_last_line_of_metrics_is_ignored(tmp_path):
     folder = write_run(tmp_path / "run", "ce", 1, HEADLINE[("ce", 1)], torn=True)
-    assert "\"epoch\": 4" in (folder / "metrics.jsonl").read_text()
+    assert '"epoch": 4' in (folder / "metrics.jsonl").read_text()
     assert [r["epoch"] for r in load_run(folder).epochs] == list(range(EPOCHS))
 
 

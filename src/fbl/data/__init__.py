@@ -1,4 +1,5 @@
 """Long-tailed datasets (one builder per family, all returning :class:`LongTailData`) and a fast tensor input path."""
+
 from fbl.data.augment import AugmentSpec, normalize, random_crop_flip
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices

@@ -9,10 +9,11 @@ where :math:`\tilde x` is the image zero-padded by ``p`` on each side. That is t
 torchvision's per-image ``RandomCrop(H, padding=p)`` followed by ``RandomHorizontalFlip()``,
 computed for the whole batch with one pad and one gather instead of a Python loop over images.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -74,7 +75,9 @@ def crop_flip_params(num: int, padding: int, hflip: bool, generator: torch.Gener
     return dy, dx, flip
 
 
-def apply_crop_flip(images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: int) -> torch.Tensor:
+def apply_crop_flip(
+    images: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, padding: int
+) -> torch.Tensor:
     """Crop ``images`` (N×C×H×W) at the given per-sample offsets of the zero-padded image, then flip.
 
     Zero padding happens on the raw (uint8) pixels, before normalisation, as torchvision pads the
@@ -115,7 +118,9 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, generator:
     return apply_crop_flip(images, dy, dx, flip, padding)
 
 
-def _scale_shift(mean: Sequence[float], std: Sequence[float], num_channels: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def _scale_shift(
+    mean: Sequence[float], std: Sequence[float], num_channels: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
     # (x/255 - m)/s == x * (1/(255 s)) + (-m/s): one multiply-add per pixel; constants in float64 first.
     if len(mean) != num_channels or len(std) != num_channels:
         raise ValueError(f"Expected {num_channels} channel means/stds but got mean={tuple(mean)}, std={tuple(std)}")

@@ -10,12 +10,12 @@ The long-tailed train split is :func:`~fbl.data.long_tail.long_tail_counts` +
 largest class of the train files (5000 for CIFAR-10, 500 for CIFAR-100); the test split is the
 full, balanced test set.
 """
+
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 #: Where CIFAR is looked for when no ``data_dir`` is given (git-ignored at the repository root).
 DEFAULT_DATA_DIR = Path("data")
@@ -133,7 +133,9 @@ def _read_batches(folder: Path, files: tuple[str, ...], label_key: str) -> tuple
         data = _pixels(_get(batch, "data", path), path)
         target = _labels(_get(batch, label_key, path), label_key, path)
         if data.size != target.shape[0] * 3 * 32 * 32:
-            raise ConfigError(f"{path}: 'data' has shape {data.shape}, expected {target.shape[0]} x 3072 for {target.shape[0]} labels")
+            raise ConfigError(
+                f"{path}: 'data' has shape {data.shape}, expected {target.shape[0]} x 3072 for {target.shape[0]} labels"
+            )
         # Each row is the 1024 red, then 1024 green, then 1024 blue values of a 32x32 image: CHW already.
         images.append(data.reshape(-1, 3, 32, 32))
         labels.append(target)
@@ -158,7 +160,7 @@ def _is_batches_folder(path: Path, fmt: CifarFormat) -> bool:
     return path.name == fmt.folder or (path / fmt.meta_file).is_file()
 
 
-def resolve_cifar_folder(data_dir: Optional[PathLike], fmt: CifarFormat, download: bool = False) -> Path:
+def resolve_cifar_folder(data_dir: PathLike | None, fmt: CifarFormat, download: bool = False) -> Path:
     """The batches folder for ``data_dir``, which may be its parent (torchvision's ``root``) or the folder itself.
 
     Downloads through torchvision when the folder is missing and ``download`` is set; otherwise a
@@ -193,7 +195,7 @@ def _download(root: Path, fmt: CifarFormat) -> None:
 
 def build_cifar(
     fmt: CifarFormat,
-    data_dir: Optional[PathLike] = None,
+    data_dir: PathLike | None = None,
     imb_type: str = "exp",
     imb_factor: float = 0.01,
     rand_number: int = 0,
@@ -215,7 +217,9 @@ def build_cifar(
     test_x, test_y = read_cifar(folder, fmt, train=False)
     for split, y in (("train", train_y), ("test", test_y)):
         if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ConfigError(f"{folder}: {split} labels outside 0..{num_classes - 1} ({fmt.meta_file} names {num_classes} classes)")
+            raise ConfigError(
+                f"{folder}: {split} labels outside 0..{num_classes - 1} ({fmt.meta_file} names {num_classes} classes)"
+            )
     # Every class needs at least one training image (losses and per-class metrics divide by n_c);
     # say which class is missing rather than let the long-tail profile fail on it.
     empty = np.flatnonzero(np.bincount(train_y, minlength=num_classes) == 0)
@@ -234,7 +238,13 @@ def build_cifar(
     indices = long_tail_indices(train_y, counts, rand_number)
     logger.info(
         "%s-LT (%s, imb_factor %g, seed %d): %d of %d train images, %d test images",
-        fmt.title, imb_type, imb_factor, rand_number, len(indices), len(train_y), len(test_y),
+        fmt.title,
+        imb_type,
+        imb_factor,
+        rand_number,
+        len(indices),
+        len(train_y),
+        len(test_y),
     )
     return LongTailData(
         name=fmt.name,

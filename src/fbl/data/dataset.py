@@ -1,4 +1,5 @@
 """The one object every dataset builder returns: a long-tailed train split, a test split, and their metadata."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -54,18 +55,29 @@ class LongTailData:
             ("test", self.test_images, self.test_targets),
         ):
             if images.dtype != torch.uint8 or images.ndim != 4:
-                raise ValueError(f"{self.name}: expected uint8 N x C x H x W {split} images, got {images.dtype} {tuple(images.shape)}")
+                raise ValueError(
+                    f"{self.name}: expected uint8 N x C x H x W {split} images, "
+                    f"got {images.dtype} {tuple(images.shape)}"
+                )
             if targets.dtype != torch.int64 or targets.shape != (images.shape[0],):
-                raise ValueError(f"{self.name}: expected {images.shape[0]} int64 {split} targets, got {targets.dtype} {tuple(targets.shape)}")
+                raise ValueError(
+                    f"{self.name}: expected {images.shape[0]} int64 {split} targets, "
+                    f"got {targets.dtype} {tuple(targets.shape)}"
+                )
             if images.shape[1] != self.augment.num_channels:
-                raise ValueError(f"{self.name}: {split} images have {images.shape[1]} channels, augment spec {self.augment.num_channels}")
+                raise ValueError(
+                    f"{self.name}: {split} images have {images.shape[1]} channels, "
+                    f"augment spec {self.augment.num_channels}"
+                )
         if len(self.class_names) != self.num_classes or len(self.class_counts) != self.num_classes:
             raise ValueError(f"{self.name}: expected {self.num_classes} class names and counts")
         found = torch.bincount(self.train_targets, minlength=self.num_classes).tolist()
         if found != list(self.class_counts) or len(found) != self.num_classes:
             raise ValueError(f"{self.name}: class_counts {self.class_counts} disagree with the train targets {found}")
         if len(self.indices) != self.train_images.shape[0]:
-            raise ValueError(f"{self.name}: {len(self.indices)} indices for {self.train_images.shape[0]} training images")
+            raise ValueError(
+                f"{self.name}: {len(self.indices)} indices for {self.train_images.shape[0]} training images"
+            )
 
     @property
     def targets(self) -> list[int]:
@@ -99,8 +111,14 @@ class LongTailData:
     def train_loader(self, batch_size: int, *, device, seed: int, sampler=None) -> TensorBatchLoader:
         """Shuffled (or ``sampler``-ordered), augmented batches of the training split on ``device``."""
         return TensorBatchLoader(
-            self.train_images, self.train_targets, batch_size, augment=self.augment, train=True,
-            device=device, seed=seed, sampler=sampler,
+            self.train_images,
+            self.train_targets,
+            batch_size,
+            augment=self.augment,
+            train=True,
+            device=device,
+            seed=seed,
+            sampler=sampler,
         )
 
     def eval_loader(self, split: str = "test", batch_size: int = EVAL_BATCH_SIZE, *, device) -> TensorBatchLoader:

@@ -10,6 +10,7 @@ held out with its own fixed RNG, so it never depends on the long-tail seed; the 
 
 and the test split has 400 images (40 per class).
 """
+
 from __future__ import annotations
 
 import logging
@@ -52,7 +53,9 @@ def load_digits_uint8() -> tuple[np.ndarray, np.ndarray]:
     return images, digits.target.astype(np.int64)
 
 
-def held_out_split(targets: np.ndarray, per_class: int = TEST_PER_CLASS, seed: int = SPLIT_SEED) -> tuple[np.ndarray, np.ndarray]:
+def held_out_split(
+    targets: np.ndarray, per_class: int = TEST_PER_CLASS, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
     """``(pool, test)``: sorted positions of the train pool and of ``per_class`` test images per class."""
     rng = np.random.RandomState(seed)
     test = []
@@ -73,7 +76,14 @@ def build_digits_lt(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=
     pool, test = held_out_split(targets)
     counts = long_tail_counts(N_MAX, len(CLASS_NAMES), imb_type, imb_factor)
     indices = pool[long_tail_indices(targets[pool], counts, rand_number)]
-    logger.info("digits-LT (%s, imb_factor %g, seed %d): %d train images, %d test images", imb_type, imb_factor, rand_number, len(indices), len(test))
+    logger.info(
+        "digits-LT (%s, imb_factor %g, seed %d): %d train images, %d test images",
+        imb_type,
+        imb_factor,
+        rand_number,
+        len(indices),
+        len(test),
+    )
     return LongTailData(
         name="digits-lt",
         num_classes=len(CLASS_NAMES),

@@ -4,13 +4,13 @@
 missing or cannot be decoded is a :class:`ConfigError` naming it, or, with ``skip_bad=True``, a
 ``None`` sample that :class:`CollateSkippingBad` drops and counts.
 """
+
 from __future__ import annotations
 
 import logging
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable
 
 from PIL import Image
 from torch.utils.data import Dataset, default_collate
@@ -37,8 +37,14 @@ class ImageFiles(Dataset):
             pair with :class:`CollateSkippingBad`.
     """
 
-    def __init__(self, root, paths: Sequence[str], labels: Sequence[int],
-                 transform: Callable | None = None, skip_bad: bool = False):
+    def __init__(
+        self,
+        root,
+        paths: Sequence[str],
+        labels: Sequence[int],
+        transform: Callable | None = None,
+        skip_bad: bool = False,
+    ):
         if len(paths) != len(labels):
             raise ValueError(f"Expected one label per path but got {len(paths)} paths and {len(labels)} labels")
         self.root = Path(root)
@@ -96,22 +102,25 @@ class CollateSkippingBad:
 
 def imagenet_train_transform(crop_size: int = 224) -> Callable:
     """RandomResizedCrop(crop, scale 0.08-1, ratio 3/4-4/3), horizontal flip, ToTensor, ImageNet Normalize."""
-    return T.Compose([
-        T.RandomResizedCrop(crop_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
-        T.RandomHorizontalFlip(),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
+    return T.Compose(
+        [
+            T.RandomResizedCrop(crop_size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
 
 
 def imagenet_eval_transform(crop_size: int = 224, resize_size: int | None = None) -> Callable:
     """Resize the short side (default ``round(crop * 256 / 224)``, 256 for 224), CenterCrop, ToTensor, Normalize."""
     if resize_size is None:
         resize_size = round(crop_size * 256 / 224)
-    return T.Compose([
-        T.Resize(resize_size),
-        T.CenterCrop(crop_size),
-        T.ToTensor(),
-        T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-    ])
-
+    return T.Compose(
+        [
+            T.Resize(resize_size),
+            T.CenterCrop(crop_size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )

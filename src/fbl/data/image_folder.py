@@ -4,6 +4,7 @@ Class ``i`` is the ``i``-th class folder of ``train`` in sorted order (torchvisi
 convention); ``val`` and ``test`` must use the same folder names. Images are found recursively
 inside each class folder by extension, in sorted order so that two scans list them identically.
 """
+
 from __future__ import annotations
 
 import os
@@ -57,7 +58,9 @@ def scan_image_folder(root) -> ImageFolderSplits:
     """List the images of each split under ``root`` with labels from the ``train`` class folders."""
     root = Path(root)
     if not (root / "train").is_dir():
-        raise ConfigError(f"Expected an ImageFolder tree with class folders in {root / 'train'}, but it is not a folder")
+        raise ConfigError(
+            f"Expected an ImageFolder tree with class folders in {root / 'train'}, but it is not a folder"
+        )
     class_names = _class_folders(root / "train")
     if not class_names:
         raise ConfigError(f"No class folders in {root / 'train'}")

@@ -9,10 +9,11 @@ where ``f = imb_factor = 1 / IF`` (``0.01`` is "imbalance ratio 100"), and picks
 shuffling each class's positions with numpy's global RNG seeded once by ``rand_number``.
 Published CIFAR-LT numbers depend on that exact subset, so both steps are reproduced bit for bit.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -102,7 +103,9 @@ def long_tail_indices(targets, class_counts: Sequence[int], rand_number: int = 0
     for cls, n_keep in enumerate(counts):
         idx = np.where(targets == cls)[0]
         if len(idx) < n_keep:
-            raise ConfigError(f"Class {cls} has {len(idx)} training samples but the long-tail profile asks for {n_keep}")
+            raise ConfigError(
+                f"Class {cls} has {len(idx)} training samples but the long-tail profile asks for {n_keep}"
+            )
         # Shuffle even when n_keep is 0 so later classes see the same RNG stream as in the reference.
         rng.shuffle(idx)
         picked.append(idx[:n_keep])

@@ -3,6 +3,7 @@
 Every builder takes keyword options (the subset of :func:`build_dataset`'s it needs) and returns a
 dataset object that describes its splits and builds its own loaders.
 """
+
 from __future__ import annotations
 
 import inspect

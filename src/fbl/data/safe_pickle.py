@@ -18,14 +18,15 @@ import math
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Any
 
 import numpy as np
 
 from fbl.errors import ConfigError
 
-PathLike = Union[str, Path]
+PathLike = str | Path
 
 # numpy pickles a dtype as kind + item size ('u1', 'i8', 'f4', 'c16', 'b1'); only numeric kinds are data.
 _NUMERIC_DTYPE = re.compile(r"[biufc][0-9]{1,2}")

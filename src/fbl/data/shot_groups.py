@@ -4,9 +4,10 @@ The protocol of Liu et al. (OLTR, CVPR 2019), used by every paper the Feature-Ba
 compared with: a class is *many-shot* with more than 100 training images, *medium-shot* with
 20 to 100 (inclusive), *few-shot* with fewer than 20.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -5,6 +5,7 @@ lists of Liu et al., OLTR, CVPR 2019). This module reads them, checks every line
 the classes by training count the way the reference code does, so that class 0 is the most
 frequent one and the many/medium/few groups are contiguous-ish ranges of indices.
 """
+
 from __future__ import annotations
 
 import gzip

@@ -4,9 +4,11 @@ CIFAR-sized data fits in memory many times over, so instead of decoding, augment
 one image at a time in worker processes, :class:`TensorBatchLoader` keeps the whole uint8 set on
 ``device`` and builds each batch with a handful of tensor ops (index, crop/flip, normalise).
 """
+
 from __future__ import annotations
 
 import logging
+
 import torch
 
 from fbl.data.augment import AugmentSpec, _affine, _scale_shift, apply_crop_flip, crop_flip_params
@@ -63,7 +65,9 @@ class TensorBatchLoader:
         drop_last: bool = False,
     ):
         if images.ndim != 4 or images.dtype != torch.uint8:
-            raise ValueError(f"Expected uint8 images of shape N x C x H x W but got {images.dtype} {tuple(images.shape)}")
+            raise ValueError(
+                f"Expected uint8 images of shape N x C x H x W but got {images.dtype} {tuple(images.shape)}"
+            )
         if int(batch_size) != batch_size or batch_size < 1:
             raise ConfigError(f"Expected batch_size to be a positive integer but got {batch_size!r}")
         epoch_seed(seed, 0)  # validates seed

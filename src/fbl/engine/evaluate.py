@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from itertools import islice
 from collections.abc import Callable
+from itertools import islice
 
 import torch
 

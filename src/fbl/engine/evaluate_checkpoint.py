@@ -1,4 +1,5 @@
 """Evaluate a saved checkpoint on its test split (``fbl eval``), optionally with post-hoc corrections."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -57,5 +58,11 @@ def evaluate_checkpoint(
     if logit_adjust_tau is not None:
         counts = exp.data.class_counts
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
-    return evaluate(model, exp.eval_loader("test"), exp.data.class_counts, limit_batches=limit_batches,
-                    logit_transform=transform, progress=progress)
+    return evaluate(
+        model,
+        exp.eval_loader("test"),
+        exp.data.class_counts,
+        limit_batches=limit_batches,
+        logit_transform=transform,
+        progress=progress,
+    )

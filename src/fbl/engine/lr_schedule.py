@@ -19,7 +19,7 @@ def step_lr_with_warmup(
     if current <= warmup_epochs:
         return base_lr * current / warmup_epochs
     factor = 1.0
-    for fraction, scale in zip(milestones, decay):
+    for fraction, scale in zip(milestones, decay, strict=False):
         if current > round(fraction * total_epochs):
             factor = scale
     return base_lr * factor

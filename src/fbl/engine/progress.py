@@ -1,7 +1,8 @@
 """Progress reporting hook: library code wraps iterables with it; only the CLI turns bars on."""
+
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 Progress = Callable[..., Iterable]
 

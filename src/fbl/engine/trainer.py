@@ -47,8 +47,9 @@ class Experiment:
     rule: ResolvedRule
 
     def train_loader(self):
-        return self.data.train_loader(self.cfg.batch_size, device=self.device, seed=self.cfg.seed,
-                                      sampler=self.rule.sampler)
+        return self.data.train_loader(
+            self.cfg.batch_size, device=self.device, seed=self.cfg.seed, sampler=self.rule.sampler
+        )
 
     def eval_loader(self, split: str = "test"):
         return self.data.eval_loader(split, max(self.cfg.batch_size, 256), device=self.device)
@@ -60,12 +61,23 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
     device = resolve_device(cfg.device)
     if data is None:
         data = build_dataset(
-            cfg.dataset, data_dir=cfg.data_dir, img_path=cfg.img_path, imb_type=cfg.imb_type,
-            imb_factor=cfg.imb_factor, rand_number=cfg.rand_number, download=cfg.download,
+            cfg.dataset,
+            data_dir=cfg.data_dir,
+            img_path=cfg.img_path,
+            imb_type=cfg.imb_type,
+            imb_factor=cfg.imb_factor,
+            rand_number=cfg.rand_number,
+            download=cfg.download,
         )
     rule = resolve_train_rule(
-        cfg.train_rule, data.class_counts, data.train_targets, total_epochs=cfg.epochs, seed=cfg.seed,
-        beta=cfg.beta, drw_epoch=cfg.drw_epoch, samples_per_class=cfg.samples_per_class,
+        cfg.train_rule,
+        data.class_counts,
+        data.train_targets,
+        total_epochs=cfg.epochs,
+        seed=cfg.seed,
+        beta=cfg.beta,
+        drw_epoch=cfg.drw_epoch,
+        samples_per_class=cfg.samples_per_class,
         loss_weighting=loss_weighting(cfg.loss),
     )
     torch.manual_seed(cfg.seed)
@@ -78,7 +90,9 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
         model = ClassifierRetraining(model, data.num_classes)
     model = model.to(device)
     criterion = build_loss(
-        cfg.loss, data.class_counts, options=cfg.loss_options,
+        cfg.loss,
+        data.class_counts,
+        options=cfg.loss_options,
         settings={"lambda_": cfg.lambda_, "schedule": cfg.alpha_schedule, "total_epochs": cfg.epochs},
     ).to(device)
     return Experiment(cfg, device, data, model, criterion, rule)
@@ -95,7 +109,9 @@ def _check_model_fits_data(model: torch.nn.Module, data, arch: str) -> None:
             model(probe)
     except RuntimeError:
         shape = "x".join(str(n) for n in data.input_shape)
-        raise ConfigError(f"Model {arch!r} cannot take the {shape} images of {data.name}; pick another --arch") from None
+        raise ConfigError(
+            f"Model {arch!r} cannot take the {shape} images of {data.name}; pick another --arch"
+        ) from None
     finally:
         model.train(was_training)
 
@@ -155,7 +171,9 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
     exp = build_experiment(cfg)
     model, criterion, data = exp.model, exp.criterion, exp.data
     optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
     )
     start_epoch, best = cfg.start_epoch, None
@@ -170,8 +188,15 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
     class_counts = data.class_counts
     logger.info(
         "%s: %d train / %d test images, %d classes, counts %d..%d; model %s, loss %s, device %s",
-        cfg.dataset, data.split_size("train"), data.split_size("test"), data.num_classes,
-        max(class_counts), min(class_counts), cfg.arch, cfg.loss, exp.device,
+        cfg.dataset,
+        data.split_size("train"),
+        data.split_size("test"),
+        data.num_classes,
+        max(class_counts),
+        min(class_counts),
+        cfg.arch,
+        cfg.loss,
+        exp.device,
     )
     train_loader, test_loader = exp.train_loader(), exp.eval_loader("test")
     last_metrics = None
@@ -187,26 +212,49 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         criterion.set_weight(exp.rule.weight_at(epoch))
         train_loader.set_epoch(epoch)
         train_stats = train_one_epoch(
-            model, criterion, train_loader, optimizer, epoch=epoch, limit_batches=cfg.limit_batches,
+            model,
+            criterion,
+            train_loader,
+            optimizer,
+            epoch=epoch,
+            limit_batches=cfg.limit_batches,
             mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
-            generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
+            generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM),
+            progress=progress,
         )
         record = {
-            "epoch": epoch, "lr": lr, "alpha": getattr(criterion, "alpha", None),
-            "train_loss": train_stats["loss"], "train_acc": train_stats["acc"],
+            "epoch": epoch,
+            "lr": lr,
+            "alpha": getattr(criterion, "alpha", None),
+            "train_loss": train_stats["loss"],
+            "train_acc": train_stats["acc"],
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
-            last_metrics = evaluate(model, test_loader, class_counts, limit_batches=cfg.limit_batches,
-                                    progress=progress)
+            last_metrics = evaluate(
+                model, test_loader, class_counts, limit_batches=cfg.limit_batches, progress=progress
+            )
             record["eval"] = last_metrics
             if best is None or last_metrics["top1"] > best["top1"]:
                 best = {**last_metrics, "epoch": epoch}
                 run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best), "best")
-            logger.info("epoch %d/%d lr %.4g loss %.4f train %.2f%% | test %s", epoch + 1, cfg.epochs, lr,
-                        train_stats["loss"], train_stats["acc"], _headline(last_metrics))
+            logger.info(
+                "epoch %d/%d lr %.4g loss %.4f train %.2f%% | test %s",
+                epoch + 1,
+                cfg.epochs,
+                lr,
+                train_stats["loss"],
+                train_stats["acc"],
+                _headline(last_metrics),
+            )
         else:
-            logger.info("epoch %d/%d lr %.4g loss %.4f train %.2f%%", epoch + 1, cfg.epochs, lr,
-                        train_stats["loss"], train_stats["acc"])
+            logger.info(
+                "epoch %d/%d lr %.4g loss %.4f train %.2f%%",
+                epoch + 1,
+                cfg.epochs,
+                lr,
+                train_stats["loss"],
+                train_stats["acc"],
+            )
         record["seconds"] = time.perf_counter() - started
         run.append_metrics(record)
         run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best))

@@ -1,4 +1,5 @@
 """Losses for long-tailed recognition under one contract: ``loss(logits, target, *, features=None)``."""
+
 from fbl.losses.balanced_softmax_loss import BalancedSoftmaxLoss
 from fbl.losses.base import LongTailLoss
 from fbl.losses.cross_entropy_loss import CrossEntropyLoss

@@ -1,4 +1,5 @@
 """Argument checks shared by every loss (functional and module forms)."""
+
 from __future__ import annotations
 
 import torch
@@ -57,5 +58,3 @@ def check_features(features: torch.Tensor | None, logits: torch.Tensor, loss_nam
     if features.dim() != 2 or features.shape[0] != logits.shape[0]:
         raise ValueError(f"Expected features of shape ({logits.shape[0]}, D) but got {tuple(features.shape)}")
     return features
-
-

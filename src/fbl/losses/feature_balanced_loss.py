@@ -57,7 +57,9 @@ class FeatureBalancedLoss(LongTailLoss):
         super().set_epoch(epoch)
         self.alpha = alpha_at(self.schedule, self.epoch, self.total_epochs)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, logits: torch.Tensor, target: torch.Tensor, *, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
         check_inputs(logits, target, self.num_classes)
         check_features(features, logits, "FeatureBalancedLoss")
         return functional._feature_balanced_loss(

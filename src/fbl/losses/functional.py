@@ -11,6 +11,7 @@ device-to-host copy.
 Weighted ``"mean"`` reduction everywhere follows :func:`torch.nn.functional.cross_entropy`:
 :math:`\\sum_i w_{y_i} \\ell_i / \\sum_i w_{y_i}`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -221,7 +222,9 @@ def ldam_loss(
 ) -> torch.Tensor:
     r"""Label-distribution-aware margin loss (Cao et al., NeurIPS 2019).
 
-    .. math:: \ell_i = \mathrm{CE}\big(s\,(z_i - m_{y_i} e_{y_i}),\ y_i\big), \quad m_j \propto n_j^{-1/4},\ \max_j m_j = m_{max}
+    .. math::
+        \ell_i = \mathrm{CE}\big(s\,(z_i - m_{y_i} e_{y_i}),\ y_i\big), \quad
+        m_j \propto n_j^{-1/4},\ \max_j m_j = m_{max}
 
     Only the target logit loses its margin; every logit is then scaled by ``s``.
 

@@ -7,6 +7,7 @@ and stays the default. For runs of ten epochs or fewer ``E - 10`` is not positiv
 length falls back to ``max(E - 1, 1)``: alpha climbs from 0 at the first epoch to 1 at the last.
 The other curricula are the alternatives the authors list in their training script.
 """
+
 from __future__ import annotations
 
 import math

@@ -3,13 +3,14 @@
 ``create_model(name, num_classes, **options)`` builds any registered model; importing this package
 registers the CIFAR ResNets, the digits CNN and the torchvision ResNets.
 """
+
 from fbl.models._helpers import ForwardWithFeatures
-from fbl.models.registry import MODELS, create_model, list_models, register_model
 
 # Imported for their @register_model side effect.
 from fbl.models.cifar_resnet import CifarResNet
 from fbl.models.classifier_retraining import ClassifierRetraining
 from fbl.models.digits_cnn import DigitsCNN
+from fbl.models.registry import MODELS, create_model, list_models, register_model
 from fbl.models.torchvision_resnet import TorchvisionResNet
 
 __all__ = [

@@ -1,4 +1,5 @@
 """Small checks and builders shared by the model files (private)."""
+
 from __future__ import annotations
 
 import torch
@@ -46,7 +47,8 @@ class LinearHead(ForwardWithFeatures):
     """The classifier half of the model contract, shared by every model with an ``fc`` head.
 
     ``forward_head(f)`` -> logits (or ``f`` itself with ``pre_logits=True``), ``forward`` chains it
-    after ``forward_features`` (``return_features=True`` also returns ``f``); ``reset_classifier`` builds a fresh head, initialised by
+    after ``forward_features`` (``return_features=True`` also returns ``f``); ``reset_classifier``
+    builds a fresh head, initialised by
     :meth:`init_classifier` (PyTorch's default unless a model overrides it).
     """
 

@@ -5,6 +5,7 @@ channels, three stages of ``n = (depth - 2) / 6`` basic blocks with 16/32/64 cha
 (option A) shortcuts, global average pooling and one linear layer. ResNet-32 has 464,154 parameters
 with 10 classes.
 """
+
 from __future__ import annotations
 
 import torch
@@ -67,7 +68,9 @@ class CifarResNet(LinearHead, nn.Module):
     def __init__(self, depth: int, num_classes: int = 10):
         super().__init__()
         if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-            raise ConfigError(f"Expected a CIFAR ResNet depth of the form 6n+2 (e.g. 20, 32, 44, 56, 110) but got {depth!r}")
+            raise ConfigError(
+                f"Expected a CIFAR ResNet depth of the form 6n+2 (e.g. 20, 32, 44, 56, 110) but got {depth!r}"
+            )
         num_classes = check_num_classes(num_classes)
         blocks_per_stage = (depth - 2) // 6
         self.depth = depth

@@ -6,6 +6,7 @@ with class-balanced sampling and cross-entropy. ``fbl train --stage2-from RUN`` 
 data, model and seed come from the stage-1 run's config, the stage-2 defaults from
 :data:`fbl.config.STAGE2_DEFAULTS`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,7 +29,7 @@ class ClassifierRetraining(ForwardWithFeatures, nn.Module):
             parameter.requires_grad_(False)
         model.reset_classifier(num_classes)  # the fresh layer's parameters require grad
 
-    def train(self, mode: bool = True) -> "ClassifierRetraining":
+    def train(self, mode: bool = True) -> ClassifierRetraining:
         super().train(mode)
         self.model.eval()
         self.model.get_classifier().train(mode)

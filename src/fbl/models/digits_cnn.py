@@ -4,6 +4,7 @@ conv3x3(16)-BN-ReLU, 2x2 max-pool, conv3x3(32)-BN-ReLU, conv3x3(64)-BN-ReLU, glo
 linear. Small enough that 100 epochs over ~600 images take seconds on a CPU, so the whole training
 pipeline can be exercised end to end in tests and demos.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Cosine classifier used with LDAM (Cao et al., NeurIPS 2019)."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 Lookup is case-insensitive. A factory takes ``num_classes`` plus its own keyword options; an option
 it does not take, an unknown name or a bad ``num_classes`` is a :class:`ConfigError`.
 """
+
 from __future__ import annotations
 
 import fnmatch

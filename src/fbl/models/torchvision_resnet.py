@@ -7,6 +7,7 @@ one; only that block and the classifier are trained. ``pretrained`` defaults to 
 that nothing is downloaded unless asked for; the Places-LT configuration asks for it (or for a local
 weights file), see :func:`require_pretrained_source`.
 """
+
 from __future__ import annotations
 
 import os
@@ -162,8 +163,11 @@ class PlacesResNet152(TorchvisionResNet):
         expected, given = kept(own), kept(state_dict)
         missing, unexpected = sorted(expected - given), sorted(given - expected)
         if missing or unexpected:
-            detail = [f"{len(names)} {what} keys (e.g. {names[0]!r})" for what, names in
-                      (("missing", missing), ("unexpected", unexpected)) if names]
+            detail = [
+                f"{len(names)} {what} keys (e.g. {names[0]!r})"
+                for what, names in (("missing", missing), ("unexpected", unexpected))
+                if names
+            ]
             raise ConfigError(f"{path} is not a torchvision ResNet-152 state dict: {', '.join(detail)}")
         for name in sorted(expected):
             if state_dict[name].shape != own[name].shape:
@@ -224,7 +228,7 @@ def _read_weights_file(path: str) -> dict:
         # torch's weights-only refusal is a page of advice; the part naming what was refused is the useful one.
         marker = "WeightsUnpickler error:"
         if marker in reason:
-            reason = reason[reason.index(marker):]
+            reason = reason[reason.index(marker) :]
         raise ConfigError(f"Cannot load {path} as weights-only tensors: {reason[:200]}") from None
     if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise ConfigError(f"{path} does not hold a state dict (a dict of tensors)")

@@ -1,5 +1,6 @@
 """Reports from finished run folders (``config.yaml``, ``metrics.jsonl``, ``summary.json``): tables
 over seeds and figures, written as ``report.md`` and a self-contained ``report.html``."""
+
 from fbl.reports.aggregate import method_row, method_table, sweep_tables
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report import write_report

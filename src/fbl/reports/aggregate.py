@@ -4,6 +4,7 @@ Everything is returned as plain dicts and lists so that other commands (``fbl co
 print them. A method's value is the mean over its seeds with the sample standard deviation
 (``ddof=1``); with one seed the standard deviation is ``None`` (shown as "–").
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ def method_row(method: Method, stage: str = "last") -> dict:
     per_run = [stage_metrics(run, stage) for run in method.runs]
     on = sorted({o for _, _, o in per_run if o is not None})
     row = {
-        "method": method.label, "n": len(method.runs), "seeds": method.seeds, "stage": stage,
-        "selected_on": "/".join(on) if on else None, "epochs": [epoch for _, epoch, _ in per_run],
+        "method": method.label,
+        "n": len(method.runs),
+        "seeds": method.seeds,
+        "stage": stage,
+        "selected_on": "/".join(on) if on else None,
+        "epochs": [epoch for _, epoch, _ in per_run],
     }
     for key in METRIC_KEYS:
         row[f"{key}_mean"], row[f"{key}_std"] = mean_std([metrics.get(key) for metrics, _, _ in per_run])
@@ -82,7 +87,7 @@ def per_class_mean(run_lists: Sequence[Sequence[float | None]], what: str = "per
     lengths = {len(values) for values in run_lists}
     if len(lengths) != 1:
         raise ConfigError(f"{what} differ in number of classes between seeds of one method: {sorted(lengths)}")
-    return [mean_std(column)[0] for column in zip(*run_lists)]
+    return [mean_std(column)[0] for column in zip(*run_lists, strict=False)]
 
 
 def epoch_mean(runs: Sequence[Run], value: Callable[[dict], float | None]) -> tuple[list[int], list[float]]:

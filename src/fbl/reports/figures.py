@@ -8,6 +8,7 @@ Each function takes the methods (see :func:`fbl.reports.methods.group_methods`) 
 returns that path. One that needs a field a run folder lacks raises a one-line
 :class:`~fbl.errors.ConfigError` naming the run folder and the field.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,13 +48,20 @@ def per_class_accuracy(methods: list[Method], path: Path) -> Path:
     ax = fig.add_subplot()
     for i, method in enumerate(methods):
         counts = require(method.runs[0], "class_counts")
-        accuracy = per_class_mean([require(run, "last.per_class_acc") for run in method.runs],
-                                  f"per-class accuracies of {method.label}")
+        accuracy = per_class_mean(
+            [require(run, "last.per_class_acc") for run in method.runs], f"per-class accuracies of {method.label}"
+        )
         if len(counts) != len(accuracy):
             raise ConfigError(f"run {method.runs[0].path}: class_counts and last.per_class_acc differ in length")
-        points = sorted((n, a) for n, a in zip(counts, accuracy) if a is not None)
-        ax.plot([n for n, _ in points], [a for _, a in points], marker="o", markersize=3, color=_color(i),
-                label=f"{method.label} (n={len(method.runs)})")
+        points = sorted((n, a) for n, a in zip(counts, accuracy, strict=False) if a is not None)
+        ax.plot(
+            [n for n, _ in points],
+            [a for _, a in points],
+            marker="o",
+            markersize=3,
+            color=_color(i),
+            label=f"{method.label} (n={len(method.runs)})",
+        )
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class")
     ax.set_ylabel("test top-1 accuracy (%)")
@@ -75,8 +83,14 @@ def feature_norms(methods: list[Method], path: Path, split: str = "test") -> Pat
     for i, method in enumerate(methods):
         norms = per_class_mean([require(run, field) for run in method.runs], f"{field} of {method.label}")
         shown = [(c, v) for c, v in enumerate(norms) if v is not None]
-        ax.plot([c for c, _ in shown], [v for _, v in shown], marker="o", markersize=3, color=_color(i),
-                label=f"{method.label} (n={len(method.runs)})")
+        ax.plot(
+            [c for c, _ in shown],
+            [v for _, v in shown],
+            marker="o",
+            markersize=3,
+            color=_color(i),
+            label=f"{method.label} (n={len(method.runs)})",
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("class index")
     ax.set_ylabel(f"mean feature norm, {split} set")
@@ -98,7 +112,7 @@ def training_curves(methods: list[Method], path: Path) -> Path:
     ]
     fig = Figure(figsize=(9, 5.4), layout="constrained")
     axes = fig.subplots(2, 2, sharex=True).ravel()
-    for ax, (title, value) in zip(axes, panels):
+    for ax, (title, value) in zip(axes, panels, strict=False):
         for i, method in enumerate(methods):
             epochs, values = epoch_mean(method.runs, value)
             if epochs:
@@ -125,14 +139,22 @@ def reliability_diagrams(methods: list[Method], path: Path) -> Path:
     """Reliability diagram per method: per-bin accuracy against confidence, bins summed over seeds."""
     bins_per_method = [add_bins([require(run, "last.calibration") for run in m.runs]) for m in methods]
     fig, axes = _panel_grid(len(methods))
-    for ax, method, bins in zip(axes, methods, bins_per_method):
+    for ax, method, bins in zip(axes, methods, bins_per_method, strict=False):
         accuracy, confidence = bin_accuracy_confidence(bins)
         width = 1.0 / len(accuracy)
         lefts = [k * width for k in range(len(accuracy))]
-        ax.bar(lefts, [a or 0.0 for a in accuracy], width=width, align="edge", edgecolor="black", linewidth=0.5,
-               color="C0", label="accuracy")
+        ax.bar(
+            lefts,
+            [a or 0.0 for a in accuracy],
+            width=width,
+            align="edge",
+            edgecolor="black",
+            linewidth=0.5,
+            color="C0",
+            label="accuracy",
+        )
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
-        shown = [(x + width / 2, c) for x, c in zip(lefts, confidence) if c is not None]
+        shown = [(x + width / 2, c) for x, c in zip(lefts, confidence, strict=False) if c is not None]
         ax.plot([x for x, _ in shown], [c for _, c in shown], "o", color="C3", markersize=3, label="confidence")
         ece = expected_calibration_error(bins)
         ece_text = f"{ece:.2f}%" if ece is not None else "–"
@@ -160,7 +182,7 @@ def confusion_matrices(methods: list[Method], path: Path) -> Path:
         matrices.append([[v / sum(row) if sum(row) else 0.0 for v in row] for row in total])
     fig, axes = _panel_grid(len(shown))
     image = None
-    for ax, method, matrix in zip(axes, shown, matrices):
+    for ax, method, matrix in zip(axes, shown, matrices, strict=False):
         image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues", interpolation="nearest")
         ax.set_title(f"{method.label} (n={len(method.runs)})", fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

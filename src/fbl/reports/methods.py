@@ -5,6 +5,7 @@ Settings that do not change what is trained (where files go, how many workers, t
 left out of the comparison; ``stage2_from`` names a different stage-1 run for every seed, so only
 whether it is set counts.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,10 +16,25 @@ from typing import Any
 from fbl.reports.run_folder import Run
 
 #: Config keys that are bookkeeping, not part of the method.
-IGNORED_KEYS = frozenset({
-    "seed", "data_dir", "img_path", "download", "device", "eval_every", "out", "root_log", "exp_str",
-    "print_freq", "workers", "resume", "start_epoch", "quiet", "preset",
-})
+IGNORED_KEYS = frozenset(
+    {
+        "seed",
+        "data_dir",
+        "img_path",
+        "download",
+        "device",
+        "eval_every",
+        "out",
+        "root_log",
+        "exp_str",
+        "print_freq",
+        "workers",
+        "resume",
+        "start_epoch",
+        "quiet",
+        "preset",
+    }
+)
 #: Config keys holding a path that differs per run; only whether they are set identifies the method.
 PATH_KEYS = frozenset({"stage2_from"})
 
@@ -79,7 +95,9 @@ def _base_label(method: Method) -> str:
         label += " (cRT)"
     # The stimulus strength only matters to losses with a curriculum factor alpha, which they log.
     if "lambda_" in config and any(r.get("alpha") is not None for run in method.runs for r in run.epochs):
-        label += f" λ={config['lambda_']:g}" if isinstance(config["lambda_"], (int, float)) else f" λ={config['lambda_']}"
+        label += (
+            f" λ={config['lambda_']:g}" if isinstance(config["lambda_"], (int, float)) else f" λ={config['lambda_']}"
+        )
     return label
 
 
@@ -104,5 +122,7 @@ def _short(value: Any) -> str:
 
 
 def _natural_key(text: str) -> list:
-    return [(0, float(part), "") if re.fullmatch(r"\d+(?:\.\d+)?", part) else (1, 0.0, part)
-            for part in re.findall(r"\d+(?:\.\d+)?|\D+", text)]
+    return [
+        (0, float(part), "") if re.fullmatch(r"\d+(?:\.\d+)?", part) else (1, 0.0, part)
+        for part in re.findall(r"\d+(?:\.\d+)?|\D+", text)
+    ]

@@ -5,6 +5,7 @@ A figure that needs a field some run folder lacks (older runs) is left out with 
 note naming the run folder and the field, logged as a warning; the tables need only the
 fields every run folder has.
 """
+
 from __future__ import annotations
 
 import logging
@@ -23,19 +24,45 @@ logger = logging.getLogger(__name__)
 
 #: ``(file stem, title, caption, draw(methods, path))`` of every figure, in report order.
 FIGURES: list[tuple[str, str, str, Callable[[list[Method], Path], Path]]] = [
-    ("per_class_accuracy", "Per-class test accuracy against training count",
-     "Last epoch, mean over seeds; log x.", figures.per_class_accuracy),
-    ("feature_norms_train", "Per-class mean feature norm, train set",
-     "At the end of training, mean over seeds.", partial(figures.feature_norms, split="train")),
-    ("feature_norms_test", "Per-class mean feature norm, test set",
-     "Last epoch, mean over seeds.", partial(figures.feature_norms, split="test")),
-    ("training_curves", "Training curves",
-     "Mean over seeds at each epoch; test top-1 where evaluated.", figures.training_curves),
-    ("reliability", "Reliability diagrams",
-     "Test set at the last epoch, 15 equal-width confidence bins summed over seeds.", figures.reliability_diagrams),
-    ("confusion", "Confusion matrices",
-     ("Test set at the last epoch, rows = true class, normalised per row, counts summed over seeds "
-      "(methods with at most 100 classes)."), figures.confusion_matrices),
+    (
+        "per_class_accuracy",
+        "Per-class test accuracy against training count",
+        "Last epoch, mean over seeds; log x.",
+        figures.per_class_accuracy,
+    ),
+    (
+        "feature_norms_train",
+        "Per-class mean feature norm, train set",
+        "At the end of training, mean over seeds.",
+        partial(figures.feature_norms, split="train"),
+    ),
+    (
+        "feature_norms_test",
+        "Per-class mean feature norm, test set",
+        "Last epoch, mean over seeds.",
+        partial(figures.feature_norms, split="test"),
+    ),
+    (
+        "training_curves",
+        "Training curves",
+        "Mean over seeds at each epoch; test top-1 where evaluated.",
+        figures.training_curves,
+    ),
+    (
+        "reliability",
+        "Reliability diagrams",
+        "Test set at the last epoch, 15 equal-width confidence bins summed over seeds.",
+        figures.reliability_diagrams,
+    ),
+    (
+        "confusion",
+        "Confusion matrices",
+        (
+            "Test set at the last epoch, rows = true class, normalised per row, counts summed over seeds "
+            "(methods with at most 100 classes)."
+        ),
+        figures.confusion_matrices,
+    ),
 ]
 
 METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Few", "ece": "ECE"}
@@ -62,33 +89,46 @@ def _metric_cells(row: dict) -> list[str]:
 def _method_tables(runs: list[Run]) -> list[Table]:
     metric_columns = [METRIC_TITLES[k] for k in METRIC_KEYS]
     last = method_table(runs, "last")
-    tables = [Table(
-        "Last epoch (headline)", ["Method", "n", "Epoch", *metric_columns],
-        [[r["method"], str(r["n"]), _epochs_text(r["epochs"]), *_metric_cells(r)] for r in last],
-        "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 0.",
-    )]
+    tables = [
+        Table(
+            "Last epoch (headline)",
+            ["Method", "n", "Epoch", *metric_columns],
+            [[r["method"], str(r["n"]), _epochs_text(r["epochs"]), *_metric_cells(r)] for r in last],
+            "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 0.",
+        )
+    ]
     selected = method_table(runs, "selected")
-    tables.append(Table(
-        "Selected epoch", ["Method", "n", "Selected on", "Epoch", *metric_columns],
-        [[r["method"], str(r["n"]), r["selected_on"] or "–", _epochs_text(r["epochs"]), *_metric_cells(r)]
-         for r in selected],
-        "Test-set numbers at the epoch chosen on the split named in 'Selected on' "
-        "(chosen on test: optimistic, not a held-out result).",
-    ))
+    tables.append(
+        Table(
+            "Selected epoch",
+            ["Method", "n", "Selected on", "Epoch", *metric_columns],
+            [
+                [r["method"], str(r["n"]), r["selected_on"] or "–", _epochs_text(r["epochs"]), *_metric_cells(r)]
+                for r in selected
+            ],
+            "Test-set numbers at the epoch chosen on the split named in 'Selected on' "
+            "(chosen on test: optimistic, not a held-out result).",
+        )
+    )
     for sweep in sweep_tables(runs, "last"):
         keys = sweep["keys"]
-        tables.append(Table(
-            f"Sweep: {sweep['loss']} over {', '.join(keys)}", [*keys, "Method", "n", *metric_columns],
-            [[str(r[k]) for k in keys] + [r["method"], str(r["n"]), *_metric_cells(r)] for r in sweep["rows"]],
-            "Last epoch, test set; one row per grid point.",
-        ))
+        tables.append(
+            Table(
+                f"Sweep: {sweep['loss']} over {', '.join(keys)}",
+                [*keys, "Method", "n", *metric_columns],
+                [[str(r[k]) for k in keys] + [r["method"], str(r["n"]), *_metric_cells(r)] for r in sweep["rows"]],
+                "Last epoch, test set; one row per grid point.",
+            )
+        )
     return tables
 
 
 def _runs_table(methods: list[Method]) -> Table:
-    return Table("Runs", ["Method", "Seeds", "Run folders"], [
-        [m.label, ", ".join(str(s) for s in m.seeds), ", ".join(str(r.path) for r in m.runs)] for m in methods
-    ])
+    return Table(
+        "Runs",
+        ["Method", "Seeds", "Run folders"],
+        [[m.label, ", ".join(str(s) for s in m.seeds), ", ".join(str(r.path) for r in m.runs)] for m in methods],
+    )
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:

@@ -5,6 +5,7 @@ over time are optional here: :func:`require` turns a missing one into a one-line
 :class:`~fbl.errors.ConfigError` that names the run folder and the field, so a figure that
 needs it can be skipped with that message while the tables still work.
 """
+
 from __future__ import annotations
 
 import json

@@ -3,6 +3,7 @@
 The Markdown file refers to the PNGs beside it by relative path; the HTML file embeds them as
 base64 ``data:`` URIs and loads nothing else, so it opens offline and can be mailed on its own.
 """
+
 from __future__ import annotations
 
 import base64
@@ -85,9 +86,7 @@ img { max-width: 100%; }
 
 def html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in table.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in table.rows
-    )
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in table.rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
