@@ -28,6 +28,9 @@ from fbl.train_rules import TRAIN_RULES, get_train_rule
 
 # Presets chosen automatically from --dataset when no --preset is given, so the seed's commands
 # (`train.py --dataset cifar10 ...`) get the paper's hyper-parameters.
+#: Numeric precisions of the forward pass (``auto``: bf16 where the device runs it natively).
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
 DATASET_PRESETS = {"cifar10": "cifar10-lt", "cifar100": "cifar100-lt", "digits-lt": "digits-lt"}
 
 # Stage-2 (cRT, Kang et al., ICLR 2020) settings applied on top of the stage-1 config; any flag the
@@ -100,6 +103,9 @@ class TrainConfig:
     seed: int = 123
     # running
     device: str = "auto"
+    precision: str = "auto"  # auto | fp32 | bf16 | fp16: auto is bf16 where the device runs it natively
+    channels_last: bool = True
+    compile: bool | None = None  # None: compile when the run is long enough to repay it
     eval_every: int = 1
     limit_batches: int | None = None
     out: str | None = None
@@ -253,6 +259,9 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.samples_per_class < 1:
         raise ConfigError(f"Expected samples_per_class >= 1 but got {cfg.samples_per_class}")
     check_beta(cfg.beta)
+    if str(cfg.precision).lower() not in PRECISIONS:
+        raise ConfigError(f"Unknown precision {cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}")
+    cfg.precision = str(cfg.precision).lower()
     check_loss_options(cfg.loss, cfg.loss_options)
     weighting = loss_weighting(cfg.loss)
     if weighting is not None and get_train_rule(cfg.train_rule).class_weight is not None:

@@ -25,6 +25,9 @@ class ClassMetrics:
     """Accumulates per-class sample counts, top-1/top-5 hits and feature-norm sums, and per
     confidence bin the sample count, confidence sum and hit count (for ECE)."""
 
+    #: Confusion matrices are kept (and reported) up to this many classes.
+    MAX_CONFUSION_CLASSES = 100
+
     def __init__(self, num_classes: int, calibration_bins: int = 15):
         self.num_classes = num_classes
         self.calibration_bins = calibration_bins
@@ -35,6 +38,7 @@ class ClassMetrics:
         c, b = self.num_classes, self.calibration_bins
         self.samples, self.top1_hits, self.top5_hits, self.norm_sums = zeros(c), zeros(c), zeros(c), zeros(c)
         self.bin_samples, self.bin_confidence, self.bin_hits = zeros(b), zeros(b), zeros(b)
+        self.confusion = zeros(c * c) if c <= self.MAX_CONFUSION_CLASSES else zeros(0)
 
     @torch.no_grad()
     def update(self, logits: torch.Tensor, target: torch.Tensor, features: torch.Tensor | None = None) -> None:
@@ -57,6 +61,9 @@ class ClassMetrics:
         self.bin_samples.index_add_(0, bins, ones)
         self.bin_confidence.index_add_(0, bins, confidence)
         self.bin_hits.index_add_(0, bins, hit1)
+        if self.confusion.numel():
+            cells = target * self.num_classes + topk[:, 0].cpu()
+            self.confusion.index_add_(0, cells, ones)
 
     def state_tensor(self) -> torch.Tensor:
         """All sums in one flat tensor: what a distributed all-reduce would sum."""
@@ -69,12 +76,14 @@ class ClassMetrics:
                 self.bin_samples,
                 self.bin_confidence,
                 self.bin_hits,
+                self.confusion,
             ]
         )
 
     def load_state_tensor(self, state: torch.Tensor) -> None:
         c, b = self.num_classes, self.calibration_bins
-        parts = state.to(torch.float64).cpu().clone().split([c, c, c, c, b, b, b])
+        sizes = [c, c, c, c, b, b, b, self.confusion.numel()]
+        parts = state.to(torch.float64).cpu().clone().split(sizes)
         (
             self.samples,
             self.top1_hits,
@@ -83,6 +92,7 @@ class ClassMetrics:
             self.bin_samples,
             self.bin_confidence,
             self.bin_hits,
+            self.confusion,
         ) = parts
 
     def expected_calibration_error(self) -> float | None:
@@ -111,4 +121,12 @@ class ClassMetrics:
             result[name] = _mean_or_none([per_class_acc[c] for c in members])
         result["per_class_acc"] = per_class_acc
         result["per_class_feature_norm"] = per_class_norm
+        result["calibration"] = {
+            "bin_samples": self.bin_samples.tolist(),
+            "bin_confidence": self.bin_confidence.tolist(),
+            "bin_hits": self.bin_hits.tolist(),
+        }
+        if self.confusion.numel():
+            c = self.num_classes
+            result["confusion"] = [[int(v) for v in row] for row in self.confusion.view(c, c).tolist()]
         return result

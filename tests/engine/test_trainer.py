@@ -35,7 +35,7 @@ def test_run_folder_holds_every_artefact(fbl_run):
     summary = json.loads((fbl_run / "summary.json").read_text())
     for key in ("last", "best"):
         assert {"top1", "top5", "many", "medium", "few", "per_class_acc", "per_class_feature_norm"} <= set(summary[key])
-    assert summary["best"]["epoch"] in (0, 1, 2) and "evaluation split" in summary["best_selected_on"]
+    assert summary["best"]["epoch"] in (0, 1, 2) and "test set" in summary["best_selected_on"]
     assert summary["last"]["top1"] == pytest.approx(records[-1]["eval"]["top1"])
     assert len(summary["class_counts"]) == 10
     assert (fbl_run / "checkpoints" / "last.pt").is_file() and (fbl_run / "checkpoints" / "best.pt").is_file()

@@ -5,6 +5,7 @@ from itertools import islice
 
 import torch
 
+from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.metrics import ClassMetrics
 
@@ -15,22 +16,26 @@ def evaluate(
     loader,
     class_counts: list[int],
     *,
+    execution: Execution | None = None,
     limit_batches: int | None = None,
     logit_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: Progress = no_progress,
 ) -> dict:
     """Top-1/5, many/medium/few, per-class accuracy and feature norm on ``loader``.
 
-    Predictions use the raw logits ``z`` (never FBL's shifted ones); ``logit_transform`` is the
+    Runs under ``execution``'s autocast and memory format (fp32 eager when not given); metrics are
+    accumulated in float64. Predictions use the raw logits ``z`` (never FBL's shifted ones); ``logit_transform`` is the
     hook for post-hoc adjustments chosen at evaluation time.
     """
     model.eval()
     metrics = ClassMetrics(len(class_counts))
     total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches)
-    device = next(model.parameters()).device
+    execution = execution or Execution(next(model.parameters()).device)
     for images, target in progress(islice(loader, total_batches), total=total_batches, desc="eval", leave=False):
-        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
-        logits, features = model(images, return_features=True)
+        images, target = execution.prepare_batch(images, target)
+        with execution.autocast():
+            logits, features = model(images, return_features=True)
+        logits, features = logits.float(), features.float()
         if logit_transform is not None:
             logits = logit_transform(logits)
         metrics.update(logits, target, features)

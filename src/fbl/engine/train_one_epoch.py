@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import math
+import time
 from itertools import islice
 
 import torch
 
+from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.errors import TrainingDiverged
 from fbl.mixup import mixup_batch, mixup_loss
@@ -17,6 +19,7 @@ def train_one_epoch(
     optimizer: torch.optim.Optimizer,
     *,
     epoch: int,
+    execution: Execution | None = None,
     limit_batches: int | None = None,
     mixup_alpha: float | None = None,
     generator: torch.Generator | None = None,
@@ -24,27 +27,38 @@ def train_one_epoch(
 ) -> dict:
     """One pass over ``loader``. The model returns features too, so every loss sees what it may need.
 
-    Returns the sample-weighted mean loss and the top-1 training accuracy (percent; with mixup,
-    the ``lam``-weighted accuracy against both targets).
+    The forward pass runs under ``execution``'s autocast; the loss is computed in float32 from the
+    logits and features cast up. Returns the sample-weighted mean loss, the top-1 training accuracy
+    (percent; with mixup, the ``lam``-weighted accuracy against both targets), the images seen and
+    the seconds taken.
     """
+    execution = execution or Execution(next(model.parameters()).device)
+    scaler = execution.grad_scaler()
     model.train()
     total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches)
     # Sums stay on the device: reading them every batch would wait for the accelerator each step.
     loss_sum, correct, seen = 0.0, 0.0, 0
+    started = time.perf_counter()
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
-    device = next(model.parameters()).device
     for images, target in batches:
-        images, target = images.to(device, non_blocking=True), target.to(device, non_blocking=True)
+        images, target = execution.prepare_batch(images, target)
         if mixup_alpha:
             images, target_a, target_b, lam = mixup_batch(images, target, mixup_alpha, generator)
-        logits, features = model(images, return_features=True)
+        with execution.autocast():
+            logits, features = model(images, return_features=True)
+        logits, features = logits.float(), features.float()
         if mixup_alpha:
             loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
         else:
             loss = criterion(logits, target, features=features)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
 
         with torch.no_grad():
             predicted = logits.argmax(dim=1)
@@ -55,11 +69,14 @@ def train_one_epoch(
             loss_sum = loss_sum + loss.detach().double() * target.shape[0]
             correct = correct + hits
             seen += target.shape[0]
+        if hasattr(batches, "set_postfix") and seen:
+            batches.set_postfix(img_s=f"{seen / (time.perf_counter() - started):.0f}", refresh=False)
     if seen == 0:
-        return {"loss": float("nan"), "acc": float("nan")}
+        return {"loss": float("nan"), "acc": float("nan"), "images": 0, "seconds": time.perf_counter() - started}
     mean_loss = float(loss_sum) / seen
+    seconds = time.perf_counter() - started
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
             f"training diverged in epoch {epoch}: the mean loss is {mean_loss}; try a lower --lr or --lambda_"
         )
-    return {"loss": mean_loss, "acc": 100.0 * float(correct) / seen}
+    return {"loss": mean_loss, "acc": 100.0 * float(correct) / seen, "images": seen, "seconds": seconds}

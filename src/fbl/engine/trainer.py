@@ -19,6 +19,7 @@ from fbl.data import build_dataset
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, resolve_checkpoint_path
 from fbl.engine.device import resolve_device
 from fbl.engine.evaluate import evaluate
+from fbl.engine.execution import Execution
 from fbl.engine.lr_schedule import step_lr_with_warmup
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
@@ -170,36 +171,35 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         run = RunFolder(cfg.out if cfg.out else default_run_dir(cfg))
     exp = build_experiment(cfg)
     model, criterion, data = exp.model, exp.criterion, exp.data
+    train_loader = exp.train_loader()
+    eval_loaders = {split: exp.eval_loader(split) for split in data.eval_splits}
+    steps = len(train_loader) if cfg.limit_batches is None else min(len(train_loader), cfg.limit_batches)
+    execution = Execution.resolve(
+        exp.device, cfg.precision, cfg.channels_last, cfg.compile,
+        images=(cfg.epochs - cfg.start_epoch) * steps * cfg.batch_size,
+    )  # fmt: skip
+    runner = execution.prepare_model(model)  # what the loops call; checkpoints are written from `model`
     optimizer = torch.optim.SGD(
-        [p for p in model.parameters() if p.requires_grad],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay, **execution.optimizer_options(),
+    )  # fmt: skip
     start_epoch, best = cfg.start_epoch, None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        start_epoch, best = checkpoint["epoch"], checkpoint["best"]
+        start_epoch, best = checkpoint["epoch"], _best_by_split(checkpoint["best"])
         torch.set_rng_state(checkpoint["torch_rng_state"])
         logger.info("resuming %s at epoch %d", run.path, start_epoch)
 
     run.open(cfg.to_dict(), start_epoch)
     class_counts = data.class_counts
+    select_on = "val" if "val" in eval_loaders else "test"
     logger.info(
-        "%s: %d train / %d test images, %d classes, counts %d..%d; model %s, loss %s, device %s",
-        cfg.dataset,
-        data.split_size("train"),
-        data.split_size("test"),
-        data.num_classes,
-        max(class_counts),
-        min(class_counts),
-        cfg.arch,
-        cfg.loss,
-        exp.device,
-    )
-    train_loader, test_loader = exp.train_loader(), exp.eval_loader("test")
-    last_metrics = None
+        "%s: %d train / %s images, %d classes, counts %d..%d; model %s, loss %s, device %s (%s)",
+        cfg.dataset, data.split_size("train"), " / ".join(f"{data.split_size(s)} {s}" for s in eval_loaders),
+        data.num_classes, max(class_counts), min(class_counts), cfg.arch, cfg.loss, exp.device, execution.describe(),
+    )  # fmt: skip
+    last = None
     epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, initial=start_epoch, desc="epochs")
     for epoch in epochs:
         started = time.perf_counter()
@@ -211,64 +211,70 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         criterion.set_epoch(epoch)
         criterion.set_weight(exp.rule.weight_at(epoch))
         train_loader.set_epoch(epoch)
-        train_stats = train_one_epoch(
-            model,
-            criterion,
-            train_loader,
-            optimizer,
-            epoch=epoch,
-            limit_batches=cfg.limit_batches,
-            mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
-            generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM),
-            progress=progress,
-        )
+        stats = train_one_epoch(
+            runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution,
+            limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
+            generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
+        )  # fmt: skip
         record = {
-            "epoch": epoch,
-            "lr": lr,
-            "alpha": getattr(criterion, "alpha", None),
-            "train_loss": train_stats["loss"],
-            "train_acc": train_stats["acc"],
-        }
+            "epoch": epoch, "lr": lr, "alpha": getattr(criterion, "alpha", None),
+            "train_loss": stats["loss"], "train_acc": stats["acc"], "train_seconds": stats["seconds"],
+            "train_images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
+        }  # fmt: skip
+        line = f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} loss {stats['loss']:.4f} train {stats['acc']:.2f}%"
+        line += f" ({record['train_images_per_s']:.0f} img/s)"
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
-            last_metrics = evaluate(
-                model, test_loader, class_counts, limit_batches=cfg.limit_batches, progress=progress
-            )
-            record["eval"] = last_metrics
-            if best is None or last_metrics["top1"] > best["top1"]:
-                best = {**last_metrics, "epoch": epoch}
+            eval_started = time.perf_counter()
+            last = {
+                split: evaluate(runner, loader, class_counts, execution=execution,
+                                limit_batches=cfg.limit_batches, progress=progress)
+                for split, loader in eval_loaders.items()
+            }  # fmt: skip
+            record["eval_seconds"] = time.perf_counter() - eval_started
+            record["eval"] = last["test"]
+            if "val" in last:
+                record["val"] = last["val"]
+            if best is None or last[select_on]["top1"] > best[select_on]["top1"]:
+                best = {"epoch": epoch, **last}
                 run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best), "best")
-            logger.info(
-                "epoch %d/%d lr %.4g loss %.4f train %.2f%% | test %s",
-                epoch + 1,
-                cfg.epochs,
-                lr,
-                train_stats["loss"],
-                train_stats["acc"],
-                _headline(last_metrics),
-            )
-        else:
-            logger.info(
-                "epoch %d/%d lr %.4g loss %.4f train %.2f%%",
-                epoch + 1,
-                cfg.epochs,
-                lr,
-                train_stats["loss"],
-                train_stats["acc"],
-            )
+            line += "".join(f" | {split} {_headline(metrics)}" for split, metrics in last.items())
+        logger.info(line)
         record["seconds"] = time.perf_counter() - started
         run.append_metrics(record)
         run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best))
+    if last is None:  # resumed a run that had already finished
+        last = run.last_evaluations()
+    train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution,
+                           limit_batches=cfg.limit_batches, progress=progress)  # fmt: skip
     run.close()
+    summary = _summary(last, best, select_on, train_split, cfg, data, run)
+    run.write_summary(summary)
+    return summary
 
-    if last_metrics is None:  # resumed a run that had already finished
-        last_metrics = run.last_evaluation()
-    summary = {
-        "last": {**last_metrics, "epoch": cfg.epochs - 1},
-        "best": best,
-        "best_selected_on": "the evaluation split (the test set; these datasets have no separate validation split)",
-        "class_counts": list(class_counts),
+
+def _best_by_split(best: dict | None) -> dict | None:
+    """Checkpoints of format 1 before validation splits held the selected test metrics flat."""
+    if best is None or "test" in best:
+        return best
+    return {"epoch": best["epoch"], "test": {k: v for k, v in best.items() if k != "epoch"}}
+
+
+def _summary(last: dict, best: dict, select_on: str, train_split: dict, cfg: TrainConfig, data, run) -> dict:
+    """Test metrics at the last epoch (the headline) and at the epoch selected on ``select_on``, labelled."""
+    selected_test = {**best["test"], "epoch": best["epoch"]}
+    return {
+        "last": {**last["test"], "epoch": cfg.epochs - 1},
+        "selected": {"epoch": best["epoch"], "on": select_on, **{k: v for k, v in best.items() if k != "epoch"}},
+        "best": selected_test,
+        "best_selected_on": (
+            "the validation split"
+            if select_on == "val"
+            else "the test set (this run has no validation split; use it for the last epoch only)"
+        ),  # fmt: skip
+        "last_val": last.get("val"),
+        "train_feature_norms": train_split["per_class_feature_norm"],
+        "train_per_class_acc": train_split["per_class_acc"],
+        "class_counts": list(data.class_counts),
         "groups": dict(data.groups),
         "run_dir": str(run.path),
     }
-    run.write_summary(summary)
-    return summary
