@@ -85,6 +85,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--imb_factor", "--imb-factor", dest="imb_factor", type=float, default=s, help="n_min/n_max, 0.01 = ratio 100"
     )
     g.add_argument(
+        "--val-split", "--val_split", dest="val_split", default=s,
+        help="balanced validation split from the train images the LT subset left out: "
+        "auto (50 per class on CIFAR, as many as digits-lt allows), N per class, or none",
+    )  # fmt: skip
+    g.add_argument(
         "--rand_number", "--rand-number", dest="rand_number", type=int, default=s, help="seed of the LT subsampling"
     )
     g = p.add_argument_group("model and loss")

@@ -75,6 +75,7 @@ class TrainConfig:
     imb_type: str = "exp"
     imb_factor: float = 0.01
     rand_number: int = 0
+    val_split: str = "auto"  # none | auto (the dataset's default size) | N images per class
     # model
     arch: str = "digits-cnn"
     pretrained: bool = False

@@ -29,13 +29,23 @@ def test_run_folder_holds_every_artefact(fbl_run):
     records = read_jsonl(fbl_run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]
     for r in records:
-        assert {"epoch", "lr", "alpha", "train_loss", "train_acc", "eval", "seconds"} <= set(r)
-    # parabolic alpha for a 3-epoch run ramps over E - 1 = 2 epochs: 0, 1/4, 1
-    assert [r["alpha"] for r in records] == pytest.approx([0.0, 0.25, 1.0])
+        assert {"epoch", "lr", "alpha", "train_loss", "train_acc", "eval", "val", "seconds"} <= set(r)
+        assert {"train_seconds", "eval_seconds", "train_images_per_s"} <= set(r) and r["train_images_per_s"] > 0
+    # the default parabolic alpha scales the paper's curve: (e / (0.95 E))^2 with E = 3
+    assert [r["alpha"] for r in records] == pytest.approx([0.0, (1 / 2.85) ** 2, (2 / 2.85) ** 2])
     summary = json.loads((fbl_run / "summary.json").read_text())
     for key in ("last", "best"):
         assert {"top1", "top5", "many", "medium", "few", "per_class_acc", "per_class_feature_norm"} <= set(summary[key])
-    assert summary["best"]["epoch"] in (0, 1, 2) and "test set" in summary["best_selected_on"]
+    assert summary["best"]["epoch"] in (0, 1, 2) and "validation split" in summary["best_selected_on"]
+    selected = summary["selected"]
+    assert selected["on"] == "val" and selected["epoch"] == summary["best"]["epoch"]
+    by_epoch = {r["epoch"]: r for r in records}
+    # The selected epoch is the best on validation, and its test metrics are that epoch's.
+    assert selected["val"]["top1"] == max(r["val"]["top1"] for r in records)
+    assert selected["test"]["top1"] == by_epoch[selected["epoch"]]["eval"]["top1"]
+    assert len(summary["train_feature_norms"]) == 10 and summary["last"]["calibration"]["bin_samples"]
+    splits = json.loads((fbl_run / "splits.json").read_text())
+    assert set(splits) == {"train", "val"} and not set(splits["train"]) & set(splits["val"])
     assert summary["last"]["top1"] == pytest.approx(records[-1]["eval"]["top1"])
     assert len(summary["class_counts"]) == 10
     assert (fbl_run / "checkpoints" / "last.pt").is_file() and (fbl_run / "checkpoints" / "best.pt").is_file()

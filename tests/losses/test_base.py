@@ -102,7 +102,7 @@ def test_set_epoch_checks_its_argument():
 def test_subclasses_keep_the_base_epoch_bookkeeping():
     crit = FeatureBalancedLoss(COUNTS, total_epochs=20)
     crit.set_epoch(5)
-    assert crit.epoch == 5 and crit.alpha == pytest.approx((5 / 10) ** 2)
+    assert crit.epoch == 5 and crit.alpha == pytest.approx((5 / 19) ** 2)  # (e / (0.95 E))^2, E = 20
     assert isinstance(crit, LongTailLoss)
 
 

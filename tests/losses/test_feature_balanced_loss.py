@@ -187,8 +187,8 @@ def test_set_epoch_follows_the_parabolic_curriculum():
 
 
 @pytest.mark.parametrize("total_epochs", range(1, 11))
-def test_short_runs_ramp_to_one_without_dividing_by_zero(total_epochs):
-    crit = FeatureBalancedLoss(COUNTS, total_epochs=total_epochs)
+def test_short_runs_of_the_literal_curve_ramp_to_one_without_dividing_by_zero(total_epochs):
+    crit = FeatureBalancedLoss(COUNTS, total_epochs=total_epochs, schedule="parabolic-literal")
     alphas = []
     for epoch in range(total_epochs):
         crit.set_epoch(epoch)

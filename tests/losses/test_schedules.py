@@ -12,14 +12,14 @@ def ramp(total):
 
 
 LONGHAND = {
-    "parabolic": lambda e, E: (e / ramp(E)) ** 2,
+    "parabolic": lambda e, E: (e / (0.95 * E)) ** 2,
+    "parabolic-literal": lambda e, E: (e / ramp(E)) ** 2,
     "parabolic-clamped": lambda e, E: min(1.0, (e / ramp(E)) ** 2),
     "linear": lambda e, E: e / E,
     "linear-decreasing": lambda e, E: (E - e) / E,
     "cosine": lambda e, E: 1.0 - math.cos(math.pi * e / (2 * E)),
     "sine": lambda e, E: math.sin(math.pi * e / (2 * E)),
     "parabolic-decreasing": lambda e, E: 1.0 - (e / E) ** 2,
-    "parabolic-proportional": lambda e, E: (e / (0.95 * E)) ** 2,
     "constant": lambda e, E: 1.0,
 }
 
@@ -46,12 +46,27 @@ def test_paper_values_of_the_default_curriculum():
     assert alpha_at("parabolic-clamped", 199, 200) == 1.0
 
 
+def test_at_200_epochs_the_default_is_the_papers_curve_to_the_last_bit():
+    for epoch in range(200):
+        assert alpha_at("parabolic", epoch, 200) == (epoch / (200 - 10)) ** 2
+
+
+def test_the_literal_curve_overshoots_short_runs_and_the_default_does_not():
+    assert alpha_at("parabolic-literal", 11, 12) == pytest.approx(30.25)
+    assert alpha_at("parabolic", 11, 12) == pytest.approx((11 / 11.4) ** 2)
+
+
+@pytest.mark.parametrize("alias", ["parabolic-proportional", "parabolic_scaled"])
+def test_old_and_descriptive_names_of_the_default(alias):
+    assert alpha_at(alias, 57, 60) == alpha_at("parabolic", 57, 60)
+
+
 def test_names_are_case_insensitive():
     assert alpha_at("Parabolic", 95, 200) == pytest.approx(0.25)
 
 
 def test_bad_arguments():
-    with pytest.raises(ConfigError, match="Unknown alpha schedule 'exp'; choose one of: constant, cosine"):
+    with pytest.raises(ConfigError, match="Unknown alpha schedule 'exp'.*; choose one of: constant, cosine"):
         alpha_at("exp", 0, 10)
     with pytest.raises(ConfigError, match="Expected total_epochs >= 1 but got 0"):
         alpha_at("linear", 0, 0)

@@ -24,6 +24,7 @@ from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
 from fbl.data.safe_pickle import load_pickle_file
+from fbl.data.validation_split import balanced_validation_indices, largest_balanced_size, validation_size
 from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,10 @@ DEFAULT_DATA_DIR = Path("data")
 #: The std is the reference's (0.2023, 0.1994, 0.2010), not the true per-pixel std of the train set
 #: (about 0.247, 0.243, 0.262); it is kept so results stay comparable with published ones.
 CIFAR_AUGMENT = AugmentSpec(mean=(0.4914, 0.4822, 0.4465), std=(0.2023, 0.1994, 0.2010), crop_padding=4, hflip=True)
+
+
+#: Validation images per class held out of the images the long-tailed subsampling left unused.
+CIFAR_VAL_PER_CLASS = 50
 
 
 @dataclass(frozen=True)
@@ -200,6 +205,7 @@ def build_cifar(
     imb_factor: float = 0.01,
     rand_number: int = 0,
     download: bool = False,
+    val_split="none",
 ) -> LongTailData:
     """CIFAR-LT: the reference long-tailed subset of the train split, and the full test split.
 
@@ -209,6 +215,9 @@ def build_cifar(
         imb_type, imb_factor: profile of :func:`~fbl.data.long_tail.long_tail_counts`.
         rand_number: seed of :func:`~fbl.data.long_tail.long_tail_indices` (the reference's default is 0).
         download: fetch the official archive with torchvision if the folder is missing.
+        val_split: ``"none"``, ``"auto"`` (:data:`CIFAR_VAL_PER_CLASS` per class) or a number per
+            class: a balanced validation split from the official train images the long-tailed
+            subset left out (see :mod:`fbl.data.validation_split`).
     """
     folder = resolve_cifar_folder(data_dir, fmt, download)
     class_names = read_class_names(folder, fmt)
@@ -236,6 +245,12 @@ def build_cifar(
     n_max = int(np.bincount(train_y, minlength=num_classes).max())
     counts = long_tail_counts(n_max, num_classes, imb_type, imb_factor)
     indices = long_tail_indices(train_y, counts, rand_number)
+    per_class = validation_size(val_split, CIFAR_VAL_PER_CLASS, largest_balanced_size(train_y, indices, num_classes))
+    val = (
+        None
+        if per_class is None
+        else balanced_validation_indices(train_y, indices, per_class, rand_number, num_classes)
+    )
     logger.info(
         "%s-LT (%s, imb_factor %g, seed %d): %d of %d train images, %d test images",
         fmt.title,
@@ -257,14 +272,21 @@ def build_cifar(
         class_counts=counts,
         indices=indices,
         augment=CIFAR_AUGMENT,
+        val_images=None if val is None else torch.from_numpy(train_x[val]),
+        val_targets=None if val is None else torch.from_numpy(train_y[val]),
+        val_indices=val,
     )
 
 
-def build_cifar10(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False) -> LongTailData:
+def build_cifar10(
+    data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none"
+) -> LongTailData:
     """CIFAR-10-LT from ``cifar-10-batches-py``; see :func:`build_cifar`."""
-    return build_cifar(CIFAR10_FORMAT, data_dir, imb_type, imb_factor, rand_number, download)
+    return build_cifar(CIFAR10_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split)
 
 
-def build_cifar100(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False) -> LongTailData:
+def build_cifar100(
+    data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none"
+) -> LongTailData:
     """CIFAR-100-LT from ``cifar-100-python``; see :func:`build_cifar`."""
-    return build_cifar(CIFAR100_FORMAT, data_dir, imb_type, imb_factor, rand_number, download)
+    return build_cifar(CIFAR100_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split)

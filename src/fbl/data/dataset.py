@@ -47,13 +47,16 @@ class LongTailData:
     class_counts: list[int]
     indices: np.ndarray = field(repr=False)
     augment: AugmentSpec
+    val_images: torch.Tensor | None = field(default=None, repr=False)
+    val_targets: torch.Tensor | None = field(default=None, repr=False)
+    val_indices: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         # Cheap consistency checks: a mismatch here is a builder bug, so it is a plain ValueError.
-        for split, images, targets in (
-            ("train", self.train_images, self.train_targets),
-            ("test", self.test_images, self.test_targets),
-        ):
+        splits = [("train", self.train_images, self.train_targets), ("test", self.test_images, self.test_targets)]
+        if self.val_images is not None:
+            splits.append(("val", self.val_images, self.val_targets))
+        for split, images, targets in splits:
             if images.dtype != torch.uint8 or images.ndim != 4:
                 raise ValueError(
                     f"{self.name}: expected uint8 N x C x H x W {split} images, "
@@ -102,7 +105,7 @@ class LongTailData:
     @property
     def eval_splits(self) -> tuple[str, ...]:
         """Splits :meth:`eval_loader` can serve."""
-        return ("test",)
+        return ("val", "test") if self.val_images is not None else ("test",)
 
     def split_size(self, split: str) -> int:
         """Number of images in ``split`` (``"train"`` or one of :attr:`eval_splits`)."""
@@ -126,7 +129,16 @@ class LongTailData:
         images, targets = (self.train_images, self.train_targets) if split == "train" else self._eval_tensors(split)
         return TensorBatchLoader(images, targets, batch_size, augment=self.augment, train=False, device=device)
 
+    def split_indices(self) -> dict[str, list[int]]:
+        """Positions of the training (and validation) images in the source they were drawn from."""
+        out = {"train": self.indices.tolist()}
+        if self.val_indices is not None:
+            out["val"] = self.val_indices.tolist()
+        return out
+
     def _eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        if split != "test":
+        if split not in self.eval_splits:
             raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.eval_splits)}")
+        if split == "val":
+            return self.val_images, self.val_targets
         return self.test_images, self.test_targets

@@ -21,6 +21,7 @@ import torch
 from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
+from fbl.data.validation_split import balanced_validation_indices, largest_balanced_size, validation_size
 
 logger = logging.getLogger(__name__)
 
@@ -67,15 +68,22 @@ def held_out_split(
     return pool, test
 
 
-def build_digits_lt(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False) -> LongTailData:
-    """digits-lt; ``data_dir`` and ``download`` are accepted for a uniform builder signature and ignored.
+def build_digits_lt(imb_type="exp", imb_factor=0.01, rand_number=0, val_split="none") -> LongTailData:
+    """digits-lt. ``indices`` (and ``val_indices``) are positions in the ``load_digits()`` arrays.
 
-    ``indices`` are positions in the ``load_digits()`` arrays.
+    ``val_split="auto"`` holds out as many images per class as every class still has after the
+    long-tailed subsampling (8 with the default profile), balanced, from the train pool.
     """
     images, targets = load_digits_uint8()
     pool, test = held_out_split(targets)
     counts = long_tail_counts(N_MAX, len(CLASS_NAMES), imb_type, imb_factor)
-    indices = pool[long_tail_indices(targets[pool], counts, rand_number)]
+    in_pool = long_tail_indices(targets[pool], counts, rand_number)
+    indices = pool[in_pool]
+    largest = largest_balanced_size(targets[pool], in_pool, len(CLASS_NAMES))
+    per_class = validation_size(val_split, largest, largest)
+    val = None
+    if per_class is not None:
+        val = pool[balanced_validation_indices(targets[pool], in_pool, per_class, rand_number, len(CLASS_NAMES))]
     logger.info(
         "digits-LT (%s, imb_factor %g, seed %d): %d train images, %d test images",
         imb_type,
@@ -95,4 +103,7 @@ def build_digits_lt(data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=
         class_counts=counts,
         indices=indices,
         augment=DIGITS_AUGMENT,
+        val_images=None if val is None else torch.from_numpy(images[val]),
+        val_targets=None if val is None else torch.from_numpy(targets[val]),
+        val_indices=val,
     )

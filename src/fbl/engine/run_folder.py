@@ -66,6 +66,10 @@ class RunFolder:
     def save_checkpoint(self, state: dict, name: str = "last") -> None:
         save_checkpoint(state, self.checkpoint_path(name))
 
+    def write_splits(self, indices: dict) -> None:
+        """``splits.json``: positions of the training (and validation) images in their source."""
+        (self.path / "splits.json").write_text(json.dumps(indices))
+
     def write_summary(self, summary: dict) -> None:
         self.summary_path.write_text(json.dumps(summary, indent=2))
 

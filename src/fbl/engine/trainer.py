@@ -25,7 +25,7 @@ from fbl.engine.progress import Progress, no_progress
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.train_one_epoch import train_one_epoch
 from fbl.errors import ConfigError
-from fbl.losses import build_loss, loss_weighting
+from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.models import ClassifierRetraining, create_model
 from fbl.seeding import MIXUP_STREAM, epoch_generator
 from fbl.train_rules import ResolvedRule, resolve_train_rule
@@ -69,6 +69,7 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
             imb_factor=cfg.imb_factor,
             rand_number=cfg.rand_number,
             download=cfg.download,
+            val_split=cfg.val_split,
         )
     rule = resolve_train_rule(
         cfg.train_rule,
@@ -90,6 +91,7 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
             _load_model_weights(model, load_checkpoint(cfg.stage2_from)["model"], cfg.stage2_from)
         model = ClassifierRetraining(model, data.num_classes)
     model = model.to(device)
+    _warn_if_alpha_overshoots(cfg)
     criterion = build_loss(
         cfg.loss,
         data.class_counts,
@@ -97,6 +99,22 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
         settings={"lambda_": cfg.lambda_, "schedule": cfg.alpha_schedule, "total_epochs": cfg.epochs},
     ).to(device)
     return Experiment(cfg, device, data, model, criterion, rule)
+
+
+#: Above this the stimulus outgrows the paper's curve (which ends at 1.097) enough to hurt head classes.
+ALPHA_WARNING = 1.2
+
+
+def _warn_if_alpha_overshoots(cfg: TrainConfig) -> None:
+    if "schedule" not in loss_parameters(cfg.loss):
+        return
+    peak = max(alpha_at(cfg.alpha_schedule, epoch, cfg.epochs) for epoch in range(cfg.epochs))
+    if peak > ALPHA_WARNING:
+        logger.warning(
+            "the %s curriculum takes alpha to %.2f in this %d-epoch run (the paper's ends at 1.10); "
+            "the default 'parabolic' scales the paper's curve to the run length",
+            cfg.alpha_schedule, peak, cfg.epochs,
+        )  # fmt: skip
 
 
 def _check_model_fits_data(model: torch.nn.Module, data, arch: str) -> None:
@@ -192,6 +210,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         logger.info("resuming %s at epoch %d", run.path, start_epoch)
 
     run.open(cfg.to_dict(), start_epoch)
+    run.write_splits(data.split_indices())
     class_counts = data.class_counts
     select_on = "val" if "val" in eval_loaders else "test"
     logger.info(

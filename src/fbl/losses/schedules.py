@@ -1,10 +1,15 @@
 """Curricula for FBL's stimulus factor alpha, evaluated once per epoch.
 
-Every schedule maps a 0-based ``epoch`` of ``total_epochs`` to a float. ``parabolic`` is the one
-the paper's code uses, ``alpha(e) = (e / (E - 10))**2``; note that it passes 1 in the last nine
-epochs of a 200-epoch run (alpha(199) = (199/190)**2 ~ 1.097). That is the reference behaviour
-and stays the default. For runs of ten epochs or fewer ``E - 10`` is not positive, so the ramp
-length falls back to ``max(E - 1, 1)``: alpha climbs from 0 at the first epoch to 1 at the last.
+Every schedule maps a 0-based ``epoch`` of ``total_epochs`` to a float. The paper's code uses
+``alpha(e) = (e / (E - 10))**2`` with E = 200: it reaches 1 at epoch 190 and passes it in the last
+nine epochs (alpha(199) = (199/190)**2 ~ 1.097).
+
+``parabolic`` (the default) is that curve scaled to the run length, ``(e / (0.95 E))**2`` with
+``0.95 E`` computed as ``19 E / 20``: at E = 200 the ramp is exactly 190.0, so the paper's runs
+get the paper's alpha to the last bit, and a run of any other length gets the same shape. The
+literal formula is ``parabolic-literal``: with E - 10 it passes 1 while the learning rate is still
+high in short runs (a 12-epoch run ends at alpha = 30.25; a 30-epoch run at 2.1). For runs of ten
+epochs or fewer ``E - 10`` is not positive, so its ramp falls back to ``max(E - 1, 1)``.
 The other curricula are the alternatives the authors list in their training script.
 """
 
@@ -27,26 +32,22 @@ def _parabolic_ramp(total_epochs: int) -> int:
     return total_epochs - 10 if total_epochs > 10 else max(total_epochs - 1, 1)
 
 
-@_register("parabolic")
+@_register("parabolic", "parabolic-proportional", "parabolic-scaled")
 def parabolic(epoch: int, total_epochs: int) -> float:
-    """``(e / (E - 10))**2`` exactly as the reference code; exceeds 1 near the end."""
+    """``(e / (0.95 E))**2``: the paper's curve at any run length; identical to it at E = 200."""
+    return (epoch / (19 * total_epochs / 20)) ** 2
+
+
+@_register("parabolic-literal")
+def parabolic_literal(epoch: int, total_epochs: int) -> float:
+    """``(e / (E - 10))**2`` exactly as the reference code, whatever the run length."""
     return (epoch / _parabolic_ramp(total_epochs)) ** 2
 
 
 @_register("parabolic-clamped")
 def parabolic_clamped(epoch: int, total_epochs: int) -> float:
     """``min(1, (e / (E - 10))**2)``."""
-    return min(1.0, parabolic(epoch, total_epochs))
-
-
-@_register("parabolic-proportional")
-def parabolic_proportional(epoch: int, total_epochs: int) -> float:
-    """``(e / (0.95 E))**2``: the reference curve's shape at any run length.
-
-    The reference's ``E - 10`` is 95% of its 200 epochs; for a short run ``E - 10`` makes alpha
-    pass 1 while the learning rate is still high (at epoch 20 of 30) and end near 2.1.
-    """
-    return (epoch / (0.95 * total_epochs)) ** 2
+    return min(1.0, parabolic_literal(epoch, total_epochs))
 
 
 @_register("linear")
