@@ -72,9 +72,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--config", default=s, help="YAML file of options, applied after the preset")
     g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset", default=s, help="digits-lt | cifar10 | cifar100 (imagenet, inat, place365: not yet supported)"
-    )
+    g.add_argument("--dataset", default=s, help="digits-lt | cifar10 | cifar100 | imagenet | inat | place365 | folder")
     g.add_argument(
         "--data_path", "--data-dir", "--data_dir", dest="data_dir", default=s, help="folder holding the dataset"
     )
@@ -92,9 +90,34 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--rand_number", "--rand-number", dest="rand_number", type=int, default=s, help="seed of the LT subsampling"
     )
+    g.add_argument(
+        "--image-size", dest="image_size", type=int, default=s,
+        help="image files: crop side of the train/eval transforms (default 224)",
+    )  # fmt: skip
+    g.add_argument(
+        "--skip-bad-images",
+        dest="skip_bad_images",
+        action=BoolFlag,
+        default=s,
+        help="image files: drop and count unreadable images instead of stopping",
+    )
+    g.add_argument(
+        "--allow-outside-root",
+        dest="allow_outside_root",
+        action=BoolFlag,
+        default=s,
+        help="let split lists name files outside --img_path ('..' or absolute paths)",
+    )
     g = p.add_argument_group("model and loss")
     g.add_argument("--arch", "-a", default=s, help="model name (see fbl.models.list_models)")
-    g.add_argument("--pretrained", action=BoolFlag, default=s)
+    g.add_argument("--pretrained", action=BoolFlag, default=s, help="torchvision ImageNet weights (torch cache)")
+    g.add_argument(
+        "--pretrained-weights",
+        dest="pretrained_weights",
+        default=s,
+        metavar="PATH",
+        help="torchvision-format ImageNet state dict on disk (resnet152_p)",
+    )
     g.add_argument("--classifier", default=s, help="linear | normed (cosine) | auto: normed for LDAM, else linear")
     g.add_argument("--loss_type", "--loss", dest="loss", default=s, help="fbl (FeaBal), ce (CE), ... case-insensitive")
     g.add_argument("--lambda_", "--lambda", dest="lambda_", type=float, default=s, help="FBL stimulus strength A")
@@ -207,6 +230,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
+    p = sub.add_parser("report", help="tables and figures (report.md, report.html) from run folders")
+    p.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
+    p.add_argument("--out", required=True, help="folder for report.md, report.html and the PNG figures")
+    p = sub.add_parser(
+        "compare",
+        help="losses x grid x seeds, chosen on validation, reported on test (other train flags pass through)",
+    )
+    p.add_argument("--preset", default=None, help="preset every run starts from (e.g. cifar10-lt, digits-lt)")
+    p.add_argument("--losses", required=True, help="comma-separated losses, e.g. ce,fbl")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument(
+        "--grid",
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="values to sweep, e.g. lambda_=15,30,60 (repeatable)",
+    )
+    p.add_argument(
+        "--select-on",
+        dest="select_on",
+        default="val-top1",
+        help="validation metric that chooses the grid point: val-top1 | val-many | val-medium | val-few",
+    )
+    p.add_argument("--out", required=True, help="folder of the runs and the report")
     sub.add_parser("presets", help="list presets and their hyper-parameters")
     p = sub.add_parser("demo", help="train CE and FBL on digits-lt and compare many/medium/few")
     p.add_argument("--epochs", type=int, default=None)
@@ -325,6 +372,34 @@ def cmd_eval(namespace) -> int:
     return 0
 
 
+def cmd_report(namespace) -> int:
+    from fbl.reports import write_report
+
+    print(f"report: {write_report(namespace.runs, namespace.out)}")
+    return 0
+
+
+def cmd_compare(namespace, extra: list[str]) -> int:
+    from fbl.compare import compare, parse_grid
+
+    _setup_logging(False)
+    train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    overrides, _, _ = train_overrides(train_parser.parse_args(extra))
+    overrides.setdefault("quiet", True)
+    bars = _bars_wanted(False)
+    with _logging_context(bars):
+        text = compare(
+            namespace.preset, _names(namespace.losses), [int(s) for s in _names(namespace.seeds)],
+            parse_grid(namespace.grid), overrides, namespace.out, namespace.select_on, progress=_progress(bars),
+        )  # fmt: skip
+    print(text)
+    return 0
+
+
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
 def cmd_presets(namespace) -> int:
     from fbl.config import list_presets, load_preset
 
@@ -371,11 +446,10 @@ def format_summary(summary: dict) -> str:
 
 # Seed flags that are accepted so the paper's commands run, but mean nothing on this input path.
 IGNORED_SEED_FLAGS = {
-    "workers": "images are held in memory as one tensor and augmented in batches, without worker processes",
     "print_freq": "progress shows as a bar on a terminal and as one line per epoch otherwise",
 }
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets, "demo": cmd_demo}
+COMMANDS = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets, "demo": cmd_demo, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -385,7 +459,11 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(quiet=False)
     parser = build_parser()
     try:
-        args = parser.parse_args(_drop_lone_slashes(argv))
+        args, extra = parser.parse_known_args(_drop_lone_slashes(argv))
+        if args.command == "compare":
+            return cmd_compare(args, extra)
+        if extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 0

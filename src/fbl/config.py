@@ -31,7 +31,14 @@ from fbl.train_rules import TRAIN_RULES, get_train_rule
 #: Numeric precisions of the forward pass (``auto``: bf16 where the device runs it natively).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
-DATASET_PRESETS = {"cifar10": "cifar10-lt", "cifar100": "cifar100-lt", "digits-lt": "digits-lt"}
+DATASET_PRESETS = {
+    "cifar10": "cifar10-lt",
+    "cifar100": "cifar100-lt",
+    "digits-lt": "digits-lt",
+    "imagenet": "imagenet-lt",
+    "inat": "inat2018",
+    "place365": "places-lt",
+}
 
 # Stage-2 (cRT, Kang et al., ICLR 2020) settings applied on top of the stage-1 config; any flag the
 # user gives wins.
@@ -72,6 +79,9 @@ class TrainConfig:
     data_dir: str = "./data"
     img_path: str | None = None
     download: bool = False
+    image_size: int = 224  # image-file datasets: crop side (RandomResizedCrop / CenterCrop)
+    skip_bad_images: bool = False  # image-file datasets: drop (and count) unreadable images instead of stopping
+    allow_outside_root: bool = False  # split lists may name files outside img_path (.. or absolute paths)
     imb_type: str = "exp"
     imb_factor: float = 0.01
     rand_number: int = 0
@@ -79,6 +89,7 @@ class TrainConfig:
     # model
     arch: str = "digits-cnn"
     pretrained: bool = False
+    pretrained_weights: str | None = None  # torchvision-format state dict on disk (resnet152_p)
     classifier: str = "auto"  # linear | normed | auto (the loss's preference: normed for LDAM)
     # loss and re-balancing
     loss: str = "ce"
@@ -219,10 +230,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     """Reject values that make no sense before any work starts; normalise names."""
     cfg.loss = LOSSES.canonical(cfg.loss)
     cfg.arch = MODELS.canonical(cfg.arch)
-    # A dataset that is known but not available here keeps its name; building it says why it cannot.
-    cfg.dataset = DATASETS.canonical(cfg.dataset) if DATASETS.available(cfg.dataset) else str(cfg.dataset).lower()
-    if cfg.dataset not in DATASETS:
-        DATASETS.canonical(cfg.dataset)
+    cfg.dataset = DATASETS.canonical(cfg.dataset)
     cfg.alpha_schedule = SCHEDULES.canonical(cfg.alpha_schedule)
     cfg.train_rule = TRAIN_RULES.canonical("none" if cfg.train_rule is None else cfg.train_rule)
     if cfg.classifier not in ("auto", "linear", "normed"):

@@ -7,22 +7,22 @@ from fbl.errors import ConfigError
 
 
 def test_list_and_aliases():
-    assert list_datasets() == ["cifar10", "cifar100", "digits-lt"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365"]
     assert resolve_dataset_name("CIFAR10-LT") == "cifar10"
     assert resolve_dataset_name(" Cifar100-lt ") == "cifar100"
     assert resolve_dataset_name("Digits-LT") == "digits-lt"
+    assert resolve_dataset_name("digits_lt") == "digits-lt"
+    assert resolve_dataset_name("iNat2018") == "inat" and resolve_dataset_name("Places_LT") == "place365"
 
 
-@pytest.mark.parametrize("name", ["imagenet", "ImageNet-LT", "inat", "iNat2018", "place365", "Places-LT"])
-def test_known_but_not_yet_supported(name):
-    with pytest.raises(
-        ConfigError, match=f"{name!r} is not yet supported; available now: cifar10, cifar100, digits-lt"
-    ):
-        build_dataset(name)
+@pytest.mark.parametrize("name", ["imagenet", "inat", "place365"])
+def test_split_list_datasets_name_the_missing_list(name, tmp_path):
+    with pytest.raises(ConfigError, match=r"_(train|val)\.txt"):
+        build_dataset(name, data_dir=str(tmp_path), img_path=str(tmp_path))
 
 
 def test_unknown_name_lists_valid_names():
-    with pytest.raises(ConfigError, match="Unknown dataset 'mnist'; choose one of: cifar10, cifar100, digits-lt"):
+    with pytest.raises(ConfigError, match="Unknown dataset 'mnist'.*; choose one of: cifar10, cifar100, digits-lt"):
         build_dataset("mnist")
 
 
@@ -31,7 +31,7 @@ def test_duplicate_registration_is_a_bug():
         register_dataset("cifar10", lambda **kw: None)
     with pytest.raises(ValueError, match="registered twice"):
         register_dataset("new-name", lambda **kw: None, "places-lt")
-    assert list_datasets() == ["cifar10", "cifar100", "digits-lt"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365"]
 
 
 def test_bad_profile_is_a_config_error():

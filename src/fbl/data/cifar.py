@@ -24,7 +24,7 @@ from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
 from fbl.data.safe_pickle import load_pickle_file
-from fbl.data.validation_split import balanced_validation_indices, largest_balanced_size, validation_size
+from fbl.data.validation_split import hold_out_validation, validation_size
 from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -217,7 +217,8 @@ def build_cifar(
         download: fetch the official archive with torchvision if the folder is missing.
         val_split: ``"none"``, ``"auto"`` (:data:`CIFAR_VAL_PER_CLASS` per class) or a number per
             class: a balanced validation split from the official train images the long-tailed
-            subset left out (see :mod:`fbl.data.validation_split`).
+            subset left out; the largest class gives up the shortfall from its own training images
+            (see :mod:`fbl.data.validation_split`).
     """
     folder = resolve_cifar_folder(data_dir, fmt, download)
     class_names = read_class_names(folder, fmt)
@@ -245,12 +246,11 @@ def build_cifar(
     n_max = int(np.bincount(train_y, minlength=num_classes).max())
     counts = long_tail_counts(n_max, num_classes, imb_type, imb_factor)
     indices = long_tail_indices(train_y, counts, rand_number)
-    per_class = validation_size(val_split, CIFAR_VAL_PER_CLASS, largest_balanced_size(train_y, indices, num_classes))
-    val = (
-        None
-        if per_class is None
-        else balanced_validation_indices(train_y, indices, per_class, rand_number, num_classes)
-    )
+    per_class = validation_size(val_split, CIFAR_VAL_PER_CLASS)
+    val = None
+    if per_class is not None:
+        indices, val = hold_out_validation(train_y, indices, per_class, rand_number, num_classes)
+        counts = np.bincount(train_y[indices], minlength=num_classes).tolist()
     logger.info(
         "%s-LT (%s, imb_factor %g, seed %d): %d of %d train images, %d test images",
         fmt.title,

@@ -21,7 +21,8 @@ import torch
 from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
-from fbl.data.validation_split import balanced_validation_indices, largest_balanced_size, validation_size
+from fbl.data.validation_split import hold_out_validation, largest_balanced_size, validation_size
+from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -79,11 +80,13 @@ def build_digits_lt(imb_type="exp", imb_factor=0.01, rand_number=0, val_split="n
     counts = long_tail_counts(N_MAX, len(CLASS_NAMES), imb_type, imb_factor)
     in_pool = long_tail_indices(targets[pool], counts, rand_number)
     indices = pool[in_pool]
-    largest = largest_balanced_size(targets[pool], in_pool, len(CLASS_NAMES))
-    per_class = validation_size(val_split, largest, largest)
+    per_class = validation_size(val_split, largest_balanced_size(targets[pool], in_pool, len(CLASS_NAMES)))
     val = None
     if per_class is not None:
-        val = pool[balanced_validation_indices(targets[pool], in_pool, per_class, rand_number, len(CLASS_NAMES))]
+        kept, val_in_pool = hold_out_validation(targets[pool], in_pool, per_class, rand_number, len(CLASS_NAMES))
+        if len(kept) != len(in_pool):
+            raise ConfigError("digits-lt has too few spare images per class for that validation split; use auto")
+        val = pool[val_in_pool]
     logger.info(
         "digits-LT (%s, imb_factor %g, seed %d): %d train images, %d test images",
         imb_type,

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from fbl.data.cifar import build_cifar10, build_cifar100
 from fbl.data.dataset import LongTailData
 from fbl.data.digits import build_digits_lt
+from fbl.data.image_list_data import build_image_folder, build_imagenet_lt, build_inat2018, build_places_lt
 from fbl.registry import Registry
 
 Builder = Callable[..., LongTailData]
@@ -20,11 +21,10 @@ DATASETS: Registry[Builder] = Registry("dataset")
 DATASETS.register("cifar10", build_cifar10, "cifar10-lt")
 DATASETS.register("cifar100", build_cifar100, "cifar100-lt")
 DATASETS.register("digits-lt", build_digits_lt)
-# Benchmarks of the paper whose loaders are not written yet: known, so the error says "not yet"
-# rather than "unknown".
-DATASETS.mark_unavailable("imagenet", "is not yet supported", "imagenet-lt")
-DATASETS.mark_unavailable("inat", "is not yet supported", "inat2018")
-DATASETS.mark_unavailable("place365", "is not yet supported", "places-lt")
+DATASETS.register("imagenet", build_imagenet_lt, "imagenet-lt")
+DATASETS.register("inat", build_inat2018, "inat2018", "inaturalist", "inaturalist2018")
+DATASETS.register("place365", build_places_lt, "places-lt", "places")
+DATASETS.register("folder", build_image_folder, "image-folder")
 
 
 def register_dataset(name: str, builder: Builder, *aliases: str) -> None:

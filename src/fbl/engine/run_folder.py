@@ -84,11 +84,11 @@ class RunFolder:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
-    def last_evaluations(self) -> dict:
-        """The most recent evaluation, ``{"test": ..., "val": ...}`` (what a resumed, finished run summarises)."""
+    def last_evaluations(self, reported: str = "test") -> dict:
+        """The most recent evaluation by split (what a resumed, finished run summarises)."""
         for record in reversed(self.read_metrics()):
             if "eval" in record:
-                return {"test": record["eval"], **({"val": record["val"]} if "val" in record else {})}
+                return {reported: record["eval"], **({"val": record["val"]} if "val" in record else {})}
         raise ConfigError(f"{self.metrics_path} holds no evaluation to summarise")
 
     def _truncate_metrics(self, start_epoch: int) -> None:

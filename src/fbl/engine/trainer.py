@@ -27,6 +27,7 @@ from fbl.engine.train_one_epoch import train_one_epoch
 from fbl.errors import ConfigError
 from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.models import ClassifierRetraining, create_model
+from fbl.models.torchvision_resnet import require_pretrained_source
 from fbl.seeding import MIXUP_STREAM, epoch_generator
 from fbl.train_rules import ResolvedRule, resolve_train_rule
 
@@ -70,6 +71,10 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
             rand_number=cfg.rand_number,
             download=cfg.download,
             val_split=cfg.val_split,
+            workers=cfg.workers,
+            skip_bad_images=cfg.skip_bad_images,
+            allow_outside_root=cfg.allow_outside_root,
+            image_size=cfg.image_size,
         )
     rule = resolve_train_rule(
         cfg.train_rule,
@@ -83,7 +88,12 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
         loss_weighting=loss_weighting(cfg.loss),
     )
     torch.manual_seed(cfg.seed)
-    model_kwargs = {"pretrained": True} if cfg.pretrained else {}
+    require_pretrained_source(cfg.arch, cfg.pretrained, cfg.pretrained_weights)
+    # A weights file, when given, wins over the torch cache (a preset may ask for pretrained weights).
+    if cfg.pretrained_weights:
+        model_kwargs = {"pretrained_weights": cfg.pretrained_weights}
+    else:
+        model_kwargs = {"pretrained": True} if cfg.pretrained else {}
     model = create_model(cfg.arch, num_classes=data.num_classes, classifier=cfg.classifier, **model_kwargs)
     _check_model_fits_data(model, data, cfg.arch)
     if cfg.stage2_from:
@@ -212,7 +222,10 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
     run.open(cfg.to_dict(), start_epoch)
     run.write_splits(data.split_indices())
     class_counts = data.class_counts
-    select_on = "val" if "val" in eval_loaders else "test"
+    # Reported: the test split (iNaturalist 2018 has none: its val list). Selected on: val where it is
+    # not the reported split, else the reported split itself (and the summary says so).
+    report_on = "test" if "test" in eval_loaders else "val"
+    select_on = "val" if "val" in eval_loaders else report_on
     logger.info(
         "%s: %d train / %s images, %d classes, counts %d..%d; model %s, loss %s, device %s (%s)",
         cfg.dataset, data.split_size("train"), " / ".join(f"{data.split_size(s)} {s}" for s in eval_loaders),
@@ -250,8 +263,8 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
                 for split, loader in eval_loaders.items()
             }  # fmt: skip
             record["eval_seconds"] = time.perf_counter() - eval_started
-            record["eval"] = last["test"]
-            if "val" in last:
+            record["eval"] = last[report_on]
+            if "val" in last and report_on != "val":
                 record["val"] = last["val"]
             if best is None or last[select_on]["top1"] > best[select_on]["top1"]:
                 best = {"epoch": epoch, **last}
@@ -262,11 +275,11 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         run.append_metrics(record)
         run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best))
     if last is None:  # resumed a run that had already finished
-        last = run.last_evaluations()
+        last = run.last_evaluations(report_on)
     train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution,
                            limit_batches=cfg.limit_batches, progress=progress)  # fmt: skip
     run.close()
-    summary = _summary(last, best, select_on, train_split, cfg, data, run)
+    summary = _summary(last, best, report_on, select_on, train_split, cfg, data, run)
     run.write_summary(summary)
     return summary
 
@@ -278,18 +291,21 @@ def _best_by_split(best: dict | None) -> dict | None:
     return {"epoch": best["epoch"], "test": {k: v for k, v in best.items() if k != "epoch"}}
 
 
-def _summary(last: dict, best: dict, select_on: str, train_split: dict, cfg: TrainConfig, data, run) -> dict:
-    """Test metrics at the last epoch (the headline) and at the epoch selected on ``select_on``, labelled."""
-    selected_test = {**best["test"], "epoch": best["epoch"]}
+SELECTION_NOTES = {
+    ("test", "val"): "the validation split",
+    ("test", "test"): "the test set (this run has no validation split; use it for the last epoch only)",
+    ("val", "val"): "the val list, which is also the reported split (the dataset has no test list)",
+}
+
+
+def _summary(last, best, report_on: str, select_on: str, train_split: dict, cfg: TrainConfig, data, run) -> dict:
+    """Metrics of the reported split at the last epoch (the headline) and at the selected epoch, labelled."""
     return {
-        "last": {**last["test"], "epoch": cfg.epochs - 1},
+        "reported_on": report_on,
+        "last": {**last[report_on], "epoch": cfg.epochs - 1},
         "selected": {"epoch": best["epoch"], "on": select_on, **{k: v for k, v in best.items() if k != "epoch"}},
-        "best": selected_test,
-        "best_selected_on": (
-            "the validation split"
-            if select_on == "val"
-            else "the test set (this run has no validation split; use it for the last epoch only)"
-        ),  # fmt: skip
+        "best": {**best[report_on], "epoch": best["epoch"]},
+        "best_selected_on": SELECTION_NOTES[report_on, select_on],
         "last_val": last.get("val"),
         "train_feature_norms": train_split["per_class_feature_norm"],
         "train_per_class_acc": train_split["per_class_acc"],

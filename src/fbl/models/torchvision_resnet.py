@@ -101,7 +101,8 @@ def _fetch_weights(name: str, weights: WeightsEnum) -> dict:
         reason = " ".join(str(exc).split())
         raise ConfigError(
             f"Could not download the ImageNet weights for {name} ({reason}); download {weights.url} "
-            f"and place {file_name} in {cache_dir} (the torch cache, set by TORCH_HOME)"
+            f"and place {file_name} in {cache_dir} (the torch cache, set by TORCH_HOME), "
+            "or pass --pretrained-weights PATH"
         ) from exc
 
 

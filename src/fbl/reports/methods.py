@@ -33,10 +33,14 @@ IGNORED_KEYS = frozenset(
         "start_epoch",
         "quiet",
         "preset",
+        "channels_last",
+        "compile",
+        "skip_bad_images",
+        "allow_outside_root",
     }
 )
 #: Config keys holding a path that differs per run; only whether they are set identifies the method.
-PATH_KEYS = frozenset({"stage2_from"})
+PATH_KEYS = frozenset({"stage2_from", "pretrained_weights"})
 
 
 @dataclass

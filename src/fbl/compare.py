@@ -1,0 +1,129 @@
+"""``fbl compare``: methods x grid points x seeds, run (resumably), chosen on validation, reported.
+
+Each run gets its own folder ``OUT/<loss>[-<key>=<value>...]-seed<k>``. A folder that holds a
+``summary.json`` is finished and skipped; one with ``checkpoints/last.pt`` is resumed; anything
+else starts fresh. For each loss, the grid point with the best mean validation metric at the last
+epoch is chosen (``--select-on val-top1``, ``val-few``, ...), and its *test* metrics are reported,
+so no number that is reported was used to choose it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from fbl.config import resolve_config
+from fbl.engine.trainer import train
+from fbl.errors import ConfigError
+from fbl.reports import load_run, method_table, write_report
+
+logger = logging.getLogger(__name__)
+
+SELECTABLE = ("top1", "many", "medium", "few")
+
+
+@dataclass(frozen=True)
+class GridRun:
+    """One run of the comparison."""
+
+    loss: str
+    point: tuple[tuple[str, object], ...]
+    seed: int
+    folder: Path
+
+    @property
+    def label(self) -> str:
+        return "-".join([self.loss, *(f"{k}={v}" for k, v in self.point)])
+
+
+def parse_grid(items: list[str]) -> dict[str, list]:
+    """``["lambda_=15,30,60"]`` -> ``{"lambda_": [15, 30, 60]}`` (values read as YAML scalars)."""
+    import yaml
+
+    grid = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"Expected --grid KEY=V1,V2,... but got {item!r}")
+        key, values = item.split("=", 1)
+        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        if not grid[key.strip()]:
+            raise ConfigError(f"--grid {key} has no values")
+    return grid
+
+
+def plan(losses: list[str], seeds: list[int], grid: dict[str, list], out: Path) -> list[GridRun]:
+    """Every run of the comparison, in the order they are trained."""
+    keys = sorted(grid)
+    points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+    runs = []
+    for loss, point, seed in itertools.product(losses, points or [()], seeds):
+        run = GridRun(loss, point, seed, out)
+        runs.append(replace(run, folder=out / f"{run.label}-seed{seed}"))
+    return runs
+
+
+def run_all(runs: list[GridRun], preset: str | None, overrides: dict, progress=None) -> None:
+    """Train every run that has not finished; resume the interrupted ones."""
+    for index, run in enumerate(runs, 1):
+        if (run.folder / "summary.json").is_file():
+            logger.info("[%d/%d] %s: finished, skipped", index, len(runs), run.folder.name)
+            continue
+        values = {**overrides, **dict(run.point), "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
+        cfg = resolve_config(preset, overrides=values)
+        if (run.folder / "checkpoints" / "last.pt").is_file():
+            cfg = replace(cfg, resume=str(run.folder))
+            logger.info("[%d/%d] %s: resuming", index, len(runs), run.folder.name)
+        else:
+            logger.info("[%d/%d] %s: training", index, len(runs), run.folder.name)
+        train(cfg, **({"progress": progress} if progress else {}))
+
+
+def choose(runs: list[GridRun], select_on: str) -> dict[str, tuple]:
+    """For each loss, the grid point with the best mean validation ``select_on`` at the last epoch."""
+    split, _, metric = select_on.partition("-")
+    if split != "val" or metric not in SELECTABLE:
+        raise ConfigError(f"Expected --select-on val-<{'|'.join(SELECTABLE)}> but got {select_on!r}")
+    scores: dict[tuple[str, tuple], list[float]] = {}
+    for run in runs:
+        summary = json.loads((run.folder / "summary.json").read_text())
+        value = (summary.get("last_val") or {}).get(metric)
+        if value is None:
+            raise ConfigError(f"{run.folder} has no validation {metric} to select on (trained with --val-split none?)")
+        scores.setdefault((run.loss, run.point), []).append(value)
+    chosen = {}
+    for (loss, point), values in scores.items():
+        mean = sum(values) / len(values)
+        if loss not in chosen or mean > chosen[loss][1]:
+            chosen[loss] = (point, mean)
+    return chosen
+
+
+def compare(
+    preset: str | None, losses: list[str], seeds: list[int], grid: dict[str, list], overrides: dict, out: Path,
+    select_on: str = "val-top1", progress=None,
+) -> str:  # fmt: skip
+    """Run the comparison and write its report; returns the printed summary."""
+    out = Path(out)
+    runs = plan(losses, seeds, grid, out)
+    run_all(runs, preset, overrides, progress)
+    chosen = choose(runs, select_on)
+    lines = [f"chosen on {select_on} (mean over seeds, last epoch); test metrics of the chosen point:"]
+    for loss, (point, score) in chosen.items():
+        folders = [r.folder for r in runs if r.loss == loss and r.point == point]
+        row = method_table([load_run(f) for f in folders])[0]
+        cells = " ".join(
+            f"{k} {row[f'{k}_mean']:.2f}" + (f"±{row[f'{k}_std']:.2f}" if row[f"{k}_std"] is not None else "")
+            for k in ("top1", "many", "medium", "few")
+            if row[f"{k}_mean"] is not None
+        )
+        label = ", ".join(f"{k}={v}" for k, v in point) or "no grid"
+        lines.append(f"  {loss} ({label}; val {score:.2f}; n={row['n']}): {cells}")
+    (out / "chosen.json").write_text(
+        json.dumps({loss: {"point": dict(point), "val": score} for loss, (point, score) in chosen.items()}, indent=2)
+    )
+    html = write_report([r.folder for r in runs], out / "report")
+    lines.append(f"report: {html}")
+    return "\n".join(lines)

@@ -1,0 +1,225 @@
+"""Datasets given as image files: ImageNet-LT, iNaturalist 2018, Places-LT (split lists) and any ImageFolder tree.
+
+Images are decoded and augmented in ``DataLoader`` worker processes (``--workers``), with pinned
+memory and persistent workers. The augmentation of sample ``i`` in epoch ``e`` is seeded by
+``(seed, e, i)`` alone, so it does not depend on which worker decodes it: a resumed run sees
+exactly the images an uninterrupted run saw.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fbl.data.image_files import CollateSkippingBad, ImageFiles, imagenet_eval_transform, imagenet_train_transform
+from fbl.data.image_folder import scan_image_folder
+from fbl.data.shot_groups import shot_groups
+from fbl.data.split_list import LabelledFiles, load_lt_splits
+from fbl.errors import ConfigError
+from fbl.seeding import epoch_generator, epoch_seed
+
+logger = logging.getLogger(__name__)
+
+#: Input side of the ImageNet-style models (RandomResizedCrop / CenterCrop size).
+CROP_SIZE = 224
+
+
+class _EpochOrder(Sampler):
+    """Yields ``(index, epoch)``: the order of ``sampler`` (or a (seed, epoch) permutation) tagged with the epoch."""
+
+    def __init__(self, size: int, seed: int, sampler=None, shuffle: bool = True):
+        self.size, self.seed, self.sampler, self.shuffle = size, seed, sampler, shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.sampler) if self.sampler is not None else self.size
+
+    def __iter__(self):
+        if self.sampler is not None:
+            order = [int(i) for i in self.sampler]
+        elif self.shuffle:
+            order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch)).tolist()
+        else:
+            order = range(self.size)
+        return ((index, self.epoch) for index in order)
+
+
+class _SeededPerSample(Dataset):
+    """Seeds torch's generator from ``(seed, epoch, index)`` before the random transform of each sample."""
+
+    def __init__(self, files: ImageFiles, seed: int):
+        self.files, self.seed = files, seed
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, key):
+        index, epoch = key
+        torch.manual_seed(epoch_seed(self.seed, epoch, stream=2 + int(index)))
+        return self.files[index]
+
+
+class ImageBatchLoader:
+    """Batches from image files through a ``DataLoader``; ``set_epoch`` as with the tensor loader."""
+
+    def __init__(self, files: ImageFiles, batch_size: int, *, seed: int, train: bool, sampler, workers: int, device):
+        self.order = _EpochOrder(len(files), seed, sampler, shuffle=train)
+        self.collate = CollateSkippingBad()
+        self.batch_size = batch_size
+        self.loader = DataLoader(
+            _SeededPerSample(files, seed), batch_size=batch_size, sampler=self.order, num_workers=workers,
+            collate_fn=self.collate, pin_memory=torch.device(device).type == "cuda",
+            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+        )  # fmt: skip
+
+    def set_epoch(self, epoch: int) -> None:
+        self.order.set_epoch(epoch)
+
+    @property
+    def skipped(self) -> int:
+        """Unreadable images dropped so far (``--skip-bad-images``)."""
+        return self.collate.skipped
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if batch is not None:  # every image of the batch was unreadable and skipped
+                yield batch
+
+
+@dataclass(eq=False)
+class ImageListData:
+    """A long-tailed dataset of image files with its split lists (labels already re-indexed).
+
+    Args:
+        name: registry name.
+        class_names: one per class.
+        class_counts: training images per class.
+        root: the folder image paths are relative to.
+        splits: ``{"train": ..., "val": ..., "test": ...}`` (val / test where the benchmark has them).
+        workers: ``DataLoader`` worker processes.
+        skip_bad: drop unreadable images (counted) instead of stopping with an error naming the file.
+        crop_size: model input side.
+    """
+
+    name: str
+    class_names: list[str]
+    class_counts: list[int]
+    root: Path
+    splits: dict[str, LabelledFiles] = field(repr=False)
+    workers: int = 4
+    skip_bad: bool = False
+    crop_size: int = CROP_SIZE
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_targets(self) -> torch.Tensor:
+        return torch.as_tensor(self.splits["train"].labels, dtype=torch.int64)
+
+    @property
+    def groups(self) -> dict[str, list[int]]:
+        return shot_groups(self.class_counts)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (3, self.crop_size, self.crop_size)
+
+    @property
+    def eval_splits(self) -> tuple[str, ...]:
+        return tuple(split for split in ("val", "test") if split in self.splits)
+
+    def split_size(self, split: str) -> int:
+        return len(self.splits[split].paths)
+
+    def split_indices(self) -> dict[str, list[int]]:
+        return {}  # the split lists themselves define the splits
+
+    def train_loader(self, batch_size: int, *, device, seed: int, sampler=None) -> ImageBatchLoader:
+        return self._loader("train", imagenet_train_transform(self.crop_size), batch_size, seed, sampler, device)
+
+    def eval_loader(self, split: str = "test", batch_size: int = 256, *, device) -> ImageBatchLoader:
+        if split not in self.splits:
+            raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
+        return self._loader(split, imagenet_eval_transform(self.crop_size), batch_size, 0, None, device, train=False)
+
+    def _loader(self, split, transform, batch_size, seed, sampler, device, train=True) -> ImageBatchLoader:
+        paths, labels = self.splits[split]
+        files = ImageFiles(self.root, paths, labels, transform, skip_bad=self.skip_bad)
+        return ImageBatchLoader(
+            files, batch_size, seed=seed, train=train, sampler=sampler, workers=self.workers, device=device
+        )
+
+
+def _image_root(img_path, data_dir) -> Path:
+    root = Path(img_path if img_path is not None else data_dir).expanduser()
+    if not root.is_dir():
+        raise ConfigError(f"Image folder {root} does not exist; pass --img_path (the root the split lists refer to)")
+    return root
+
+
+def build_split_list_dataset(
+    name: str, data_dir=None, img_path=None, workers: int = 4, skip_bad_images: bool = False,
+    allow_outside_root: bool = False, image_size: int = CROP_SIZE,
+) -> ImageListData:  # fmt: skip
+    """ImageNet-LT (``imagenet``), iNaturalist 2018 (``inat``) or Places-LT (``place365``) from split lists.
+
+    The lists (``ImageNet_LT_train.txt`` ...) are read from ``data_dir``, the images from ``img_path``;
+    classes are re-indexed by descending training count as the reference code does.
+    """
+    lists = Path(data_dir if data_dir is not None else ".").expanduser()
+    splits = load_lt_splits(name, lists, allow_outside=allow_outside_root)
+    root = _image_root(img_path, data_dir)
+    names = [str(int(original)) for original in splits.order]  # original label of each re-indexed class
+    logger.info("%s: %s", name, ", ".join(f"{len(files.paths)} {split}" for split, files in splits.splits.items()))
+    return ImageListData(
+        name, names, list(splits.class_counts), root, splits.splits, workers, skip_bad_images, image_size
+    )
+
+
+def build_imagenet_lt(
+    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
+):
+    """ImageNet-LT: 1,000 classes, train / val / test lists."""
+    return build_split_list_dataset(
+        "imagenet", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size
+    )
+
+
+def build_inat2018(
+    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
+):
+    """iNaturalist 2018: 8,142 classes, train / val lists (results are reported on val)."""
+    return build_split_list_dataset(
+        "inat", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size
+    )
+
+
+def build_places_lt(
+    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
+):
+    """Places-LT: 365 classes, train / val / test lists."""
+    return build_split_list_dataset(
+        "place365", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size
+    )
+
+
+def build_image_folder(data_dir=None, workers=4, skip_bad_images=False, image_size=CROP_SIZE) -> ImageListData:
+    """Any ImageFolder-style tree: ``ROOT/train/<class>/*.jpg`` and optional ``val/``, ``test/`` beside it."""
+    root = Path(data_dir if data_dir is not None else ".").expanduser()
+    found = scan_image_folder(root)
+    counts = torch.bincount(torch.as_tensor(found.splits["train"].labels), minlength=found.num_classes).tolist()
+    return ImageListData("folder", found.class_names, counts, root, found.splits, workers, skip_bad_images, image_size)
