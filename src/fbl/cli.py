@@ -11,7 +11,7 @@ import logging
 import sys
 from contextlib import nullcontext
 
-from fbl.errors import ConfigError, TrainingDiverged
+from fbl.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 
 logger = logging.getLogger("fbl")
 
@@ -194,6 +194,12 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--limit-batches", dest="limit_batches", type=int, default=s, help="cap batches per epoch (smoke runs)"
     )
     g.add_argument("--out", default=s, help="run folder (default runs/<dataset>-<loss>-<time>)")
+    g.add_argument(
+        "--overwrite",
+        action=BoolFlag,
+        default=s,
+        help="let --out replace a folder that already holds a run (else: refused; or --resume it)",
+    )
     g.add_argument("--root_log", "--root-log", dest="root_log", default=s, help="parent of default run folders")
     g.add_argument("--exp_str", "--exp-str", dest="exp_str", default=s, help="suffix of the run folder name")
     g.add_argument("--print_freq", "-p", dest="print_freq", type=int, default=s)
@@ -477,8 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the reader went away
         sys.stderr.close()
         return 0
+    except TrainingInterrupted as exc:
+        print(f"fbl: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("fbl: interrupted; continue with --resume RUN_FOLDER", file=sys.stderr)
+        print("fbl: interrupted", file=sys.stderr)
         return 130
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from fbl.config import resolve_config
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
+from fbl.losses import loss_parameters
 from fbl.reports import load_run, method_table, write_report
 
 logger = logging.getLogger(__name__)
@@ -54,14 +55,24 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
+#: Config fields that only some losses use (the loss keyword they become): a grid over them is
+#: applied to those losses only, so ``--grid lambda_=15,30,60`` does not train CE three times.
+LOSS_SETTINGS = {"lambda_": "lambda_", "alpha_schedule": "schedule"}
+
+
+def _applies(key: str, loss: str) -> bool:
+    return key not in LOSS_SETTINGS or LOSS_SETTINGS[key] in loss_parameters(loss)
+
+
 def plan(losses: list[str], seeds: list[int], grid: dict[str, list], out: Path) -> list[GridRun]:
     """Every run of the comparison, in the order they are trained."""
-    keys = sorted(grid)
-    points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
     runs = []
-    for loss, point, seed in itertools.product(losses, points or [()], seeds):
-        run = GridRun(loss, point, seed, out)
-        runs.append(replace(run, folder=out / f"{run.label}-seed{seed}"))
+    for loss in losses:
+        keys = sorted(k for k in grid if _applies(k, loss))
+        points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
+        for point, seed in itertools.product(points or [()], seeds):
+            run = GridRun(loss, point, seed, out)
+            runs.append(replace(run, folder=out / f"{run.label}-seed{seed}"))
     return runs
 
 
@@ -72,6 +83,7 @@ def run_all(runs: list[GridRun], preset: str | None, overrides: dict, progress=N
             logger.info("[%d/%d] %s: finished, skipped", index, len(runs), run.folder.name)
             continue
         values = {**overrides, **dict(run.point), "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
+        values["overwrite"] = True  # without a checkpoint there is nothing to resume: start the run afresh
         cfg = resolve_config(preset, overrides=values)
         if (run.folder / "checkpoints" / "last.pt").is_file():
             cfg = replace(cfg, resume=str(run.folder))

@@ -121,6 +121,7 @@ class TrainConfig:
     eval_every: int = 1
     limit_batches: int | None = None
     out: str | None = None
+    overwrite: bool = False
     root_log: str = "runs"
     exp_str: str = ""
     print_freq: int = 10

@@ -16,7 +16,7 @@ def run_demo(out: str = "runs/demo", epochs: int | None = None, progress: Progre
     """Train each method with the digits-lt preset; return the many/medium/few comparison table."""
     rows = {}
     for label, loss in METHODS.items():
-        cfg = resolve_config("digits-lt", overrides={"loss": loss, "quiet": True})
+        cfg = resolve_config("digits-lt", overrides={"loss": loss, "quiet": True, "overwrite": True})
         if epochs is not None:
             cfg = replace(cfg, epochs=epochs)
         summary = train(replace(cfg, out=str(Path(out) / loss)), progress=progress)

@@ -10,5 +10,9 @@ class ConfigError(ValueError):
     """Invalid user input: reported as one line by the CLI, never as a traceback."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C during training; the message says whether and how the run can be resumed."""
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite: a property of the run's settings, reported as one line."""

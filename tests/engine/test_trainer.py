@@ -161,3 +161,41 @@ def test_divergence_is_one_line_not_a_traceback(tmp_path, capsys):
     assert main(argv) == 3
     err = capsys.readouterr().err
     assert "diverged in epoch 0" in err and "--lr" in err and "Traceback" not in err
+
+
+def test_out_pointing_at_a_finished_run_is_refused_unless_overwrite(fbl_run, capsys):
+    before = (fbl_run / "summary.json").read_text()
+    argv = ["train", "--preset", "digits-lt", "--out", str(fbl_run), *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--resume {fbl_run}" in err and "--overwrite" in err and len(err.strip().splitlines()) == 1
+    assert (fbl_run / "summary.json").read_text() == before
+
+
+def test_overwrite_replaces_the_run_without_mixing_events(tmp_path):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits-lt", "--out", str(out), *FAST]) == 0
+    assert main(["train", "--preset", "digits-lt", "--out", str(out), "--overwrite", *FAST]) == 0
+    assert len(list((out / "tb").glob("events.out.tfevents.*"))) == 1
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_a_torn_last_metrics_line_is_dropped_on_resume(tmp_path, caplog):
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits-lt", "--out", str(out), *FAST]) == 0
+    with (out / "metrics.jsonl").open("a") as handle:
+        handle.write('{"epoch": 3, "lr": 0.0')  # a process killed mid-write
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert "torn last line" in caplog.text
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_path, monkeypatch, capsys):
+    import fbl.engine.trainer as trainer
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train_one_epoch", interrupted)
+    assert main(["train", "--preset", "digits-lt", "--out", str(tmp_path / "r"), *FAST]) == 130
+    assert "nothing to resume" in capsys.readouterr().err

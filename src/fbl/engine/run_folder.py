@@ -47,6 +47,19 @@ class RunFolder:
     def checkpoint_path(self, name: str = "last") -> Path:
         return self.path / "checkpoints" / f"{name}.pt"
 
+    def holds_a_run(self) -> bool:
+        """Whether the folder already has a run's results or checkpoints in it."""
+        return self.summary_path.exists() or self.metrics_path.exists() or self.checkpoint_path().exists()
+
+    def clear(self) -> None:
+        """Remove a previous run's files (``--overwrite``), so two runs never mix in one folder."""
+        import shutil
+
+        for name in ("summary.json", "metrics.jsonl", "splits.json", "config.yaml"):
+            (self.path / name).unlink(missing_ok=True)
+        for folder in ("checkpoints", "tb"):
+            shutil.rmtree(self.path / folder, ignore_errors=True)
+
     def open(self, config: dict, start_epoch: int) -> None:
         """Create the folder, write ``config.yaml``, drop metrics of epochs that will run again, open TensorBoard."""
         self.path.mkdir(parents=True, exist_ok=True)
@@ -82,7 +95,17 @@ class RunFolder:
         """Every complete record of ``metrics.jsonl``, in order."""
         if not self.metrics_path.exists():
             return []
-        return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        lines = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        records = []
+        for number, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                if number < len(lines):
+                    raise ConfigError(f"{self.metrics_path}:{number} is not a JSON record") from None
+                # A process killed mid-write leaves a torn last line; the epoch it described runs again.
+                logger.warning("dropping the torn last line of %s", self.metrics_path)
+        return records
 
     def last_evaluations(self, reported: str = "test") -> dict:
         """The most recent evaluation by split (what a resumed, finished run summarises)."""

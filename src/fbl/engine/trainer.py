@@ -24,7 +24,7 @@ from fbl.engine.lr_schedule import step_lr_with_warmup
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.train_one_epoch import train_one_epoch
-from fbl.errors import ConfigError
+from fbl.errors import ConfigError, TrainingInterrupted
 from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.models import ClassifierRetraining, create_model
 from fbl.models.torchvision_resnet import require_pretrained_source
@@ -197,6 +197,13 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         run = RunFolder(checkpoint_path.parent.parent)
     else:
         run = RunFolder(cfg.out if cfg.out else default_run_dir(cfg))
+        if run.holds_a_run():
+            if not cfg.overwrite:
+                raise ConfigError(
+                    f"{run.path} already holds a run; continue it with --resume {run.path}, "
+                    "pick another --out, or pass --overwrite to replace it"
+                )
+            run.clear()
     exp = build_experiment(cfg)
     model, criterion, data = exp.model, exp.criterion, exp.data
     train_loader = exp.train_loader()
@@ -232,48 +239,54 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         data.num_classes, max(class_counts), min(class_counts), cfg.arch, cfg.loss, exp.device, execution.describe(),
     )  # fmt: skip
     last = None
-    epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, initial=start_epoch, desc="epochs")
-    for epoch in epochs:
-        started = time.perf_counter()
-        lr = step_lr_with_warmup(
-            epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, tuple(cfg.lr_milestones), tuple(cfg.lr_decay)
-        )
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        criterion.set_epoch(epoch)
-        criterion.set_weight(exp.rule.weight_at(epoch))
-        train_loader.set_epoch(epoch)
-        stats = train_one_epoch(
-            runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution,
-            limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
-            generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
-        )  # fmt: skip
-        record = {
-            "epoch": epoch, "lr": lr, "alpha": getattr(criterion, "alpha", None),
-            "train_loss": stats["loss"], "train_acc": stats["acc"], "train_seconds": stats["seconds"],
-            "train_images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
-        }  # fmt: skip
-        line = f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} loss {stats['loss']:.4f} train {stats['acc']:.2f}%"
-        line += f" ({record['train_images_per_s']:.0f} img/s)"
-        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
-            eval_started = time.perf_counter()
-            last = {
-                split: evaluate(runner, loader, class_counts, execution=execution,
-                                limit_batches=cfg.limit_batches, progress=progress)
-                for split, loader in eval_loaders.items()
+    try:
+        epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, initial=start_epoch, desc="epochs")
+        for epoch in epochs:
+            started = time.perf_counter()
+            lr = step_lr_with_warmup(
+                epoch, cfg.lr, cfg.epochs, cfg.warmup_epochs, tuple(cfg.lr_milestones), tuple(cfg.lr_decay)
+            )
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            criterion.set_epoch(epoch)
+            criterion.set_weight(exp.rule.weight_at(epoch))
+            train_loader.set_epoch(epoch)
+            stats = train_one_epoch(
+                runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution,
+                limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
+                generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
+            )  # fmt: skip
+            record = {
+                "epoch": epoch, "lr": lr, "alpha": getattr(criterion, "alpha", None),
+                "train_loss": stats["loss"], "train_acc": stats["acc"], "train_seconds": stats["seconds"],
+                "train_images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
             }  # fmt: skip
-            record["eval_seconds"] = time.perf_counter() - eval_started
-            record["eval"] = last[report_on]
-            if "val" in last and report_on != "val":
-                record["val"] = last["val"]
-            if best is None or last[select_on]["top1"] > best[select_on]["top1"]:
-                best = {"epoch": epoch, **last}
-                run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best), "best")
-            line += "".join(f" | {split} {_headline(metrics)}" for split, metrics in last.items())
-        logger.info(line)
-        record["seconds"] = time.perf_counter() - started
-        run.append_metrics(record)
-        run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best))
+            line = f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} loss {stats['loss']:.4f} train {stats['acc']:.2f}%"
+            line += f" ({record['train_images_per_s']:.0f} img/s)"
+            if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
+                eval_started = time.perf_counter()
+                last = {
+                    split: evaluate(runner, loader, class_counts, execution=execution,
+                                    limit_batches=cfg.limit_batches, progress=progress)
+                    for split, loader in eval_loaders.items()
+                }  # fmt: skip
+                record["eval_seconds"] = time.perf_counter() - eval_started
+                record["eval"] = last[report_on]
+                if "val" in last and report_on != "val":
+                    record["val"] = last["val"]
+                if best is None or last[select_on]["top1"] > best[select_on]["top1"]:
+                    best = {"epoch": epoch, **last}
+                    run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best), "best")
+                line += "".join(f" | {split} {_headline(metrics)}" for split, metrics in last.items())
+            logger.info(line)
+            record["seconds"] = time.perf_counter() - started
+            run.append_metrics(record)
+            run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best))
+    except KeyboardInterrupt:
+        run.close()
+        if run.checkpoint_path().exists():
+            raise TrainingInterrupted(f"interrupted; continue with --resume {run.path}") from None
+        raise TrainingInterrupted("interrupted before the first checkpoint; there is nothing to resume") from None
     if last is None:  # resumed a run that had already finished
         last = run.last_evaluations(report_on)
     train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution,
