@@ -36,10 +36,14 @@ class ForwardWithFeatures:
         """Logits, or ``(logits, features)`` with ``return_features=True``.
 
         The training and evaluation loops always call this (not the two halves), so DDP's gradient
-        hooks and ``torch.compile`` see the whole step.
+        hooks and ``torch.compile`` see the whole step. Under autocast the backbone runs in low
+        precision but the classifier runs in float32 on the float32 features: it is a tiny share of
+        the work, and losses that scale logits (LDAM's s = 30) would magnify bf16 rounding of them.
         """
         features = self.forward_features(x)
-        logits = self.forward_head(features)
+        with torch.autocast(device_type=features.device.type, enabled=False):
+            features = features.float()
+            logits = self.forward_head(features)
         return (logits, features) if return_features else logits
 
 
