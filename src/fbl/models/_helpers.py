@@ -41,8 +41,9 @@ class ForwardWithFeatures:
         the work, and losses that scale logits (LDAM's s = 30) would magnify bf16 rounding of them.
         """
         features = self.forward_features(x)
-        with torch.autocast(device_type=features.device.type, enabled=False):
+        if features.dtype in (torch.float16, torch.bfloat16):
             features = features.float()
+        with torch.autocast(device_type=features.device.type, enabled=False):
             logits = self.forward_head(features)
         return (logits, features) if return_features else logits
 
