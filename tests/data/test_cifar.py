@@ -299,3 +299,12 @@ def test_class_without_training_images_is_named(tmp_path):
         build_dataset("cifar100", tmp_path, imb_factor=1.0)
     folder = tmp_path / "cifar-100-python"
     assert str(err.value) == f"{folder}: class 7 ('class_07') has no training images in train"
+
+
+def test_shared_lossless_test_subset_is_an_extra_evaluation_split(cifar10_root):
+    data = build_dataset("cifar10", cifar10_root, val_split="none")
+    assert data.eval_splits == ("test", "test_lossless")
+    images, labels = data.extra_eval["test_lossless"]
+    assert images.shape == (1000, 3, 32, 32) and images.dtype == torch.uint8
+    # Class counts of the first 1,000 original test images, as ../shared's README states them.
+    assert torch.bincount(labels).tolist() == [103, 89, 100, 103, 90, 86, 112, 102, 106, 109]

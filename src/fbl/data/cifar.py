@@ -53,6 +53,8 @@ class CifarFormat:
     folder: str
     train_files: tuple[str, ...]
     test_files: tuple[str, ...]
+    #: Further evaluation files read when present, by split name (not part of the official layout).
+    extra_test_files: tuple[tuple[str, str], ...]
     meta_file: str
     label_key: str
     names_key: str
@@ -65,6 +67,7 @@ CIFAR10_FORMAT = CifarFormat(
     folder="cifar-10-batches-py",
     train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
     test_files=("test_batch",),
+    extra_test_files=(("test_lossless", "test_batch_lossless_1000"),),
     meta_file="batches.meta",
     label_key="labels",
     names_key="label_names",
@@ -77,6 +80,7 @@ CIFAR100_FORMAT = CifarFormat(
     folder="cifar-100-python",
     train_files=("train",),
     test_files=("test",),
+    extra_test_files=(),
     meta_file="meta",
     label_key="fine_labels",
     names_key="fine_label_names",
@@ -275,7 +279,20 @@ def build_cifar(
         val_images=None if val is None else torch.from_numpy(train_x[val]),
         val_targets=None if val is None else torch.from_numpy(train_y[val]),
         val_indices=val,
+        extra_eval=_extra_eval_splits(folder, fmt, num_classes),
     )
+
+
+def _extra_eval_splits(folder: Path, fmt: CifarFormat, num_classes: int) -> dict:
+    """Extra test files the folder holds (``../shared``'s copy has a lossless 1,000-image test subset)."""
+    extra = {}
+    for split, file in fmt.extra_test_files:
+        if (folder / file).is_file():
+            images, labels = _read_batches(folder, (file,), fmt.label_key)
+            if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+                raise ConfigError(f"{folder / file}: labels outside 0..{num_classes - 1}")
+            extra[split] = (torch.from_numpy(images), torch.from_numpy(labels))
+    return extra
 
 
 def build_cifar10(

@@ -35,6 +35,9 @@ class LongTailData:
         indices: int64 positions of the training samples in the source they were drawn from (the
             official train split for CIFAR; the ``load_digits()`` arrays for digits-lt).
         augment: normalisation and train-time augmentation of this dataset.
+        val_images, val_targets, val_indices: the validation split, if any.
+        extra_eval: further evaluation splits by name, reported beside the test split (CIFAR-10's
+            ``test_lossless``: the lossless 1,000-image subset of ``../shared``'s JPEG-decoded test set).
     """
 
     name: str
@@ -50,12 +53,14 @@ class LongTailData:
     val_images: torch.Tensor | None = field(default=None, repr=False)
     val_targets: torch.Tensor | None = field(default=None, repr=False)
     val_indices: np.ndarray | None = field(default=None, repr=False)
+    extra_eval: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
         # Cheap consistency checks: a mismatch here is a builder bug, so it is a plain ValueError.
         splits = [("train", self.train_images, self.train_targets), ("test", self.test_images, self.test_targets)]
         if self.val_images is not None:
             splits.append(("val", self.val_images, self.val_targets))
+        splits += [(name, images, targets) for name, (images, targets) in self.extra_eval.items()]
         for split, images, targets in splits:
             if images.dtype != torch.uint8 or images.ndim != 4:
                 raise ValueError(
@@ -105,7 +110,8 @@ class LongTailData:
     @property
     def eval_splits(self) -> tuple[str, ...]:
         """Splits :meth:`eval_loader` can serve."""
-        return ("val", "test") if self.val_images is not None else ("test",)
+        own = ("val", "test") if self.val_images is not None else ("test",)
+        return own + tuple(self.extra_eval)
 
     def split_size(self, split: str) -> int:
         """Number of images in ``split`` (``"train"`` or one of :attr:`eval_splits`)."""
@@ -141,4 +147,6 @@ class LongTailData:
             raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.eval_splits)}")
         if split == "val":
             return self.val_images, self.val_targets
+        if split in self.extra_eval:
+            return self.extra_eval[split]
         return self.test_images, self.test_targets

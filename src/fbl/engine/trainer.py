@@ -272,8 +272,9 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
                 }  # fmt: skip
                 record["eval_seconds"] = time.perf_counter() - eval_started
                 record["eval"] = last[report_on]
-                if "val" in last and report_on != "val":
-                    record["val"] = last["val"]
+                for split, metrics in last.items():
+                    if split not in (report_on, "test"):
+                        record[split] = metrics
                 if best is None or last[select_on]["top1"] > best[select_on]["top1"]:
                     best = {"epoch": epoch, **last}
                     run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best), "best")
@@ -320,6 +321,7 @@ def _summary(last, best, report_on: str, select_on: str, train_split: dict, cfg:
         "best": {**best[report_on], "epoch": best["epoch"]},
         "best_selected_on": SELECTION_NOTES[report_on, select_on],
         "last_val": last.get("val"),
+        "last_extra": {split: m for split, m in last.items() if split not in (report_on, "val", "test")},
         "train_feature_norms": train_split["per_class_feature_norm"],
         "train_per_class_acc": train_split["per_class_acc"],
         "class_counts": list(data.class_counts),
