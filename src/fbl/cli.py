@@ -173,6 +173,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=s)
     g = p.add_argument_group("running")
     g.add_argument("--device", default=s, help="auto | cpu | cuda | cuda:N")
+    g.add_argument(
+        "--sync-bn",
+        dest="sync_bn",
+        action=BoolFlag,
+        default=s,
+        help="torchrun on GPUs: BatchNorm statistics over the global batch",
+    )
     g.add_argument("--precision", default=s, help="auto | fp32 | bf16 | fp16 (CUDA); auto = bf16 where native")
     g.add_argument(
         "--channels-last",
@@ -318,12 +325,13 @@ def _setup_logging(quiet: bool) -> None:
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
+        handler.addFilter(_MainRankOnly())
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def _bars_wanted(quiet: bool) -> bool:
-    return not quiet and sys.stderr.isatty()
+    return not quiet and sys.stderr.isatty() and _rank() == 0
 
 
 def _logging_context(bars: bool):
@@ -347,8 +355,30 @@ def cmd_train(namespace) -> int:
     bars = _bars_wanted(cfg.quiet)
     with _logging_context(bars):
         summary = train(cfg, progress=_progress(bars))
-    print(format_summary(summary))
+    if _rank() == 0:
+        print(format_summary(summary))
+    _leave_process_group()
     return 0
+
+
+def _rank() -> int:
+    import os
+
+    return int(os.environ.get("RANK", 0))
+
+
+def _leave_process_group() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+class _MainRankOnly(logging.Filter):
+    """Under torchrun every process logs the same lines; rank 0 speaks for the job (errors still show)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return _rank() == 0 or record.levelno >= logging.ERROR
 
 
 def cmd_eval(namespace) -> int:

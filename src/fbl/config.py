@@ -115,6 +115,7 @@ class TrainConfig:
     seed: int = 123
     # running
     device: str = "auto"
+    sync_bn: bool = False  # distributed on GPUs: BatchNorm statistics over the global batch
     precision: str = "auto"  # auto | fp32 | bf16 | fp16: auto is bf16 where the device runs it natively
     channels_last: bool = True
     compile: bool | None = None  # None: compile when the run is long enough to repay it

@@ -117,23 +117,26 @@ class LongTailData:
         """Number of images in ``split`` (``"train"`` or one of :attr:`eval_splits`)."""
         return self.train_images.shape[0] if split == "train" else self._eval_tensors(split)[0].shape[0]
 
-    def train_loader(self, batch_size: int, *, device, seed: int, sampler=None) -> TensorBatchLoader:
-        """Shuffled (or ``sampler``-ordered), augmented batches of the training split on ``device``."""
+    def train_loader(
+        self, batch_size: int, *, device, seed: int, sampler=None, rank: int = 0, world_size: int = 1
+    ) -> TensorBatchLoader:
+        """Shuffled (or ``sampler``-ordered), augmented batches of the training split on ``device``;
+        distributed, this process's share of each global batch of ``batch_size``."""
         return TensorBatchLoader(
-            self.train_images,
-            self.train_targets,
-            batch_size,
-            augment=self.augment,
-            train=True,
-            device=device,
-            seed=seed,
-            sampler=sampler,
-        )
+            self.train_images, self.train_targets, batch_size, augment=self.augment, train=True,
+            device=device, seed=seed, sampler=sampler, rank=rank, world_size=world_size,
+        )  # fmt: skip
 
-    def eval_loader(self, split: str = "test", batch_size: int = EVAL_BATCH_SIZE, *, device) -> TensorBatchLoader:
-        """Batches of ``split`` in order, normalised, not augmented (``"train"`` gives the training images)."""
+    def eval_loader(
+        self, split: str = "test", batch_size: int = EVAL_BATCH_SIZE, *, device, rank: int = 0, world_size: int = 1
+    ) -> TensorBatchLoader:
+        """Batches of ``split`` in order, normalised, not augmented (``"train"`` gives the training
+        images); distributed, this process's disjoint share of them."""
         images, targets = (self.train_images, self.train_targets) if split == "train" else self._eval_tensors(split)
-        return TensorBatchLoader(images, targets, batch_size, augment=self.augment, train=False, device=device)
+        return TensorBatchLoader(
+            images, targets, batch_size, augment=self.augment, train=False, device=device, rank=rank,
+            world_size=world_size,
+        )  # fmt: skip
 
     def split_indices(self) -> dict[str, list[int]]:
         """Positions of the training (and validation) images in the source they were drawn from."""

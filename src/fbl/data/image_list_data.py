@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fbl.data.image_files import CollateSkippingBad, ImageFiles, imagenet_eval_transform, imagenet_train_transform
 from fbl.data.image_folder import scan_image_folder
+from fbl.data.sharding import eval_share, shard_order
 from fbl.data.shot_groups import shot_groups
 from fbl.data.split_list import LabelledFiles, load_lt_splits
 from fbl.errors import ConfigError
@@ -31,8 +32,9 @@ CROP_SIZE = 224
 class _EpochOrder(Sampler):
     """Yields ``(index, epoch)``: the order of ``sampler`` (or a (seed, epoch) permutation) tagged with the epoch."""
 
-    def __init__(self, size: int, seed: int, sampler=None, shuffle: bool = True):
+    def __init__(self, size: int, seed: int, sampler=None, shuffle: bool = True, batch_size=1, rank=0, world_size=1):
         self.size, self.seed, self.sampler, self.shuffle = size, seed, sampler, shuffle
+        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -40,17 +42,27 @@ class _EpochOrder(Sampler):
         if self.sampler is not None and hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
-    def __len__(self) -> int:
+    def _global_len(self) -> int:
         return len(self.sampler) if self.sampler is not None else self.size
+
+    def __len__(self) -> int:
+        return len(self._positions(self._global_len()))
+
+    def _positions(self, total: int) -> torch.Tensor:
+        if self.world_size == 1:
+            return torch.arange(total)
+        if self.shuffle or self.sampler is not None:
+            return shard_order(torch.arange(total), self.batch_size, self.rank, self.world_size)
+        return eval_share(total, self.rank, self.world_size)
 
     def __iter__(self):
         if self.sampler is not None:
-            order = [int(i) for i in self.sampler]
+            order = torch.as_tensor([int(i) for i in self.sampler], dtype=torch.int64)
         elif self.shuffle:
-            order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch)).tolist()
+            order = torch.randperm(self.size, generator=epoch_generator(self.seed, self.epoch))
         else:
-            order = range(self.size)
-        return ((index, self.epoch) for index in order)
+            order = torch.arange(self.size)
+        return ((index, self.epoch) for index in order[self._positions(len(order))].tolist())
 
 
 class _SeededPerSample(Dataset):
@@ -71,9 +83,13 @@ class _SeededPerSample(Dataset):
 class ImageBatchLoader:
     """Batches from image files through a ``DataLoader``; ``set_epoch`` as with the tensor loader."""
 
-    def __init__(self, files: ImageFiles, batch_size: int, *, seed: int, train: bool, sampler, workers: int, device):
-        self.order = _EpochOrder(len(files), seed, sampler, shuffle=train)
+    def __init__(
+        self, files: ImageFiles, batch_size: int, *, seed: int, train: bool, sampler, workers: int, device,
+        rank: int = 0, world_size: int = 1,
+    ):  # fmt: skip
+        self.order = _EpochOrder(len(files), seed, sampler, train, batch_size, rank, world_size)
         self.collate = CollateSkippingBad()
+        batch_size = batch_size // world_size if train else batch_size  # a share of each global batch
         self.batch_size = batch_size
         self.loader = DataLoader(
             _SeededPerSample(files, seed), batch_size=batch_size, sampler=self.order, num_workers=workers,
@@ -148,20 +164,23 @@ class ImageListData:
     def split_indices(self) -> dict[str, list[int]]:
         return {}  # the split lists themselves define the splits
 
-    def train_loader(self, batch_size: int, *, device, seed: int, sampler=None) -> ImageBatchLoader:
-        return self._loader("train", imagenet_train_transform(self.crop_size), batch_size, seed, sampler, device)
+    def train_loader(self, batch_size: int, *, device, seed: int, sampler=None, rank=0, world_size=1):
+        transform = imagenet_train_transform(self.crop_size)
+        return self._loader("train", transform, batch_size, seed, sampler, device, True, rank, world_size)
 
-    def eval_loader(self, split: str = "test", batch_size: int = 256, *, device) -> ImageBatchLoader:
+    def eval_loader(self, split: str = "test", batch_size: int = 256, *, device, rank=0, world_size=1):
         if split not in self.splits:
             raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
-        return self._loader(split, imagenet_eval_transform(self.crop_size), batch_size, 0, None, device, train=False)
+        transform = imagenet_eval_transform(self.crop_size)
+        return self._loader(split, transform, batch_size, 0, None, device, False, rank, world_size)
 
-    def _loader(self, split, transform, batch_size, seed, sampler, device, train=True) -> ImageBatchLoader:
+    def _loader(self, split, transform, batch_size, seed, sampler, device, train, rank, world_size):
         paths, labels = self.splits[split]
         files = ImageFiles(self.root, paths, labels, transform, skip_bad=self.skip_bad)
         return ImageBatchLoader(
-            files, batch_size, seed=seed, train=train, sampler=sampler, workers=self.workers, device=device
-        )
+            files, batch_size, seed=seed, train=train, sampler=sampler, workers=self.workers, device=device,
+            rank=rank, world_size=world_size,
+        )  # fmt: skip
 
 
 def _image_root(img_path, data_dir) -> Path:

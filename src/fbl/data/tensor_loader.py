@@ -12,6 +12,7 @@ import logging
 import torch
 
 from fbl.data.augment import AugmentSpec, _affine, _scale_shift, apply_crop_flip, crop_flip_params
+from fbl.data.sharding import eval_share, shard_order
 from fbl.errors import ConfigError
 from fbl.seeding import epoch_generator, epoch_seed
 
@@ -63,6 +64,8 @@ class TensorBatchLoader:
         seed: int = 0,
         sampler=None,
         drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
     ):
         if images.ndim != 4 or images.dtype != torch.uint8:
             raise ValueError(
@@ -83,6 +86,7 @@ class TensorBatchLoader:
         self.sampler = sampler
         self.drop_last = bool(drop_last)
         self.epoch = 0
+        self.rank, self.world_size = int(rank), int(world_size)
         self._scale, self._shift = _scale_shift(augment.mean, augment.std, self.images.shape[1], self.device)
 
     @property
@@ -91,7 +95,10 @@ class TensorBatchLoader:
         return len(self.sampler) if self.sampler is not None else self.images.shape[0]
 
     def __len__(self) -> int:
+        """Batches per epoch for this process (the global batch count when training distributed)."""
         n = self.num_samples
+        if self.world_size > 1 and not self.train:
+            n = len(eval_share(n, self.rank, self.world_size))
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -116,18 +123,33 @@ class TensorBatchLoader:
         generator = epoch_generator(self.seed, self.epoch)
         order = self._order(generator)
         total = self.images.shape[0] if order is None else order.shape[0]
-        if order is not None:
-            order = order.to(self.device)
 
         padding, hflip = self.augment.crop_padding, self.augment.hflip
         augment = self.train and (padding > 0 or hflip)
         if augment:
             # Drawn for the whole epoch at once: one small host-to-device copy instead of one per batch.
-            dy, dx, flip = (t.to(self.device) for t in crop_flip_params(total, padding, hflip, generator))
+            dy, dx, flip = crop_flip_params(total, padding, hflip, generator)
+        batch_size = self.batch_size
+        if self.world_size > 1:
+            # This process's share of the global epoch: augmentation is drawn per global position
+            # first, so a sample is augmented the same way whatever the number of processes.
+            if self.train:
+                positions = shard_order(torch.arange(total), self.batch_size, self.rank, self.world_size)
+                batch_size = self.batch_size // self.world_size
+            else:
+                positions = eval_share(total, self.rank, self.world_size)
+            order = positions if order is None else order[positions]
+            if augment:
+                dy, dx, flip = dy[positions], dx[positions], flip[positions]
+            total = len(positions)
+        if order is not None:
+            order = order.to(self.device)
+        if augment:
+            dy, dx, flip = dy.to(self.device), dx.to(self.device), flip.to(self.device)
 
-        stop = total - total % self.batch_size if self.drop_last else total
-        for start in range(0, stop, self.batch_size):
-            end = min(start + self.batch_size, total)
+        stop = total - total % batch_size if self.drop_last else total
+        for start in range(0, stop, batch_size):
+            end = min(start + batch_size, total)
             if order is None:
                 x, y = self.images[start:end], self.targets[start:end]
             else:

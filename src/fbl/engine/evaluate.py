@@ -5,6 +5,7 @@ from itertools import islice
 
 import torch
 
+from fbl.engine.distributed import Distributed
 from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.metrics import ClassMetrics
@@ -17,6 +18,7 @@ def evaluate(
     class_counts: list[int],
     *,
     execution: Execution | None = None,
+    dist: Distributed | None = None,
     limit_batches: int | None = None,
     logit_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: Progress = no_progress,
@@ -39,4 +41,6 @@ def evaluate(
         if logit_transform is not None:
             logits = logit_transform(logits)
         metrics.update(logits, target, features)
+    if dist is not None and dist.enabled:  # every rank saw a disjoint share: the sums add up exactly
+        metrics.load_state_tensor(dist.all_reduce_sum(metrics.state_tensor()))
     return metrics.compute(class_counts)

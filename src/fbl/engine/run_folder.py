@@ -32,8 +32,9 @@ HEADLINE_KEYS = ("top1", "top5", "many", "medium", "few")
 class RunFolder:
     """Reads and writes one run folder at ``path``."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, writer: bool = True):
         self.path = Path(path)
+        self.writes = writer  # in a distributed job only rank 0 writes; the others only read
         self._writer = None
 
     @property
@@ -53,6 +54,8 @@ class RunFolder:
 
     def clear(self) -> None:
         """Remove a previous run's files (``--overwrite``), so two runs never mix in one folder."""
+        if not self.writes:
+            return
         import shutil
 
         for name in ("summary.json", "metrics.jsonl", "splits.json", "config.yaml"):
@@ -62,6 +65,8 @@ class RunFolder:
 
     def open(self, config: dict, start_epoch: int) -> None:
         """Create the folder, write ``config.yaml``, drop metrics of epochs that will run again, open TensorBoard."""
+        if not self.writes:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         self._truncate_metrics(start_epoch)
@@ -71,19 +76,27 @@ class RunFolder:
 
     def append_metrics(self, record: dict) -> None:
         """One epoch's record: a line in ``metrics.jsonl`` and scalars in TensorBoard."""
+        if not self.writes:
+            return
         with self.metrics_path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
         if self._writer is not None:
             self._log_tensorboard(record)
 
     def save_checkpoint(self, state: dict, name: str = "last") -> None:
+        if not self.writes:
+            return
         save_checkpoint(state, self.checkpoint_path(name))
 
     def write_splits(self, indices: dict) -> None:
         """``splits.json``: positions of the training (and validation) images in their source."""
+        if not self.writes:
+            return
         (self.path / "splits.json").write_text(json.dumps(indices))
 
     def write_summary(self, summary: dict) -> None:
+        if not self.writes:
+            return
         self.summary_path.write_text(json.dumps(summary, indent=2))
 
     def close(self) -> None:

@@ -6,6 +6,7 @@ from itertools import islice
 
 import torch
 
+from fbl.engine.distributed import Distributed
 from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.errors import TrainingDiverged
@@ -20,6 +21,7 @@ def train_one_epoch(
     *,
     epoch: int,
     execution: Execution | None = None,
+    dist: Distributed | None = None,
     limit_batches: int | None = None,
     mixup_alpha: float | None = None,
     generator: torch.Generator | None = None,
@@ -71,6 +73,10 @@ def train_one_epoch(
             seen += target.shape[0]
         if hasattr(batches, "set_postfix") and seen:
             batches.set_postfix(img_s=f"{seen / (time.perf_counter() - started):.0f}", refresh=False)
+    if dist is not None and dist.enabled:  # the epoch's numbers over every rank's share
+        totals = dist.all_reduce_sum(torch.stack([torch.as_tensor(v, dtype=torch.float64).cpu()
+                                                  for v in (loss_sum, correct, seen)]))  # fmt: skip
+        loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
     if seen == 0:
         return {"loss": float("nan"), "acc": float("nan"), "images": 0, "seconds": time.perf_counter() - started}
     mean_loss = float(loss_sum) / seen

@@ -18,6 +18,7 @@ from fbl.config import TrainConfig, validate
 from fbl.data import build_dataset
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, resolve_checkpoint_path
 from fbl.engine.device import resolve_device
+from fbl.engine.distributed import Distributed, init_distributed
 from fbl.engine.evaluate import evaluate
 from fbl.engine.execution import Execution
 from fbl.engine.lr_schedule import step_lr_with_warmup
@@ -47,20 +48,26 @@ class Experiment:
     model: torch.nn.Module
     criterion: torch.nn.Module
     rule: ResolvedRule
+    dist: Distributed = Distributed()
 
     def train_loader(self):
         return self.data.train_loader(
-            self.cfg.batch_size, device=self.device, seed=self.cfg.seed, sampler=self.rule.sampler
-        )
+            self.cfg.batch_size, device=self.device, seed=self.cfg.seed, sampler=self.rule.sampler,
+            rank=self.dist.rank, world_size=self.dist.world_size,
+        )  # fmt: skip
 
     def eval_loader(self, split: str = "test"):
-        return self.data.eval_loader(split, max(self.cfg.batch_size, 256), device=self.device)
+        return self.data.eval_loader(
+            split, max(self.cfg.batch_size, 256), device=self.device, rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )  # fmt: skip
 
 
 def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> Experiment:
     """Data, model, loss and train rule as ``cfg`` describes; ``load_stage1=False`` skips reading the
     stage-1 weights of a cRT run (its own checkpoint will overwrite them anyway)."""
-    device = resolve_device(cfg.device)
+    dist = init_distributed(resolve_device(cfg.device), cfg.sync_bn)
+    device = dist.device
     if data is None:
         data = build_dataset(
             cfg.dataset,
@@ -108,7 +115,9 @@ def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> E
         options=cfg.loss_options,
         settings={"lambda_": cfg.lambda_, "schedule": cfg.alpha_schedule, "total_epochs": cfg.epochs},
     ).to(device)
-    return Experiment(cfg, device, data, model, criterion, rule)
+    if cfg.sync_bn and dist.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return Experiment(cfg, device, data, model, criterion, rule, dist)
 
 
 #: Above this the stimulus outgrows the paper's curve (which ends at 1.097) enough to hurt head classes.
@@ -194,17 +203,21 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         checkpoint_path = resolve_checkpoint_path(cfg.resume)
         checkpoint = load_checkpoint(checkpoint_path)
         cfg = _resume_config(cfg, checkpoint)
-        run = RunFolder(checkpoint_path.parent.parent)
-    else:
-        run = RunFolder(cfg.out if cfg.out else default_run_dir(cfg))
-        if run.holds_a_run():
-            if not cfg.overwrite:
-                raise ConfigError(
-                    f"{run.path} already holds a run; continue it with --resume {run.path}, "
-                    "pick another --out, or pass --overwrite to replace it"
-                )
-            run.clear()
     exp = build_experiment(cfg)
+    # Only rank 0 writes; every rank agrees on the folder (a default name holds rank 0's clock).
+    if cfg.resume:
+        path = checkpoint_path.parent.parent
+    else:
+        path = exp.dist.broadcast(str(cfg.out if cfg.out else default_run_dir(cfg)))
+    run = RunFolder(path, writer=exp.dist.is_main)
+    if not cfg.resume and run.holds_a_run():
+        if not cfg.overwrite:
+            raise ConfigError(
+                f"{run.path} already holds a run; continue it with --resume {run.path}, "
+                "pick another --out, or pass --overwrite to replace it"
+            )
+        run.clear()
+    exp.dist.barrier()
     model, criterion, data = exp.model, exp.criterion, exp.data
     train_loader = exp.train_loader()
     eval_loaders = {split: exp.eval_loader(split) for split in data.eval_splits}
@@ -213,7 +226,11 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         exp.device, cfg.precision, cfg.channels_last, cfg.compile,
         images=(cfg.epochs - cfg.start_epoch) * steps * cfg.batch_size,
     )  # fmt: skip
-    runner = execution.prepare_model(model)  # what the loops call; checkpoints are written from `model`
+    if execution.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # What the loops call (DDP-wrapped when distributed, compiled when asked); checkpoints are
+    # written from `model` itself.
+    runner = execution.prepare_model(exp.dist.wrap(model))
     optimizer = torch.optim.SGD(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, **execution.optimizer_options(),
@@ -252,7 +269,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
             criterion.set_weight(exp.rule.weight_at(epoch))
             train_loader.set_epoch(epoch)
             stats = train_one_epoch(
-                runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution,
+                runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution, dist=exp.dist,
                 limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
                 generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
             )  # fmt: skip
@@ -266,7 +283,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
             if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
                 eval_started = time.perf_counter()
                 last = {
-                    split: evaluate(runner, loader, class_counts, execution=execution,
+                    split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
                                     limit_batches=cfg.limit_batches, progress=progress)
                     for split, loader in eval_loaders.items()
                 }  # fmt: skip
@@ -290,7 +307,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
         raise TrainingInterrupted("interrupted before the first checkpoint; there is nothing to resume") from None
     if last is None:  # resumed a run that had already finished
         last = run.last_evaluations(report_on)
-    train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution,
+    train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution, dist=exp.dist,
                            limit_batches=cfg.limit_batches, progress=progress)  # fmt: skip
     run.close()
     summary = _summary(last, best, report_on, select_on, train_split, cfg, data, run)
