@@ -153,6 +153,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--learning_rate", "--lr", dest="lr", type=float, default=s)
     g.add_argument("--momentum", type=float, default=s)
     g.add_argument("--weight_decay", "--weight-decay", "--wd", dest="weight_decay", type=float, default=s)
+    g.add_argument(
+        "--accum-steps",
+        dest="accum_steps",
+        type=int,
+        default=s,
+        help="accumulate K micro-batches of batch_size/K per step (the global batch on fewer devices)",
+    )
     g.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
     g.add_argument(
         "--lr-milestones",
@@ -243,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
+    p = sub.add_parser("data", help="dataset tools: `fbl data check` reads every image before a long run")
+    p.add_argument("action", choices=["check"], help="check: count, decode and report every split")
+    p.add_argument("--split", action="append", default=None, help="only this split (repeatable)")
     p = sub.add_parser("report", help="tables and figures (report.md, report.html) from run folders")
     p.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
     p.add_argument("--out", required=True, help="folder for report.md, report.html and the PNG figures")
@@ -408,6 +418,35 @@ def cmd_eval(namespace) -> int:
     return 0
 
 
+def cmd_data(namespace, extra: list[str]) -> int:
+    from fbl.config import resolve_config
+    from fbl.data import build_dataset
+    from fbl.data.check import check_dataset
+
+    _setup_logging(False)
+    train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
+    overrides, preset, config_file = train_overrides(train_parser.parse_args(extra))
+    cfg = resolve_config(preset, config_file, overrides)
+    data = build_dataset(
+        cfg.dataset, data_dir=cfg.data_dir, img_path=cfg.img_path, imb_type=cfg.imb_type,
+        imb_factor=cfg.imb_factor, rand_number=cfg.rand_number, val_split=cfg.val_split, workers=cfg.workers,
+        allow_outside_root=cfg.allow_outside_root, image_size=cfg.image_size,
+    )  # fmt: skip
+    counts = f"{max(data.class_counts)}..{min(data.class_counts)}"
+    groups = ", ".join(f"{g} {len(m)}" for g, m in data.groups.items())
+    print(f"{cfg.dataset}: {data.num_classes} classes, training counts {counts}, {groups}")
+    bars = _bars_wanted(False)
+    with _logging_context(bars):
+        report = check_dataset(data, namespace.split, cfg.workers, progress=_progress(bars))
+    bad = 0
+    for split, entry in report.items():
+        print(f"{split}: {entry['images']} images, {len(entry['bad'])} unreadable")
+        for path, reason in entry["bad"][:10]:
+            print(f"  {path}: {reason}")
+        bad += len(entry["bad"])
+    return 1 if bad else 0
+
+
 def cmd_report(namespace) -> int:
     from fbl.reports import write_report
 
@@ -498,6 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(_drop_lone_slashes(argv))
         if args.command == "compare":
             return cmd_compare(args, extra)
+        if args.command == "data":
+            return cmd_data(args, extra)
         if extra:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:

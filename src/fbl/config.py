@@ -106,6 +106,7 @@ class TrainConfig:
     # optimisation
     epochs: int = 200
     batch_size: int = 64
+    accum_steps: int = 1  # gradient accumulation: K micro-batches of batch_size / K per optimizer step
     lr: float = 0.1
     momentum: float = 0.9
     weight_decay: float = 2e-4
@@ -270,6 +271,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.samples_per_class < 1:
         raise ConfigError(f"Expected samples_per_class >= 1 but got {cfg.samples_per_class}")
     check_beta(cfg.beta)
+    if not isinstance(cfg.accum_steps, int) or cfg.accum_steps < 1 or cfg.batch_size % cfg.accum_steps:
+        raise ConfigError(f"Expected --accum-steps to divide --batch_size {cfg.batch_size} but got {cfg.accum_steps}")
     if str(cfg.precision).lower() not in PRECISIONS:
         raise ConfigError(f"Unknown precision {cfg.precision!r}; choose one of: {', '.join(PRECISIONS)}")
     cfg.precision = str(cfg.precision).lower()

@@ -98,3 +98,14 @@ def test_a_missing_image_names_the_file(tmp_path, capsys):
     argv = [*_seed_argv("place365", tmp_path), *SMALL, "--pretrained-weights", str(weights)]
     code = main(["train", *argv, "--limit-batches", "400", "--batch_size", "64", "--out", str(tmp_path / "r")])
     assert code == 2 and "0.jpg" in capsys.readouterr().err
+
+
+def test_data_check_counts_every_split_and_names_unreadable_images(tmp_path, capsys):
+    _write_lists(tmp_path, "place365")
+    broken = tmp_path / "images" / "val" / "3" / "0.jpg"
+    broken.write_bytes(b"not a jpeg")
+    argv = ["data", "check", "--dataset", "place365", "--data_path", str(tmp_path)]
+    assert main([*argv, "--img_path", str(tmp_path / "images"), "--workers", "0"]) == 1
+    out = capsys.readouterr().out
+    assert "place365: 365 classes" in out and "train: 548 images, 0 unreadable" in out
+    assert "val: 365 images, 1 unreadable" in out and str(broken) in out

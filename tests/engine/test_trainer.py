@@ -199,3 +199,15 @@ def test_ctrl_c_before_the_first_checkpoint_says_there_is_nothing_to_resume(tmp_
     monkeypatch.setattr(trainer, "train_one_epoch", interrupted)
     assert main(["train", "--preset", "digits-lt", "--out", str(tmp_path / "r"), *FAST]) == 130
     assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_accumulating_two_half_batches_is_one_step_on_the_whole_batch(fbl_run, tmp_path):
+    # cRT freezes the backbone and its BatchNorm, so micro-batches compute what the whole batch does.
+    args = ["train", "--stage2-from", str(fbl_run), "--device", "cpu", "--quiet", "--epochs", "1"]
+    args += ["--limit-batches", "1", "--batch_size", "64", "--precision", "fp32", "--no-compile"]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    assert main([*args, "--accum-steps", "2", "--out", str(tmp_path / "halves")]) == 0
+    whole, halves = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(tmp_path / "halves")["model"]
+    assert load_checkpoint(tmp_path / "halves")["optimizer"]["state"]  # a step was taken
+    for key in whole:
+        torch.testing.assert_close(halves[key], whole[key], rtol=1e-5, atol=1e-6)

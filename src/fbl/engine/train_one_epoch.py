@@ -23,6 +23,7 @@ def train_one_epoch(
     execution: Execution | None = None,
     dist: Distributed | None = None,
     limit_batches: int | None = None,
+    accum_steps: int = 1,
     mixup_alpha: float | None = None,
     generator: torch.Generator | None = None,
     progress: Progress = no_progress,
@@ -37,12 +38,14 @@ def train_one_epoch(
     execution = execution or Execution(next(model.parameters()).device)
     scaler = execution.grad_scaler()
     model.train()
-    total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches)
+    # With accumulation the loader yields micro-batches; ``limit_batches`` counts optimizer steps.
+    total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches * accum_steps)
     # Sums stay on the device: reading them every batch would wait for the accelerator each step.
     loss_sum, correct, seen = 0.0, 0.0, 0
     started = time.perf_counter()
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
-    for images, target in batches:
+    optimizer.zero_grad(set_to_none=True)
+    for index, (images, target) in enumerate(batches):
         images, target = execution.prepare_batch(images, target)
         if mixup_alpha:
             images, target_a, target_b, lam = mixup_batch(images, target, mixup_alpha, generator)
@@ -53,14 +56,16 @@ def train_one_epoch(
             loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
         else:
             loss = criterion(logits, target, features=features)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is None:
-            loss.backward()
-            optimizer.step()
-        else:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
+        # K micro-batches of B/K make one step on the global batch B: each contributes 1/K of the mean.
+        scaled = loss / accum_steps if accum_steps > 1 else loss
+        (scaled if scaler is None else scaler.scale(scaled)).backward()
+        if (index + 1) % accum_steps == 0 or index + 1 == total_batches:
+            if scaler is None:
+                optimizer.step()
+            else:
+                scaler.step(optimizer)
+                scaler.update()
+            optimizer.zero_grad(set_to_none=True)
 
         with torch.no_grad():
             predicted = logits.argmax(dim=1)

@@ -51,9 +51,10 @@ class Experiment:
     dist: Distributed = Distributed()
 
     def train_loader(self):
+        # With --accum-steps K the loader yields micro-batches of B/K; K of them are one global batch.
         return self.data.train_loader(
-            self.cfg.batch_size, device=self.device, seed=self.cfg.seed, sampler=self.rule.sampler,
-            rank=self.dist.rank, world_size=self.dist.world_size,
+            self.cfg.batch_size // self.cfg.accum_steps, device=self.device, seed=self.cfg.seed,
+            sampler=self.rule.sampler, rank=self.dist.rank, world_size=self.dist.world_size,
         )  # fmt: skip
 
     def eval_loader(self, split: str = "test"):
@@ -224,7 +225,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
     steps = len(train_loader) if cfg.limit_batches is None else min(len(train_loader), cfg.limit_batches)
     execution = Execution.resolve(
         exp.device, cfg.precision, cfg.channels_last, cfg.compile,
-        images=(cfg.epochs - cfg.start_epoch) * steps * cfg.batch_size,
+        images=(cfg.epochs - cfg.start_epoch) * steps * (cfg.batch_size // cfg.accum_steps),
     )  # fmt: skip
     if execution.channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -270,6 +271,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
             train_loader.set_epoch(epoch)
             stats = train_one_epoch(
                 runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution, dist=exp.dist,
+                accum_steps=cfg.accum_steps,
                 limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
                 generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
             )  # fmt: skip
