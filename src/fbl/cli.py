@@ -126,6 +126,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument(
         "--loss-option",
+        "--loss-options",
         dest="loss_options",
         type=_key_value,
         action="append",
@@ -216,7 +217,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--root_log", "--root-log", dest="root_log", default=s, help="parent of default run folders")
     g.add_argument("--exp_str", "--exp-str", dest="exp_str", default=s, help="suffix of the run folder name")
-    g.add_argument("--print_freq", "-p", dest="print_freq", type=int, default=s)
+    g.add_argument("--print_freq", "--print-freq", "-p", dest="print_freq", type=int, default=s)
     g.add_argument("--workers", "-j", dest="workers", type=int, default=s)
     g.add_argument("--resume", default=s, help="checkpoint or run folder to continue")
     g.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=int, default=s)
@@ -353,18 +354,20 @@ def _logging_context(bars: bool):
 
 
 def cmd_train(namespace) -> int:
-    from fbl.config import resolve_config
+    from fbl.config import load_yaml_file, resolve_config
     from fbl.engine.trainer import train
     from fbl.engine.two_stage import stage1_config
 
     overrides, preset, config_file = train_overrides(namespace)
     cfg = resolve_config(preset, config_file, overrides, stage1_config=stage1_config(config_file, overrides))
+    # What the user set (not what a preset filled in): a resumed run refuses those that would change it.
+    given = {*overrides, *(["preset"] if preset else []), *(load_yaml_file(config_file) if config_file else [])}
     _setup_logging(cfg.quiet)
     for flag in sorted(set(IGNORED_SEED_FLAGS) & set(overrides)):
         logger.warning("--%s has no effect: %s", flag, IGNORED_SEED_FLAGS[flag])
     bars = _bars_wanted(cfg.quiet)
     with _logging_context(bars):
-        summary = train(cfg, progress=_progress(bars))
+        summary = train(cfg, progress=_progress(bars), given=frozenset(given))
     if _rank() == 0:
         print(format_summary(summary))
     _leave_process_group()

@@ -12,6 +12,10 @@ any data is read; nothing is built here.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
+import types
+import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -85,7 +89,7 @@ class TrainConfig:
     imb_type: str = "exp"
     imb_factor: float = 0.01
     rand_number: int = 0
-    val_split: str = "auto"  # none | auto (the dataset's default size) | N images per class
+    val_split: str | int = "auto"  # none | auto (the dataset's default size) | N images per class
     # model
     arch: str = "digits-cnn"
     pretrained: bool = False
@@ -96,7 +100,7 @@ class TrainConfig:
     lambda_: float = 60.0
     alpha_schedule: str = "parabolic"
     loss_options: dict = field(default_factory=dict)
-    train_rule: str = "none"
+    train_rule: str | None = "none"
     samples_per_class: int = 4
     drw_epoch: int | None = None
     beta: float = 0.9999
@@ -111,8 +115,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 2e-4
     warmup_epochs: int = 5
-    lr_milestones: list = field(default_factory=lambda: [0.8, 0.9])
-    lr_decay: list = field(default_factory=lambda: [0.01, 0.0001])
+    lr_milestones: list[float] = field(default_factory=lambda: [0.8, 0.9])
+    lr_decay: list[float] = field(default_factory=lambda: [0.01, 0.0001])
     seed: int = 123
     # running
     device: str = "auto"
@@ -138,6 +142,12 @@ class TrainConfig:
 
 
 FIELD_NAMES = {f.name for f in dataclasses.fields(TrainConfig)}
+#: The annotation of every field, evaluated (``int``, ``float``, ``str | None``, ``list[float]``, ...).
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
+#: Keys a preset or config file may hold besides the fields (they describe it).
+DESCRIPTIVE_KEYS = {"description", "paper"}
+#: The paper's train.py names of some fields: suggested when a config file uses them.
+SEED_NAMES = {"learning_rate": "lr", "loss_type": "loss", "data_path": "data_dir", "lambda": "lambda_"}
 
 
 def _preset_dir():
@@ -148,11 +158,67 @@ def list_presets() -> list[str]:
     return sorted(p.name[: -len(".yaml")] for p in _preset_dir().iterdir() if p.name.endswith(".yaml"))
 
 
+def _fits(value: object, expected: object) -> bool:
+    """Whether ``value`` is of the annotated type. YAML and JSON give no other conversions, so none
+    are made: an int is a float, but a bool is neither (``epochs: yes``), and a string is no number."""
+    if typing.get_origin(expected) in (types.UnionType, typing.Union):
+        return any(_fits(value, option) for option in typing.get_args(expected))
+    if typing.get_origin(expected) is list:
+        (item,) = typing.get_args(expected)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, expected)  # int, bool, str, dict, list, NoneType
+
+
+def _describe(expected: object) -> str:
+    if typing.get_origin(expected) in (types.UnionType, typing.Union):
+        return " or ".join(_describe(option) for option in typing.get_args(expected))
+    if typing.get_origin(expected) is list:
+        return f"a list of {_describe(*typing.get_args(expected)).split(' ', 1)[1]}s"
+    names = {bool: "a boolean (true or false)", int: "an integer", float: "a finite number", str: "a string"}
+    return names.get(expected, {list: "a list", dict: "a mapping", type(None): "null"}.get(expected, str(expected)))
+
+
+def check_field_type(name: str, value: object, source: str = "") -> None:
+    """One :class:`ConfigError` line when ``value`` is not of the type ``TrainConfig.<name>`` is annotated with."""
+    expected = FIELD_TYPES[name]
+    if _fits(value, expected):
+        return
+    where = f" in {source}" if source else ""
+    hint = ""
+    if isinstance(value, str):
+        try:
+            if _fits(yaml.safe_load(value), expected):
+                hint = " (write it without quotes)"
+            elif _fits(float(value), expected):  # YAML reads 1e-3 as text: its floats need a dot
+                hint = f" (YAML reads {value} as text; write {float(value)!r})"
+        except (yaml.YAMLError, ValueError):
+            pass
+    raise ConfigError(f"Expected {name}{where} to be {_describe(expected)} but got {value!r}{hint}")
+
+
 def _check_keys(values: dict, source: str) -> dict:
-    unknown = sorted(set(values) - FIELD_NAMES - {"description", "paper"})
+    """Every key names a field (else the closest field is suggested) and every value has its field's type."""
+    unknown = sorted({str(key) for key in values} - FIELD_NAMES - DESCRIPTIVE_KEYS)
     if unknown:
-        raise ConfigError(f"Unknown config key(s) {', '.join(unknown)} in {source}")
+        described = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(FIELD_NAMES | set(SEED_NAMES)), n=1)
+            close = [SEED_NAMES.get(name, name) for name in close]
+            described.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise ConfigError(f"Unknown config key(s) {', '.join(described)} in {source}")
+    for key, value in values.items():
+        if key in FIELD_NAMES:
+            check_field_type(key, value, source)
     return values
+
+
+def config_from_dict(values: dict, source: str) -> TrainConfig:
+    """A :class:`TrainConfig` from a saved config (a checkpoint's), with the keys and types checked."""
+    return TrainConfig(**{k: v for k, v in _check_keys(dict(values), source).items() if k in FIELD_NAMES})
 
 
 def load_preset(name: str) -> dict:
@@ -163,7 +229,9 @@ def load_preset(name: str) -> dict:
     """
     key = str(name).lower()
     if key not in list_presets():
-        raise ConfigError(f"Unknown preset {name!r}; choose one of: {', '.join(list_presets())}")
+        close = difflib.get_close_matches(key, list_presets(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"Unknown preset {name!r}{hint}; choose one of: {', '.join(list_presets())}")
     own = yaml.safe_load((_preset_dir() / f"{key}.yaml").read_text()) or {}
     parent = own.pop("extends", None)
     values = load_preset(parent) if parent else {}
@@ -176,11 +244,21 @@ def load_yaml_file(path: str) -> dict:
     if not p.is_file():
         raise ConfigError(f"Config file {path} does not exist")
     try:
-        values = yaml.safe_load(p.read_text()) or {}
+        text = p.read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"Config file {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"Config file {path} is not a text (UTF-8) file; give a YAML file of option: value") from None
+    try:
+        values = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"Config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    except RecursionError:
+        raise ConfigError(f"Config file {path} is nested too deeply to be a config") from None
+    if values is None:
+        values = {}
     if not isinstance(values, dict):
-        raise ConfigError(f"Config file {path} must hold a mapping of option: value")
+        raise ConfigError(f"Config file {path} must hold a mapping of option: value, not a {type(values).__name__}")
     return _check_keys(values, str(path))
 
 
@@ -219,7 +297,21 @@ def resolve_config(
         values["preset"] = str(preset).lower()
     values.update({k: v for k, v in file_values.items() if k in FIELD_NAMES})
     values.update(overrides)
-    return validate(TrainConfig(**values))
+    cfg = validate(TrainConfig(**values))
+    if stage1_config is not None and stage1_config.get("dataset") is not None:
+        _check_stage2_dataset(cfg, stage1_config["dataset"])
+    return cfg
+
+
+def _check_stage2_dataset(cfg: TrainConfig, stage1_dataset) -> None:
+    """A stage-2 run retrains the classifier on the data its backbone saw; another dataset is a mistake."""
+    stage1_dataset = _dataset_key(stage1_dataset) or str(stage1_dataset)
+    if cfg.dataset != stage1_dataset:
+        raise ConfigError(
+            f"--stage2-from {cfg.stage2_from} is a {stage1_dataset} run but the dataset asked for is {cfg.dataset}: "
+            f"stage 2 retrains the classifier on the stage-1 dataset; drop --dataset "
+            f"(or give --dataset {stage1_dataset})"
+        )
 
 
 def _dataset_key(name) -> str | None:
@@ -231,6 +323,8 @@ def _dataset_key(name) -> str | None:
 
 def validate(cfg: TrainConfig) -> TrainConfig:
     """Reject values that make no sense before any work starts; normalise names."""
+    for name, value in vars(cfg).items():
+        check_field_type(name, value)
     cfg.loss = LOSSES.canonical(cfg.loss)
     cfg.arch = MODELS.canonical(cfg.arch)
     cfg.dataset = DATASETS.canonical(cfg.dataset)
@@ -240,10 +334,16 @@ def validate(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"Unknown classifier {cfg.classifier!r}; choose one of: auto, linear, normed")
     if cfg.classifier == "auto":
         cfg.classifier = getattr(loss_class(cfg.loss), "preferred_classifier", "linear")
-    positive = {"epochs": cfg.epochs, "batch_size": cfg.batch_size, "eval_every": cfg.eval_every}
-    for name, value in positive.items():
-        if not isinstance(value, int) or value < 1:
-            raise ConfigError(f"Expected {name} to be a positive integer but got {value!r}")
+    for name in ("epochs", "batch_size", "eval_every", "image_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"Expected {name} to be a positive integer but got {getattr(cfg, name)!r}")
+    if cfg.workers < 0:
+        raise ConfigError(f"Expected workers >= 0 but got {cfg.workers}")
+    # torch.manual_seed takes 64 bits (and the per-epoch seeds need seed >= 0); numpy's RandomState 32.
+    if not 0 <= cfg.seed < 2**63:
+        raise ConfigError(f"Expected 0 <= seed < 2**63 but got {cfg.seed}")
+    if not 0 <= cfg.rand_number < 2**32:
+        raise ConfigError(f"Expected 0 <= rand_number < 2**32 (a numpy RandomState seed) but got {cfg.rand_number}")
     if cfg.limit_batches is not None and cfg.limit_batches < 1:
         raise ConfigError(f"Expected limit_batches >= 1 but got {cfg.limit_batches}")
     if not cfg.lr > 0:

@@ -104,7 +104,12 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     """Accept a checkpoint file or a run folder (then its ``checkpoints/last.pt``)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoints" / "last.pt"
+        last = path / "checkpoints" / "last.pt"
+        if not last.is_file():
+            raise ConfigError(
+                f"{path} is not a run folder with a checkpoint: {last} does not exist (give a run folder or a .pt file)"
+            )
+        path = last
     if not path.is_file():
         raise ConfigError(f"Checkpoint {path} does not exist")
     return path

@@ -7,7 +7,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from fbl.config import TrainConfig
+from fbl.config import config_from_dict
 from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.evaluate import evaluate
 from fbl.engine.progress import Progress, no_progress
@@ -47,7 +47,7 @@ def evaluate_checkpoint(
         tau_norm: classifier rows rescaled to ``W_j / ||W_j||^p`` (Kang et al., ICLR 2020).
     """
     state = load_checkpoint(checkpoint)
-    cfg = TrainConfig(**state["config"])
+    cfg = config_from_dict(state["config"], f"the config in {checkpoint}")
     cfg = replace(cfg, device=device, data_dir=data_dir or cfg.data_dir, pretrained=False, resume=None)
     exp = build_experiment(cfg, load_stage1=False)
     exp.model.load_state_dict(state["model"])

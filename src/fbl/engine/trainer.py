@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from fbl.config import TrainConfig, validate
+from fbl.config import FIELD_NAMES, TrainConfig, config_from_dict, validate
 from fbl.data import build_dataset
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, resolve_checkpoint_path
 from fbl.engine.device import resolve_device
@@ -34,7 +34,8 @@ from fbl.train_rules import ResolvedRule, resolve_train_rule
 
 logger = logging.getLogger(__name__)
 
-# Fields a resumed run may change; everything else comes from the checkpoint so the run continues exactly.
+# Fields a resumed run may change; everything else comes from the checkpoint so the run continues exactly
+# (and ``--epochs`` may grow: that extends the run).
 RUNTIME_FIELDS = ("device", "quiet", "limit_batches", "print_freq", "workers", "eval_every")
 
 
@@ -177,12 +178,55 @@ def _headline(metrics: dict) -> str:
     return " ".join(parts)
 
 
-def _resume_config(cfg: TrainConfig, checkpoint: dict) -> TrainConfig:
-    saved = dict(checkpoint["config"])
+def _flag(name: str) -> str:
+    """The command-line spelling of a config field: ``lambda_`` -> ``--lambda``, ``drw_epoch`` -> ``--drw-epoch``."""
+    return "--" + name.rstrip("_").replace("_", "-")
+
+
+def _resume_config(cfg: TrainConfig, checkpoint: dict, run: RunFolder, given: frozenset = frozenset()) -> TrainConfig:
+    """The checkpoint's config with this invocation's runtime fields; an option in ``given`` (what the
+    user set) that would change the run is refused, except a larger ``epochs``, which extends it."""
+    saved = config_from_dict(checkpoint["config"], f"the config in {cfg.resume}")
+    start = checkpoint["epoch"]
+    extends = "epochs" in given and cfg.epochs > saved.epochs
+
+    def changes_the_run(name: str) -> bool:
+        if name == "out" and cfg.out is not None:
+            return Path(cfg.out).resolve() != run.path.resolve()
+        return getattr(cfg, name) != getattr(saved, name) and not (name == "epochs" and extends)
+
+    changed = sorted(name for name in given & FIELD_NAMES - {*RUNTIME_FIELDS, "resume"} if changes_the_run(name))
+    if changed:
+        grow = f"; --epochs may only grow beyond {saved.epochs}, which extends the run" if "epochs" in changed else ""
+        raise ConfigError(
+            f"--resume continues the run as configured; these flags would change it: "
+            f"{', '.join(_flag(name) for name in changed)} (start a new run with them instead{grow})"
+        )
+    values = saved.to_dict()
     for name in RUNTIME_FIELDS:
-        saved[name] = getattr(cfg, name)
-    saved["resume"] = cfg.resume
-    return validate(TrainConfig(**saved))
+        values[name] = getattr(cfg, name)
+    values["resume"] = cfg.resume
+    if extends:
+        values["epochs"] = cfg.epochs
+        logger.warning(
+            "--epochs %d extends the run from %d epochs: the lr milestones are fractions of the run and the "
+            "alpha curriculum is recomputed for %d epochs, so from epoch %d on the schedule differs from the original",
+            cfg.epochs, saved.epochs, cfg.epochs, start,
+        )  # fmt: skip
+    return validate(TrainConfig(**values))
+
+
+def _check_resumes_the_last_epoch(path: Path, checkpoint: dict, run: RunFolder) -> None:
+    """Resuming from an older checkpoint (``best.pt``) would rewind the run and overwrite later metrics."""
+    last = run.checkpoint_path()
+    if path.resolve() == last.resolve() or not last.is_file():
+        return
+    latest = load_checkpoint(last)["epoch"]
+    if checkpoint["epoch"] < latest:
+        raise ConfigError(
+            f"{path} holds epoch {checkpoint['epoch']} of a run that went on to epoch {latest}: resuming from it would "
+            f"rewind the run and overwrite its later metrics; resume from the run folder: --resume {run.path}"
+        )
 
 
 def _checkpoint_state(cfg, model, optimizer, epoch, best) -> dict:
@@ -197,13 +241,19 @@ def _checkpoint_state(cfg, model, optimizer, epoch, best) -> dict:
     }
 
 
-def train(cfg: TrainConfig, progress: Progress = no_progress) -> dict:
-    """Run (or resume) training as configured; returns the summary written to ``summary.json``."""
+def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset = frozenset()) -> dict:
+    """Run (or resume) training as configured; returns the summary written to ``summary.json``.
+
+    ``given``: the options the user set (flags, config file). On ``--resume`` those that would change
+    the run are refused; the others are ignored, as the checkpoint's config is the run's.
+    """
     checkpoint = None
     if cfg.resume:
         checkpoint_path = resolve_checkpoint_path(cfg.resume)
         checkpoint = load_checkpoint(checkpoint_path)
-        cfg = _resume_config(cfg, checkpoint)
+        resumed = RunFolder(checkpoint_path.parent.parent, writer=False)
+        _check_resumes_the_last_epoch(checkpoint_path, checkpoint, resumed)
+        cfg = _resume_config(cfg, checkpoint, resumed, given)
     exp = build_experiment(cfg)
     # Only rank 0 writes; every rank agrees on the folder (a default name holds rank 0's clock).
     if cfg.resume:
