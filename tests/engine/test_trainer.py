@@ -211,3 +211,34 @@ def test_accumulating_two_half_batches_is_one_step_on_the_whole_batch(fbl_run, t
     assert load_checkpoint(tmp_path / "halves")["optimizer"]["state"]  # a step was taken
     for key in whole:
         torch.testing.assert_close(halves[key], whole[key], rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_stops_after_a_step_and_the_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = ["train", "--preset", "digits-lt", "--epochs", "6", "--device", "cpu", "--quiet", "--warmup-epochs", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fbl", *args, "--out", str(out)], env=env, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if (out / "metrics.jsonl").exists() and len((out / "metrics.jsonl").read_text().splitlines()) >= 2:
+            process.send_signal(signal.SIGTERM)
+            break
+        time.sleep(0.02)
+    err = process.communicate(timeout=120)[1]
+    if process.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived")
+    assert process.returncode == 130 and f"--resume {out}" in err and "Traceback" not in err
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    whole, resumed = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(out)["model"]
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+    assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(6))

@@ -59,6 +59,12 @@ class Distributed:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def any(self, flag: bool) -> bool:
+        """Whether ``flag`` is set on any rank (so every rank stops at the same step)."""
+        if not self.enabled:
+            return flag
+        return bool(self.all_reduce_sum(torch.tensor([float(flag)], dtype=torch.float64)).item())
+
     def barrier(self) -> None:
         if self.enabled:
             dist.barrier()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from itertools import islice
 
 import torch
@@ -9,7 +10,7 @@ import torch
 from fbl.engine.distributed import Distributed
 from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
-from fbl.errors import TrainingDiverged
+from fbl.errors import TrainingDiverged, TrainingInterrupted
 from fbl.mixup import mixup_batch, mixup_loss
 
 
@@ -24,6 +25,7 @@ def train_one_epoch(
     dist: Distributed | None = None,
     limit_batches: int | None = None,
     accum_steps: int = 1,
+    stop_requested: Callable[[], bool] | None = None,
     mixup_alpha: float | None = None,
     generator: torch.Generator | None = None,
     progress: Progress = no_progress,
@@ -76,6 +78,8 @@ def train_one_epoch(
             loss_sum = loss_sum + loss.detach().double() * target.shape[0]
             correct = correct + hits
             seen += target.shape[0]
+        if stop_requested is not None and stop_requested():
+            raise TrainingInterrupted(f"stopped during epoch {epoch}")
         if hasattr(batches, "set_postfix") and seen:
             batches.set_postfix(img_s=f"{seen / (time.perf_counter() - started):.0f}", refresh=False)
     if dist is not None and dist.enabled:  # the epoch's numbers over every rank's share

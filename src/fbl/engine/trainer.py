@@ -7,6 +7,8 @@ What is written where (config, metrics, summary, checkpoints, TensorBoard) is
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -307,6 +309,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
         data.num_classes, max(class_counts), min(class_counts), cfg.arch, cfg.loss, exp.device, execution.describe(),
     )  # fmt: skip
     last = None
+    stop = GracefulStop()
     try:
         epochs = progress(range(start_epoch, cfg.epochs), total=cfg.epochs, initial=start_epoch, desc="epochs")
         for epoch in epochs:
@@ -321,7 +324,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
             train_loader.set_epoch(epoch)
             stats = train_one_epoch(
                 runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution, dist=exp.dist,
-                accum_steps=cfg.accum_steps,
+                accum_steps=cfg.accum_steps, stop_requested=lambda: exp.dist.any(stop.requested()),
                 limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
                 generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
             )  # fmt: skip
@@ -355,8 +358,14 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     except KeyboardInterrupt:
         run.close()
         if run.checkpoint_path().exists():
-            raise TrainingInterrupted(f"interrupted; continue with --resume {run.path}") from None
+            done = load_checkpoint(run.checkpoint_path())["epoch"] if run.writes else "the last"
+            raise TrainingInterrupted(
+                f"interrupted; the checkpoint holds {done} complete epochs (the epoch in progress runs again): "
+                f"continue with --resume {run.path}"
+            ) from None
         raise TrainingInterrupted("interrupted before the first checkpoint; there is nothing to resume") from None
+    finally:
+        stop.restore()
     if last is None:  # resumed a run that had already finished
         last = run.last_evaluations(report_on)
     train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution, dist=exp.dist,
@@ -365,6 +374,36 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     summary = _summary(last, best, report_on, select_on, train_split, cfg, data, run)
     run.write_summary(summary)
     return summary
+
+
+class GracefulStop:
+    """SIGTERM (and a first Ctrl-C) ask the loop to stop after the current step; a second one stops at once.
+
+    The checkpoint of the last complete epoch is the resume point, and an epoch always restarts
+    from its beginning, so a resumed run is exactly the uninterrupted one.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self._asked = False
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self._asked:
+            raise KeyboardInterrupt
+        self._asked = True
+        logger.warning("%s: stopping after this step (again to stop at once)", signal.Signals(signum).name)
+
+    def requested(self) -> bool:
+        return self._asked
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def _best_by_split(best: dict | None) -> dict | None:
