@@ -109,3 +109,16 @@ def test_data_check_counts_every_split_and_names_unreadable_images(tmp_path, cap
     out = capsys.readouterr().out
     assert "place365: 365 classes" in out and "train: 548 images, 0 unreadable" in out
     assert "val: 365 images, 1 unreadable" in out and str(broken) in out
+
+
+def test_skip_bad_images_drops_and_counts_them_in_the_summary(tmp_path):
+    _write_lists(tmp_path, "place365")
+    (tmp_path / "images" / "train" / "0" / "0.jpg").write_bytes(b"broken")
+    weights = tmp_path / "w.pth"
+    from torchvision.models import resnet152
+
+    torch.save(resnet152().state_dict(), weights)
+    argv = [*_seed_argv("place365", tmp_path), *SMALL, "--pretrained-weights", str(weights), "--skip-bad-images"]
+    out = tmp_path / "r"
+    assert main(["train", *argv, "--limit-batches", "400", "--batch_size", "64", "--out", str(out)]) == 0
+    assert json.loads((out / "summary.json").read_text())["skipped_train_images"] == 1

@@ -372,6 +372,8 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
                            limit_batches=cfg.limit_batches, progress=progress)  # fmt: skip
     run.close()
     summary = _summary(last, best, report_on, select_on, train_split, cfg, data, run)
+    if hasattr(train_loader, "skipped"):  # image files read with --skip-bad-images (this process's count)
+        summary["skipped_train_images"] = train_loader.skipped
     run.write_summary(summary)
     return summary
 
