@@ -423,18 +423,14 @@ def cmd_eval(namespace) -> int:
 
 def cmd_data(namespace, extra: list[str]) -> int:
     from fbl.config import resolve_config
-    from fbl.data import build_dataset
     from fbl.data.check import check_dataset
+    from fbl.engine.trainer import data_from_config
 
     _setup_logging(False)
     train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
     overrides, preset, config_file = train_overrides(train_parser.parse_args(extra))
     cfg = resolve_config(preset, config_file, overrides)
-    data = build_dataset(
-        cfg.dataset, data_dir=cfg.data_dir, img_path=cfg.img_path, imb_type=cfg.imb_type,
-        imb_factor=cfg.imb_factor, rand_number=cfg.rand_number, val_split=cfg.val_split, workers=cfg.workers,
-        allow_outside_root=cfg.allow_outside_root, image_size=cfg.image_size,
-    )  # fmt: skip
+    data = data_from_config(cfg)
     counts = f"{max(data.class_counts)}..{min(data.class_counts)}"
     groups = ", ".join(f"{g} {len(m)}" for g, m in data.groups.items())
     print(f"{cfg.dataset}: {data.num_classes} classes, training counts {counts}, {groups}")

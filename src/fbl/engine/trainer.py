@@ -67,26 +67,19 @@ class Experiment:
         )  # fmt: skip
 
 
+def data_from_config(cfg: TrainConfig):
+    """The dataset ``cfg`` names, built with the data options of the config (each builder takes its own)."""
+    options = ("data_dir", "img_path", "imb_type", "imb_factor", "rand_number", "download", "val_split", "workers",
+               "skip_bad_images", "allow_outside_root", "image_size")  # fmt: skip
+    return build_dataset(cfg.dataset, **{name: getattr(cfg, name) for name in options})
+
+
 def build_experiment(cfg: TrainConfig, data=None, load_stage1: bool = True) -> Experiment:
     """Data, model, loss and train rule as ``cfg`` describes; ``load_stage1=False`` skips reading the
     stage-1 weights of a cRT run (its own checkpoint will overwrite them anyway)."""
     dist = init_distributed(resolve_device(cfg.device), cfg.sync_bn)
     device = dist.device
-    if data is None:
-        data = build_dataset(
-            cfg.dataset,
-            data_dir=cfg.data_dir,
-            img_path=cfg.img_path,
-            imb_type=cfg.imb_type,
-            imb_factor=cfg.imb_factor,
-            rand_number=cfg.rand_number,
-            download=cfg.download,
-            val_split=cfg.val_split,
-            workers=cfg.workers,
-            skip_bad_images=cfg.skip_bad_images,
-            allow_outside_root=cfg.allow_outside_root,
-            image_size=cfg.image_size,
-        )
+    data = data_from_config(cfg) if data is None else data
     rule = resolve_train_rule(
         cfg.train_rule,
         data.class_counts,
