@@ -204,6 +204,13 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "(about 16 CIFAR-10-LT epochs), where its minute of start-up on a CPU pays for itself",
     )
     g.add_argument("--gpu", type=int, default=s, help="the seed's flag: same as --device cuda:N")
+    g.add_argument(
+        "--nan-policy",
+        dest="nan_policy",
+        default=s,
+        choices=["stop", "skip"],
+        help="a non-finite loss: stop the run (default; the last good checkpoint stays) or skip that step",
+    )
     g.add_argument("--eval-every", dest="eval_every", type=int, default=s)
     g.add_argument(
         "--limit-batches", dest="limit_batches", type=int, default=s, help="cap batches per epoch (smoke runs)"

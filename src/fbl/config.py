@@ -125,6 +125,7 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool | None = None  # None: compile when the run is long enough to repay it
     eval_every: int = 1
+    nan_policy: str = "stop"  # stop: a non-finite loss ends the run (last good checkpoint kept); skip: skip the step
     limit_batches: int | None = None
     out: str | None = None
     overwrite: bool = False
@@ -371,6 +372,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     if cfg.samples_per_class < 1:
         raise ConfigError(f"Expected samples_per_class >= 1 but got {cfg.samples_per_class}")
     check_beta(cfg.beta)
+    if cfg.nan_policy not in ("stop", "skip"):
+        raise ConfigError(f"Expected --nan-policy stop or skip but got {cfg.nan_policy!r}")
     if not isinstance(cfg.accum_steps, int) or cfg.accum_steps < 1 or cfg.batch_size % cfg.accum_steps:
         raise ConfigError(f"Expected --accum-steps to divide --batch_size {cfg.batch_size} but got {cfg.accum_steps}")
     if str(cfg.precision).lower() not in PRECISIONS:

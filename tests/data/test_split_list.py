@@ -188,3 +188,22 @@ def test_class_order_and_remap_against_longhand():
         remap_labels([5], order)
     with pytest.raises(ConfigError, match=r"0\.\.4"):
         class_order_by_count([0, 5], 5)
+
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content=st.one_of(st.binary(max_size=300), st.text(max_size=300).map(str.encode)))
+def test_any_file_either_parses_or_is_one_config_error(tmp_path, content):
+    from fbl.data.split_list import read_split_list
+
+    path = tmp_path / "list.txt"
+    path.write_bytes(content)
+    try:
+        paths, labels = read_split_list(path, num_classes=10)
+    except ConfigError as exc:
+        assert "\n" not in str(exc)
+    else:
+        assert len(paths) == len(labels) and all(0 <= int(v) < 10 for v in labels)

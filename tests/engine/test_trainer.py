@@ -1,6 +1,7 @@
 """End-to-end runs on CPU (seconds): every artefact, resume == uninterrupted, eval == summary."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -248,3 +249,31 @@ def test_sigterm_stops_after_a_step_and_the_resumed_run_equals_the_uninterrupted
     for key in whole:
         assert torch.equal(whole[key], resumed[key]), key
     assert [r["epoch"] for r in read_jsonl(out / "metrics.jsonl")] == list(range(6))
+
+
+def test_a_diverged_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_path, capsys, monkeypatch):
+    import fbl.engine.trainer as trainer
+
+    real = trainer.train_one_epoch
+
+    def nan_in_epoch_1(model, criterion, *args, epoch, **kwargs):
+        if epoch == 1:  # every loss of epoch 1 is NaN
+            criterion = lambda logits, target, features=None: logits.sum() * float("nan")  # noqa: E731
+        return real(model, criterion, *args, epoch=epoch, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_one_epoch", nan_in_epoch_1)
+    out = tmp_path / "d"
+    argv = ["train", "--preset", "digits-lt", "--device", "cpu", "--quiet", "--epochs", "3", "--out", str(out)]
+    assert main(argv) == 3
+    err = capsys.readouterr().err
+    assert "diverged in epoch 1 at step 0" in err and "--nan-policy skip" in err and "Traceback" not in err
+    kept = load_checkpoint(out)
+    assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+
+
+def test_nan_policy_skip_skips_and_counts_the_steps(tmp_path):
+    out = tmp_path / "s"
+    argv = ["train", "--preset", "digits-lt", "--device", "cpu", "--quiet", "--warmup-epochs", "0", "--epochs", "1"]
+    assert main([*argv, "--lr", "1e30", "--nan-policy", "skip", "--out", str(out)]) == 0
+    record = read_jsonl(out / "metrics.jsonl")[0]
+    assert record["skipped_steps"] > 0 and math.isfinite(record["train_loss"])

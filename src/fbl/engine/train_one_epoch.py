@@ -26,6 +26,7 @@ def train_one_epoch(
     limit_batches: int | None = None,
     accum_steps: int = 1,
     stop_requested: Callable[[], bool] | None = None,
+    skip_nonfinite: bool = False,
     mixup_alpha: float | None = None,
     generator: torch.Generator | None = None,
     progress: Progress = no_progress,
@@ -44,6 +45,9 @@ def train_one_epoch(
     total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches * accum_steps)
     # Sums stay on the device: reading them every batch would wait for the accelerator each step.
     loss_sum, correct, seen = 0.0, 0.0, 0
+    # The first step with a non-finite loss, tracked on the device: no host sync per step.
+    first_bad = torch.full((), -1, device=execution.device)
+    skipped = 0
     started = time.perf_counter()
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
     optimizer.zero_grad(set_to_none=True)
@@ -58,6 +62,11 @@ def train_one_epoch(
             loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
         else:
             loss = criterion(logits, target, features=features)
+        if skip_nonfinite and not torch.isfinite(loss):  # --nan-policy skip: one host sync per step
+            skipped += 1
+            optimizer.zero_grad(set_to_none=True)
+            continue
+        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad)
         # K micro-batches of B/K make one step on the global batch B: each contributes 1/K of the mean.
         scaled = loss / accum_steps if accum_steps > 1 else loss
         (scaled if scaler is None else scaler.scale(scaled)).backward()
@@ -87,11 +96,14 @@ def train_one_epoch(
                                                   for v in (loss_sum, correct, seen)]))  # fmt: skip
         loss_sum, correct, seen = totals[0], totals[1], int(totals[2])
     if seen == 0:
-        return {"loss": float("nan"), "acc": float("nan"), "images": 0, "seconds": time.perf_counter() - started}
+        return {"loss": float("nan"), "acc": float("nan"), "images": 0, "seconds": time.perf_counter() - started,
+                "skipped_steps": skipped}  # fmt: skip
     mean_loss = float(loss_sum) / seen
     seconds = time.perf_counter() - started
     if not math.isfinite(mean_loss):
         raise TrainingDiverged(
-            f"training diverged in epoch {epoch}: the mean loss is {mean_loss}; try a lower --lr or --lambda_"
+            f"training diverged in epoch {epoch} at step {int(first_bad)}: the loss is {mean_loss}; the last "
+            "checkpoint holds the epoch before. Try a lower --lr or --lambda_, or --nan-policy skip"
         )
-    return {"loss": mean_loss, "acc": 100.0 * float(correct) / seen, "images": seen, "seconds": seconds}
+    return {"loss": mean_loss, "acc": 100.0 * float(correct) / seen, "images": seen, "seconds": seconds,
+            "skipped_steps": skipped}  # fmt: skip

@@ -318,6 +318,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
             stats = train_one_epoch(
                 runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution, dist=exp.dist,
                 accum_steps=cfg.accum_steps, stop_requested=lambda: exp.dist.any(stop.requested()),
+                skip_nonfinite=cfg.nan_policy == "skip",
                 limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
                 generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
             )  # fmt: skip
@@ -325,6 +326,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
                 "epoch": epoch, "lr": lr, "alpha": getattr(criterion, "alpha", None),
                 "train_loss": stats["loss"], "train_acc": stats["acc"], "train_seconds": stats["seconds"],
                 "train_images_per_s": stats["images"] / max(stats["seconds"], 1e-9),
+                "skipped_steps": stats["skipped_steps"],
             }  # fmt: skip
             line = f"epoch {epoch + 1}/{cfg.epochs} lr {lr:.4g} loss {stats['loss']:.4f} train {stats['acc']:.2f}%"
             line += f" ({record['train_images_per_s']:.0f} img/s)"
