@@ -256,6 +256,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="P",
         help="tau-normalised classifier W_j / ||W_j||^P",
     )
+    p.add_argument(
+        "--split",
+        default="test",
+        help="test (default), val, or another split the dataset has "
+        "(CIFAR-10 from ../shared: test_lossless, the lossless 1,000-image subset)",
+    )
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
     p = sub.add_parser("data", help="dataset tools: `fbl data check` reads every image before a long run")
@@ -412,6 +418,7 @@ def cmd_eval(namespace) -> int:
         limit_batches=namespace.limit_batches,
         logit_adjust_tau=namespace.logit_adjust,
         tau_norm=namespace.tau_norm,
+        split=namespace.split,
         progress=_progress(_bars_wanted(namespace.quiet)),
     )
     if namespace.json:

@@ -277,3 +277,12 @@ def test_nan_policy_skip_skips_and_counts_the_steps(tmp_path):
     assert main([*argv, "--lr", "1e30", "--nan-policy", "skip", "--out", str(out)]) == 0
     record = read_jsonl(out / "metrics.jsonl")[0]
     assert record["skipped_steps"] > 0 and math.isfinite(record["train_loss"])
+
+
+def test_eval_on_another_split_and_a_missing_split(fbl_run, capsys):
+    summary = json.loads((fbl_run / "summary.json").read_text())
+    assert main(["eval", str(fbl_run), "--device", "cpu", "--quiet", "--json", "--split", "val"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == pytest.approx(summary["last_val"]["top1"])
+    assert main(["eval", str(fbl_run), "--device", "cpu", "--quiet", "--split", "test_lossless"]) == 2
+    err = capsys.readouterr().err
+    assert "no 'test_lossless' split" in err and len(err.strip().splitlines()) == 1

@@ -12,6 +12,7 @@ from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.evaluate import evaluate
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.trainer import build_experiment
+from fbl.errors import ConfigError
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
 
@@ -38,11 +39,14 @@ def evaluate_checkpoint(
     limit_batches: int | None = None,
     logit_adjust_tau: float | None = None,
     tau_norm: float | None = None,
+    split: str = "test",
     progress: Progress = no_progress,
 ) -> dict:
-    """Metrics of ``checkpoint`` on its dataset's test split.
+    """Metrics of ``checkpoint`` on one of its dataset's evaluation splits (default the test split).
 
     Args:
+        split: ``test``, ``val`` or another split the dataset offers (CIFAR-10 from ``../shared``:
+            ``test_lossless``, the lossless 1,000-image subset); a split it lacks is a one-line error.
         logit_adjust_tau: post-hoc logit adjustment ``z - tau log pi`` (Menon et al., ICLR 2021).
         tau_norm: classifier rows rescaled to ``W_j / ||W_j||^p`` (Kang et al., ICLR 2020).
     """
@@ -50,6 +54,8 @@ def evaluate_checkpoint(
     cfg = config_from_dict(state["config"], f"the config in {checkpoint}")
     cfg = replace(cfg, device=device, data_dir=data_dir or cfg.data_dir, pretrained=False, resume=None)
     exp = build_experiment(cfg, load_stage1=False)
+    if split not in exp.data.eval_splits:
+        raise ConfigError(f"{exp.data.name} has no {split!r} split here; it has: {', '.join(exp.data.eval_splits)}")
     exp.model.load_state_dict(state["model"])
     model = exp.model
     if tau_norm is not None:
@@ -60,7 +66,7 @@ def evaluate_checkpoint(
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
     return evaluate(
         model,
-        exp.eval_loader("test"),
+        exp.eval_loader(split),
         exp.data.class_counts,
         limit_batches=limit_batches,
         logit_transform=transform,
