@@ -286,3 +286,30 @@ def test_eval_on_another_split_and_a_missing_split(fbl_run, capsys):
     assert main(["eval", str(fbl_run), "--device", "cpu", "--quiet", "--split", "test_lossless"]) == 2
     err = capsys.readouterr().err
     assert "no 'test_lossless' split" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("mixup", [False, True])
+def test_a_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path, monkeypatch, mixup):
+    import fbl.engine.trainer as trainer
+
+    args = ["train", "--preset", "digits-lt", "--epochs", "3", "--device", "cpu", "--quiet", "--mixup", str(mixup)]
+    assert main([*args, "--out", str(tmp_path / "whole")]) == 0
+    calls = {"n": 0}
+
+    def asked_at_the_seventh_step(self):
+        calls["n"] += 1
+        return calls["n"] >= 7  # asked once per step that is not the last of its epoch (5 steps per epoch)
+
+    monkeypatch.setattr(trainer.GracefulStop, "requested", asked_at_the_seventh_step)
+    out = tmp_path / "stopped"
+    assert main([*args, "--out", str(out)]) == 130
+    saved = load_checkpoint(out)
+    assert saved["epoch"] == 1 and saved["partial"]["step"] == 3  # 4 boundaries in epoch 0, then 3
+    monkeypatch.undo()
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    whole, resumed = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(out)["model"]
+    for key in whole:
+        assert torch.equal(whole[key], resumed[key]), key
+    expected = read_jsonl(tmp_path / "whole" / "metrics.jsonl")
+    got = read_jsonl(out / "metrics.jsonl")
+    assert [r["train_loss"] for r in got] == [r["train_loss"] for r in expected]

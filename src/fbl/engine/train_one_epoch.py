@@ -10,8 +10,16 @@ import torch
 from fbl.engine.distributed import Distributed
 from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
-from fbl.errors import TrainingDiverged, TrainingInterrupted
+from fbl.errors import TrainingDiverged
 from fbl.mixup import mixup_batch, mixup_loss
+
+
+class StoppedMidEpoch(Exception):
+    """A stop was asked for; ``partial`` is what a resumed epoch needs to finish exactly (step and sums)."""
+
+    def __init__(self, partial: dict):
+        super().__init__(f"stopped after step {partial['step']}")
+        self.partial = partial
 
 
 def train_one_epoch(
@@ -27,6 +35,7 @@ def train_one_epoch(
     accum_steps: int = 1,
     stop_requested: Callable[[], bool] | None = None,
     skip_nonfinite: bool = False,
+    resume_from: dict | None = None,
     mixup_alpha: float | None = None,
     generator: torch.Generator | None = None,
     progress: Progress = no_progress,
@@ -37,6 +46,10 @@ def train_one_epoch(
     logits and features cast up. Returns the sample-weighted mean loss, the top-1 training accuracy
     (percent; with mixup, the ``lam``-weighted accuracy against both targets), the images seen and
     the seconds taken.
+
+    When ``stop_requested()`` turns true, the epoch stops after the current optimizer step and
+    raises :class:`StoppedMidEpoch`; passing its ``partial`` back as ``resume_from`` replays the
+    epoch's random draws up to that step and finishes it exactly as if it had not stopped.
     """
     execution = execution or Execution(next(model.parameters()).device)
     scaler = execution.grad_scaler()
@@ -45,16 +58,21 @@ def train_one_epoch(
     total_batches = len(loader) if limit_batches is None else min(len(loader), limit_batches * accum_steps)
     # Sums stay on the device: reading them every batch would wait for the accelerator each step.
     loss_sum, correct, seen = 0.0, 0.0, 0
+    done = 0 if resume_from is None else int(resume_from["step"])
+    if resume_from is not None:
+        loss_sum, correct, seen = resume_from["loss_sum"], resume_from["correct"], int(resume_from["seen"])
     # The first step with a non-finite loss, tracked on the device: no host sync per step.
     first_bad = torch.full((), -1, device=execution.device)
-    skipped = 0
-    started = time.perf_counter()
+    started = time.perf_counter() - (0.0 if resume_from is None else resume_from["seconds"])
+    skipped = 0 if resume_from is None else int(resume_from["skipped"])
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
     optimizer.zero_grad(set_to_none=True)
     for index, (images, target) in enumerate(batches):
         images, target = execution.prepare_batch(images, target)
         if mixup_alpha:
             images, target_a, target_b, lam = mixup_batch(images, target, mixup_alpha, generator)
+        if index < done:  # trained before the stop: its draws are replayed above, its step is not
+            continue
         with execution.autocast():
             logits, features = model(images, return_features=True)
         logits, features = logits.float(), features.float()
@@ -87,8 +105,15 @@ def train_one_epoch(
             loss_sum = loss_sum + loss.detach().double() * target.shape[0]
             correct = correct + hits
             seen += target.shape[0]
-        if stop_requested is not None and stop_requested():
-            raise TrainingInterrupted(f"stopped during epoch {epoch}")
+        at_step_boundary = (index + 1) % accum_steps == 0 and index + 1 < total_batches
+        if at_step_boundary and stop_requested is not None and stop_requested():
+            partial = torch.tensor([float(loss_sum), float(correct), float(seen)], dtype=torch.float64)
+            if dist is not None and dist.enabled:
+                dist.all_reduce_sum(partial)
+            raise StoppedMidEpoch({
+                "step": index + 1, "loss_sum": float(partial[0]), "correct": float(partial[1]),
+                "seen": int(partial[2]), "seconds": time.perf_counter() - started, "skipped": skipped,
+            })  # fmt: skip
         if hasattr(batches, "set_postfix") and seen:
             batches.set_postfix(img_s=f"{seen / (time.perf_counter() - started):.0f}", refresh=False)
     if dist is not None and dist.enabled:  # the epoch's numbers over every rank's share

@@ -26,7 +26,7 @@ from fbl.engine.execution import Execution
 from fbl.engine.lr_schedule import step_lr_with_warmup
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
-from fbl.engine.train_one_epoch import train_one_epoch
+from fbl.engine.train_one_epoch import StoppedMidEpoch, train_one_epoch
 from fbl.errors import ConfigError, TrainingInterrupted
 from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.models import ClassifierRetraining, create_model
@@ -224,10 +224,20 @@ def _check_resumes_the_last_epoch(path: Path, checkpoint: dict, run: RunFolder) 
         )
 
 
-def _checkpoint_state(cfg, model, optimizer, epoch, best) -> dict:
+def _own_share(partial: dict | None, dist: Distributed) -> dict | None:
+    """The interrupted epoch's sums were saved summed over ranks: rank 0 carries them, the others start at 0."""
+    if partial is None or dist.is_main:
+        return partial
+    return {**partial, "loss_sum": 0.0, "correct": 0.0, "seen": 0, "skipped": 0}
+
+
+def _checkpoint_state(cfg, model, optimizer, epoch, best, partial: dict | None = None) -> dict:
+    """What a resume needs. ``partial``: the run stopped inside ``epoch`` (step and sums so far)."""
     return {
         "format_version": CHECKPOINT_FORMAT_VERSION,
-        "epoch": epoch + 1,  # epochs completed = the epoch to start from on resume
+        # epochs completed = the epoch to start from on resume (the interrupted one, with ``partial``)
+        "epoch": epoch if partial is not None else epoch + 1,
+        "partial": partial,
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
         "config": cfg.to_dict(),
@@ -281,11 +291,12 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, momentum=cfg.momentum,
         weight_decay=cfg.weight_decay, **execution.optimizer_options(),
     )  # fmt: skip
-    start_epoch, best = cfg.start_epoch, None
+    start_epoch, best, partial = cfg.start_epoch, None, None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         start_epoch, best = checkpoint["epoch"], _best_by_split(checkpoint["best"])
+        partial = checkpoint.get("partial")
         torch.set_rng_state(checkpoint["torch_rng_state"])
         logger.info("resuming %s at epoch %d", run.path, start_epoch)
 
@@ -315,13 +326,21 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
             criterion.set_epoch(epoch)
             criterion.set_weight(exp.rule.weight_at(epoch))
             train_loader.set_epoch(epoch)
-            stats = train_one_epoch(
-                runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution, dist=exp.dist,
-                accum_steps=cfg.accum_steps, stop_requested=lambda: exp.dist.any(stop.requested()),
-                skip_nonfinite=cfg.nan_policy == "skip",
-                limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
-                generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
-            )  # fmt: skip
+            try:
+                stats = train_one_epoch(
+                    runner, criterion, train_loader, optimizer, epoch=epoch, execution=execution, dist=exp.dist,
+                    accum_steps=cfg.accum_steps, stop_requested=lambda: exp.dist.any(stop.requested()),
+                    skip_nonfinite=cfg.nan_policy == "skip", resume_from=_own_share(partial, exp.dist),
+                    limit_batches=cfg.limit_batches, mixup_alpha=cfg.mixup_alpha if cfg.mixup else None,
+                    generator=epoch_generator(cfg.seed, epoch, MIXUP_STREAM), progress=progress,
+                )  # fmt: skip
+            except StoppedMidEpoch as stopped:
+                run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best, stopped.partial))
+                raise TrainingInterrupted(
+                    f"stopped after step {stopped.partial['step']} of epoch {epoch}, checkpoint written: "
+                    f"continue with --resume {run.path}"
+                ) from None
+            partial = None
             record = {
                 "epoch": epoch, "lr": lr, "alpha": getattr(criterion, "alpha", None),
                 "train_loss": stats["loss"], "train_acc": stats["acc"], "train_seconds": stats["seconds"],
@@ -350,12 +369,15 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
             record["seconds"] = time.perf_counter() - started
             run.append_metrics(record)
             run.save_checkpoint(_checkpoint_state(cfg, model, optimizer, epoch, best))
+    except TrainingInterrupted:
+        run.close()
+        raise
     except KeyboardInterrupt:
         run.close()
         if run.checkpoint_path().exists():
             done = load_checkpoint(run.checkpoint_path())["epoch"] if run.writes else "the last"
             raise TrainingInterrupted(
-                f"interrupted; the checkpoint holds {done} complete epochs (the epoch in progress runs again): "
+                f"interrupted at once; the checkpoint holds {done} complete epochs (the epoch in progress runs again): "
                 f"continue with --resume {run.path}"
             ) from None
         raise TrainingInterrupted("interrupted before the first checkpoint; there is nothing to resume") from None
@@ -376,8 +398,9 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
 class GracefulStop:
     """SIGTERM (and a first Ctrl-C) ask the loop to stop after the current step; a second one stops at once.
 
-    The checkpoint of the last complete epoch is the resume point, and an epoch always restarts
-    from its beginning, so a resumed run is exactly the uninterrupted one.
+    The loop then writes a checkpoint holding the step reached and the epoch's sums so far; the
+    resumed run replays that epoch's random draws up to the step and goes on exactly as the
+    uninterrupted run would.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
