@@ -65,35 +65,17 @@ class ClassMetrics:
             cells = target * self.num_classes + topk[:, 0].cpu()
             self.confusion.index_add_(0, cells, ones)
 
+    #: The sums, in the order :meth:`state_tensor` concatenates them.
+    SUMS = ("samples", "top1_hits", "top5_hits", "norm_sums", "bin_samples", "bin_confidence", "bin_hits", "confusion")
+
     def state_tensor(self) -> torch.Tensor:
         """All sums in one flat tensor: what a distributed all-reduce would sum."""
-        return torch.cat(
-            [
-                self.samples,
-                self.top1_hits,
-                self.top5_hits,
-                self.norm_sums,
-                self.bin_samples,
-                self.bin_confidence,
-                self.bin_hits,
-                self.confusion,
-            ]
-        )
+        return torch.cat([getattr(self, name) for name in self.SUMS])
 
     def load_state_tensor(self, state: torch.Tensor) -> None:
-        c, b = self.num_classes, self.calibration_bins
-        sizes = [c, c, c, c, b, b, b, self.confusion.numel()]
-        parts = state.to(torch.float64).cpu().clone().split(sizes)
-        (
-            self.samples,
-            self.top1_hits,
-            self.top5_hits,
-            self.norm_sums,
-            self.bin_samples,
-            self.bin_confidence,
-            self.bin_hits,
-            self.confusion,
-        ) = parts
+        sizes = [getattr(self, name).numel() for name in self.SUMS]
+        for name, part in zip(self.SUMS, state.to(torch.float64).cpu().clone().split(sizes), strict=True):
+            setattr(self, name, part)
 
     def expected_calibration_error(self) -> float | None:
         """ECE in percent: sum over bins of (n_b / N) * |accuracy_b - confidence_b|."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
+
+from fbl.data.image_files import read_rgb
+from fbl.errors import ConfigError
 
 
 class _Probe(Dataset):
@@ -21,10 +23,9 @@ class _Probe(Dataset):
     def __getitem__(self, index: int):
         path = self.root / self.paths[index]
         try:
-            with Image.open(path) as image:
-                image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            return str(path), " ".join(str(exc).split())
+            read_rgb(path)
+        except ConfigError as exc:
+            return str(path), str(exc)
         return None
 
 

@@ -25,6 +25,15 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def read_rgb(path: Path) -> Image.Image:
+    """The decoded RGB image at ``path``; an unreadable file is one :class:`ConfigError` naming it."""
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")  # decodes the whole file, so truncation shows up here
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ConfigError(f"Cannot read image {path}: {' '.join(str(exc).split())}") from None
+
+
 class ImageFiles(Dataset):
     """``(transform(RGB image), label)`` for each ``root / paths[i]``.
 
@@ -64,13 +73,11 @@ class ImageFiles(Dataset):
     def __getitem__(self, index: int):
         path = self.root / self.paths[index]
         try:
-            with Image.open(path) as image:
-                image = image.convert("RGB")  # decodes the whole file, so truncation shows up here
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-            reason = " ".join(str(exc).split())
+            image = read_rgb(path)
+        except ConfigError as exc:
             if not self.skip_bad:
-                raise ConfigError(f"Cannot read image {path}: {reason}") from None
-            logger.warning("Skipping unreadable image %s: %s", path, reason)
+                raise
+            logger.warning("Skipping: %s", exc)
             return None
         if self.transform is not None:
             image = self.transform(image)
