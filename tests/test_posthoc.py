@@ -38,7 +38,7 @@ def test_doctests():
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("tau", [0.0, 1.0, 1.7])
+@pytest.mark.parametrize("tau", [-2.5, 0.0, 1.0, 1.7])
 def test_logit_adjust_matches_longhand(device, dtype, tau):
     z = torch.randn(6, len(COUNTS), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     want = torch.tensor(logit_adjust_longhand(z.tolist(), COUNTS, tau), dtype=torch.float64)
@@ -56,12 +56,14 @@ def test_logit_adjust_favours_rare_classes_and_accepts_extra_dims():
     assert got.shape == z.shape
     assert (got.argmax(dim=-1) == len(COUNTS) - 1).all()
     assert torch.equal(logit_adjust(z, COUNTS, tau=0.0), z)
+    assert (logit_adjust(z, COUNTS, tau=-1.0).argmax(dim=-1) == 0).all()  # towards the most frequent class
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
-        ((torch.zeros(2, 5), COUNTS, -1.0), r"Expected tau \(adjustment strength\) >= 0 but got -1.0"),
+        ((torch.zeros(2, 5), COUNTS, float("nan")), r"tau \(adjustment strength\) to be a finite number but got nan"),
+        ((torch.zeros(2, 5), COUNTS, "strong"), r"tau \(adjustment strength\) to be a finite number but got 'strong'"),
         ((torch.zeros(2, 4), COUNTS, 1.0), r"Expected logits with 5 classes .* but got shape \(2, 4\)"),
         ((torch.zeros(2, 5), [5, 4, 0, 2, 1], 1.0), "positive count for class 2"),
     ],

@@ -50,6 +50,17 @@ def check_non_negative(value, name: str, meaning: str = "") -> float:
     return as_float
 
 
+def check_finite(value, name: str, meaning: str = "") -> float:
+    """``value`` as a finite float of either sign."""
+    try:
+        as_float = float(value)
+    except (TypeError, ValueError):
+        as_float = math.nan
+    if not math.isfinite(as_float):
+        raise ConfigError(f"Expected {name}{meaning} to be a finite number but got {value!r}")
+    return as_float
+
+
 def check_positive(value, name: str, meaning: str = "") -> float:
     """``value`` as a finite float > 0."""
     try:

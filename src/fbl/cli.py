@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="TAU",
-        help="post-hoc logit adjustment z - TAU log(prior)",
+        help="post-hoc logit adjustment z - TAU log(prior); a negative TAU moves towards frequent classes",
     )
     p.add_argument(
         "--tau-norm",

@@ -13,8 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fbl.checks import Counts, check_class_counts, check_finite, check_non_negative
 from fbl.errors import ConfigError
-from fbl.losses._validation import Counts, check_class_counts, check_non_negative
 from fbl.losses.functional import class_log_prior
 
 __all__ = ["logit_adjust", "tau_normalize", "tau_normalized_classifier"]
@@ -27,19 +27,20 @@ def logit_adjust(logits: torch.Tensor, class_counts: Counts, tau: float = 1.0) -
 
     Rare classes gain, frequent ones lose; ``argmax`` of the result estimates the balanced-error
     Bayes classifier when ``softmax(z)`` estimates the training posterior. ``tau = 0`` returns the
-    logits unchanged.
+    logits unchanged. A negative ``tau`` moves decisions towards the frequent classes: it measures
+    how far a model trained with a rebalancing loss (FBL, LDAM, ...) over-corrects for the prior.
 
     Args:
         logits: raw outputs with the classes on the last dimension, shape (..., C).
         class_counts: training samples per class ``n_j`` (length C).
-        tau: adjustment strength, >= 0 (1 in the paper).
+        tau: adjustment strength, any finite number (1 in the paper).
 
     Example:
         >>> import torch
         >>> logit_adjust(torch.zeros(1, 2), [3, 1], tau=1.0).argmax(dim=1)  # ties go to the rare class
         tensor([1])
     """
-    tau = check_non_negative(tau, "tau", " (adjustment strength)")
+    tau = check_finite(tau, "tau", " (adjustment strength)")
     counts = check_class_counts(class_counts)
     if logits.dim() < 1 or logits.shape[-1] != len(counts):
         raise ConfigError(
