@@ -22,12 +22,12 @@ test: install
 	$(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks train.py
-	$(VENV)/bin/ruff format --check src tests benchmarks train.py
+	$(VENV)/bin/ruff check src tests benchmarks analysis train.py
+	$(VENV)/bin/ruff format --check src tests benchmarks analysis train.py
 
 format: install
-	$(VENV)/bin/ruff check --fix src tests benchmarks train.py
-	$(VENV)/bin/ruff format src tests benchmarks train.py
+	$(VENV)/bin/ruff check --fix src tests benchmarks analysis train.py
+	$(VENV)/bin/ruff format src tests benchmarks analysis train.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
