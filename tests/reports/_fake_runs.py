@@ -128,9 +128,13 @@ def write_run(
     *,
     new_fields: bool = True,
     torn: bool = False,
+    extra_shift: float | None = None,
     **config_overrides,
 ) -> Path:
-    """A run folder as training writes it; ``new_fields=False`` gives the older format."""
+    """A run folder as training writes it; ``new_fields=False`` gives the older format.
+
+    ``extra_shift`` adds a ``test_lossless`` extra split whose numbers are the headline's plus it.
+    """
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config(loss, seed, **config_overrides), sort_keys=False))
     lines = [json.dumps(r) for r in epoch_records(loss, seed, new_fields=new_fields)]
@@ -151,6 +155,8 @@ def write_run(
     if new_fields:
         summary["selected"] = {"epoch": EPOCHS - 2, "on": "val", "val": selected_metrics, "test": selected_metrics}
         summary["train_feature_norms"] = feature_norms(seed, 12.0)
+    if extra_shift is not None:
+        summary["last_extra"] = {"test_lossless": metrics(numbers, seed, new_fields=new_fields, shift=extra_shift)}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return folder
 

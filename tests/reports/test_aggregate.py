@@ -3,7 +3,7 @@ import statistics
 import pytest
 
 from fbl.errors import ConfigError
-from fbl.reports.aggregate import METRIC_KEYS, mean_std, method_table, per_class_mean, sweep_tables
+from fbl.reports.aggregate import METRIC_KEYS, extra_splits, mean_std, method_table, per_class_mean, sweep_tables
 from fbl.reports.run_folder import load_run, load_runs
 
 from ._fake_runs import EPOCHS, HEADLINE, SELECTED_SHIFT, write_run, write_two_methods
@@ -23,6 +23,21 @@ def test_method_table_means_and_sample_stds_equal_longhand(tmp_path, stage, shif
             values = [HEADLINE[(key, seed)][i] + shift for seed in (1, 2, 3)]
             assert row[f"{metric}_mean"] == pytest.approx(statistics.mean(values))
             assert row[f"{metric}_std"] == pytest.approx(statistics.stdev(values))
+
+
+def test_extra_split_table_equals_longhand_and_needs_every_run(tmp_path):
+    write_two_methods(tmp_path / "all", extra_shift=1.5)
+    runs = load_runs([tmp_path / "all"])
+    assert extra_splits(runs) == ["test_lossless"]
+    rows = {row["method"]: row for row in method_table(runs, "last:test_lossless")}
+    values = [HEADLINE[("fbl60", seed)][0] + 1.5 for seed in (1, 2, 3)]
+    assert rows["fbl λ=60"]["top1_mean"] == pytest.approx(statistics.mean(values))
+    assert rows["fbl λ=60"]["top1_std"] == pytest.approx(statistics.stdev(values))
+    assert rows["fbl λ=60"]["epochs"] == [EPOCHS - 1] * 3
+    without = load_run(write_run(tmp_path / "plain", "ce", 7, HEADLINE[("ce", 1)]))
+    assert extra_splits([*runs, without]) == []
+    with pytest.raises(ConfigError, match=r"plain: summary.json has no 'last_extra.test_lossless'"):
+        method_table([without], "last:test_lossless")
 
 
 def test_method_table_works_on_old_run_folders_and_one_seed_has_no_std(tmp_path):

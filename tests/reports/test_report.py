@@ -39,6 +39,14 @@ def test_report_from_a_folder_of_runs(tmp_path):
     assert "Notes" not in markdown
 
 
+def test_extra_evaluation_split_gets_its_own_table(tmp_path):
+    write_two_methods(tmp_path / "runs", extra_shift=2.0)
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    section = markdown.split("## Last epoch on test_lossless", 1)[1].split("## ", 1)[0]
+    assert f"| ce | 3 | 3 | {_cell('ce', 0, shift=2.0)} | {_cell('ce', 1, shift=2.0)} |" in section
+
+
 def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
     write_two_methods(tmp_path / "new")
     old = write_run(tmp_path / "old" / "ce-seed4", "ce", 4, (68.0, 88.0, 60.0, 35.0, 14.0), new_fields=False, torn=True)

@@ -18,7 +18,7 @@ from fbl.reports.run_folder import Run
 
 #: Columns of the method table, in order.
 METRIC_KEYS = ("top1", "many", "medium", "few", "ece")
-STAGES = ("last", "selected")
+STAGES = ("last", "selected", "last:SPLIT")
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
@@ -30,10 +30,13 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
 
 
 def stage_metrics(run: Run, stage: str) -> tuple[dict, int | None, str | None]:
-    """``(test metrics, epoch, selected on)`` of a run at ``stage``: ``"last"`` or ``"selected"``."""
+    """``(metrics, epoch, selected on)`` of a run at ``stage``: ``"last"`` or ``"selected"`` (test set),
+    or ``"last:SPLIT"``: the last epoch on an extra evaluation split (e.g. ``last:test_lossless``)."""
     if stage == "last":
         last = run.last
         return last, last.get("epoch"), None
+    if stage.startswith("last:"):
+        return run.last_on(stage.removeprefix("last:")), run.last.get("epoch"), None
     if stage == "selected":
         selected = run.selected
         return selected["test"], selected["epoch"], selected["on"]
@@ -60,6 +63,12 @@ def method_row(method: Method, stage: str = "last") -> dict:
 def method_table(runs: list[Run], stage: str = "last") -> list[dict]:
     """One row per method (runs equal but for the seed): mean ± std over seeds at ``stage``."""
     return [method_row(method, stage) for method in group_methods(runs)]
+
+
+def extra_splits(runs: Sequence[Run]) -> list[str]:
+    """Extra evaluation splits (beyond test and val) that every run reports at its last epoch."""
+    names = [set(run.summary.get("last_extra") or {}) for run in runs]
+    return sorted(set.intersection(*names)) if names else []
 
 
 def sweep_tables(runs: list[Run], stage: str = "last") -> list[dict]:

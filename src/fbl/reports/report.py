@@ -15,7 +15,7 @@ from pathlib import Path
 
 from fbl.errors import ConfigError
 from fbl.reports import figures
-from fbl.reports.aggregate import METRIC_KEYS, method_table, sweep_tables
+from fbl.reports.aggregate import METRIC_KEYS, extra_splits, method_table, sweep_tables
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.run_folder import Run, load_runs
 from fbl.reports.writers import FigureFile, ReportContent, Table, write_html, write_markdown
@@ -86,14 +86,22 @@ def _metric_cells(row: dict) -> list[str]:
     return [format_mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in METRIC_KEYS]
 
 
+def _last_epoch_table(runs: list[Run], stage: str, title: str, caption: str) -> Table:
+    return Table(
+        title,
+        ["Method", "n", "Epoch", *(METRIC_TITLES[k] for k in METRIC_KEYS)],
+        [[r["method"], str(r["n"]), _epochs_text(r["epochs"]), *_metric_cells(r)] for r in method_table(runs, stage)],
+        caption,
+    )
+
+
 def _method_tables(runs: list[Run]) -> list[Table]:
     metric_columns = [METRIC_TITLES[k] for k in METRIC_KEYS]
-    last = method_table(runs, "last")
     tables = [
-        Table(
+        _last_epoch_table(
+            runs,
+            "last",
             "Last epoch (headline)",
-            ["Method", "n", "Epoch", *metric_columns],
-            [[r["method"], str(r["n"]), _epochs_text(r["epochs"]), *_metric_cells(r)] for r in last],
             "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 0.",
         )
     ]
@@ -110,6 +118,9 @@ def _method_tables(runs: list[Run]) -> list[Table]:
             "(chosen on test: optimistic, not a held-out result).",
         )
     )
+    for split in extra_splits(runs):
+        caption = f"The extra evaluation split '{split}' the dataset offers, at the same epochs as the headline."
+        tables.append(_last_epoch_table(runs, f"last:{split}", f"Last epoch on {split}", caption))
     for sweep in sweep_tables(runs, "last"):
         keys = sweep["keys"]
         tables.append(

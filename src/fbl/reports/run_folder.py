@@ -46,6 +46,10 @@ class Run:
         """Test metrics at the last epoch: the headline numbers."""
         return require(self, "last")
 
+    def last_on(self, split: str) -> dict:
+        """Metrics at the last epoch on an extra evaluation split (``summary.json``'s ``last_extra``)."""
+        return require(self, f"last_extra.{split}")
+
     @property
     def selected(self) -> dict:
         """The selected epoch as ``{"epoch", "on", "test"}``: the epoch chosen on ``on`` and its test metrics.
