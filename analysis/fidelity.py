@@ -12,9 +12,9 @@ For each run folder (from ``fbl train``) it measures, from the run's last checkp
   on the test set, the paper's reporting, read from ``metrics.jsonl``;
 * **the prior the classifier carries**: test top-1 / many / medium after post-hoc logit adjustment
   ``z - tau log(prior)`` over a range of tau. A model whose decisions are balanced peaks at tau = 0;
-  cross-entropy peaks near tau = +1 (it favours the head by the log prior); a loss that over-corrects
-  towards the tail peaks at tau < 0. This curve is a diagnostic read on the test set: it chooses no
-  reported number.
+  for cross-entropy the balanced-error correction is tau = +1 in theory (Menon et al., ICLR 2021),
+  as it favours the head by the log prior; a loss that over-corrects towards the tail peaks at
+  tau < 0. This curve is a diagnostic read on the test set: it chooses no reported number.
 """
 
 from __future__ import annotations
