@@ -101,11 +101,10 @@ def diagnose(run: Path, data_dir: str | None) -> dict:
     pair, worst_pair_distance = pair_with_jpeg(lossless_images, lossless_targets, test_images, test_targets)
     jpeg_pred, lossless_pred = test_logits[pair].argmax(1), lossless_logits.argmax(1)
 
-    curve = []
-    for tau in TAUS:
-        predictions = logit_adjust(test_logits, counts, tau).argmax(1)
-        per_class = per_class_accuracy(predictions, test_targets, num_classes)
-        curve.append({"tau": tau, "top1": top1(predictions, test_targets), **shot_means(per_class, counts)})
+    curves = {
+        "test": adjustment_curve(test_logits, test_targets, counts),
+        "test_lossless": adjustment_curve(lossless_logits, lossless_targets, counts),
+    }
     return {
         "run": str(run),
         "loss": cfg.loss,
@@ -117,12 +116,24 @@ def diagnose(run: Path, data_dir: str | None) -> dict:
             "jpeg_top1": top1(jpeg_pred, lossless_targets),
             "lossless_top1": top1(lossless_pred, lossless_targets),
             "same_prediction": top1(jpeg_pred, lossless_pred),
+            "jpeg_per_class": per_class_accuracy(jpeg_pred, lossless_targets, num_classes),
+            "lossless_per_class": per_class_accuracy(lossless_pred, lossless_targets, num_classes),
         },
         "test_top1": top1(test_logits.argmax(1), test_targets),
         "reporting_rule": reporting_rule(run),
-        "logit_adjust_curve": curve,
-        "best_tau": max(curve, key=lambda point: point["top1"]),
+        "logit_adjust_curves": curves,
+        "best_tau": {split: max(curve, key=lambda point: point["top1"]) for split, curve in curves.items()},
     }
+
+
+def adjustment_curve(logits: torch.Tensor, targets: torch.Tensor, counts: list[int]) -> list[dict]:
+    """Top-1 and shot-group accuracy after ``logit_adjust(logits, counts, tau)`` for every tau in TAUS."""
+    curve = []
+    for tau in TAUS:
+        predictions = logit_adjust(logits, counts, tau).argmax(1)
+        per_class = per_class_accuracy(predictions, targets, len(counts))
+        curve.append({"tau": tau, "top1": top1(predictions, targets), **shot_means(per_class, counts)})
+    return curve
 
 
 def _fmt(value: float | None) -> str:
@@ -149,26 +160,43 @@ def markdown(results: list[dict]) -> str:
             f"| {_fmt(rule['last20_min'])}–{_fmt(rule['last20_max'])} "
             f"| {_fmt(pair['jpeg_top1'])} | {_fmt(pair['lossless_top1'])} | {_fmt(pair['same_prediction'])}% |"
         )
-    lines += [
-        "",
-        "## Post-hoc logit adjustment z − τ log(prior), test set (diagnostic, chooses nothing)",
-        "",
-        "τ > 0 moves decisions towards the tail, τ < 0 towards the head; the τ where top-1 peaks says",
-        "which way, and by how many log-priors, the trained classifier leans.",
-        "",
-    ]
+    lines += ["", "## Per-class accuracy on the lossless 1,000 and on their JPEG copies", ""]
     for r in results:
-        best = r["best_tau"]
+        pair = r["paired_jpeg_vs_lossless"]
+        classes = range(len(pair["lossless_per_class"]))
         lines += [
             f"### {r['run']}",
             "",
-            f"Peak: τ = {best['tau']:g}, top-1 {_fmt(best['top1'])} (τ = 0: {_fmt(r['test_top1'])}).",
+            "| Class | " + " | ".join(str(c) for c in classes) + " |",
+            "|---|" + "---|" * len(classes),
+            "| JPEG copies | " + " | ".join(f"{v:.1f}" for v in pair["jpeg_per_class"]) + " |",
+            "| lossless | " + " | ".join(f"{v:.1f}" for v in pair["lossless_per_class"]) + " |",
             "",
-            "| τ | Top-1 | Many | Medium |",
-            "|---|---|---|---|",
         ]
-        for p in r["logit_adjust_curve"]:
-            lines.append(f"| {p['tau']:g} | {_fmt(p['top1'])} | {_fmt(p['many'])} | {_fmt(p['medium'])} |")
+    lines += [
+        "## Post-hoc logit adjustment z − τ log(prior) (diagnostic, chooses nothing)",
+        "",
+        "τ > 0 moves decisions towards the tail, τ < 0 towards the head; the τ where top-1 peaks says",
+        "which way, and by how many log-priors, the trained classifier leans. Test = the 10,000",
+        "JPEG-decoded test images; lossless = the 1,000 lossless ones.",
+        "",
+    ]
+    for r in results:
+        best, curves = r["best_tau"], r["logit_adjust_curves"]
+        lossless_top1 = r["paired_jpeg_vs_lossless"]["lossless_top1"]
+        lines += [
+            f"### {r['run']}",
+            "",
+            f"Peak on test: τ = {best['test']['tau']:g}, top-1 {_fmt(best['test']['top1'])} "
+            f"(τ = 0: {_fmt(r['test_top1'])}). Peak on lossless: τ = {best['test_lossless']['tau']:g}, "
+            f"top-1 {_fmt(best['test_lossless']['top1'])} (τ = 0: {_fmt(lossless_top1)}).",
+            "",
+            "| τ | Test top-1 | Many | Medium | Lossless top-1 | Many | Medium |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for p, q in zip(curves["test"], curves["test_lossless"], strict=True):
+            cells = [_fmt(p[k]) for k in ("top1", "many", "medium")] + [_fmt(q[k]) for k in ("top1", "many", "medium")]
+            lines.append(f"| {p['tau']:g} | " + " | ".join(cells) + " |")
         lines.append("")
     return "\n".join(lines)
 

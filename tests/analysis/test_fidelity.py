@@ -76,7 +76,14 @@ def test_diagnose_a_real_cifar10_run(fidelity, cifar10_root, tmp_path):
     # The script's own forward pass agrees with `fbl eval` on the same weights.
     reference = evaluate_checkpoint(str(run), device="cpu", split="test_lossless")
     assert pair["lossless_top1"] == pytest.approx(reference["top1"], abs=0.15)
-    untouched = next(point for point in result["logit_adjust_curve"] if point["tau"] == 0)
-    assert untouched["top1"] == result["test_top1"]
-    assert result["best_tau"]["top1"] == max(point["top1"] for point in result["logit_adjust_curve"])
+    curves = result["logit_adjust_curves"]
+    untouched = {split: next(p for p in curve if p["tau"] == 0) for split, curve in curves.items()}
+    assert untouched["test"]["top1"] == result["test_top1"]
+    assert untouched["test_lossless"]["top1"] == pair["lossless_top1"]
+    for split, curve in curves.items():
+        assert result["best_tau"][split]["top1"] == max(point["top1"] for point in curve)
+    # Per-class accuracy on the 1,000 (class counts 103, 89, ...) averages back to top-1.
+    counts = [103, 89, 100, 103, 90, 86, 112, 102, 106, 109]
+    weighted = sum(acc * n for acc, n in zip(pair["lossless_per_class"], counts, strict=True)) / 1000
+    assert weighted == pytest.approx(pair["lossless_top1"])
     assert "| Run |" in fidelity.markdown([result])
