@@ -5,7 +5,7 @@ import shlex
 import pytest
 import torch
 
-from fbl.cli import _drop_lone_slashes, build_parser, main, train_overrides
+from fbl.cli import _drop_lone_slashes, build_parser, format_summary, main, train_overrides
 from fbl.config import resolve_config
 
 # The paper's README commands as published: continuation lines end in ' /' (not ' \').
@@ -190,3 +190,18 @@ def test_every_config_field_has_a_flag_and_every_flag_a_field():
 def test_lr_schedule_flags_take_lists():
     cfg = resolved(["--lr-milestones", "0.6,0.8", "--lr-decay", "0.1,0.01", "--epochs", "10"])
     assert cfg.lr_milestones == [0.6, 0.8] and cfg.lr_decay == [0.1, 0.01]
+
+
+def test_summary_table_lists_extra_evaluation_splits_at_the_last_epoch():
+    metrics = {"top1": 68.07, "top5": 96.34, "many": 64.4, "medium": 82.75, "few": None}
+    summary = {
+        "last": metrics,
+        "last_extra": {"test_lossless": {**metrics, "top1": 81.0}},
+        "best": {**metrics, "top1": 69.17, "epoch": 189},
+        "best_selected_on": "the test set",
+        "run_dir": "runs/x",
+    }
+    lines = format_summary(summary).splitlines()
+    assert lines[1].split()[:3] == ["last", "epoch", "68.07"]
+    assert lines[2].split()[:4] == ["last", "epoch,", "test_lossless", "81.00"]
+    assert lines[3].split()[:4] == ["best", "(epoch", "189)*", "69.17"]

@@ -527,8 +527,12 @@ def format_metrics_table(rows: dict) -> str:
 
 
 def format_summary(summary: dict) -> str:
+    """The end-of-training table: the last epoch, any extra evaluation split at it, and the selected epoch."""
     best = summary["best"]
-    table = format_metrics_table({"last epoch": summary["last"], f"best (epoch {best['epoch']})*": best})
+    rows = {"last epoch": summary["last"]}
+    rows.update({f"last epoch, {split}": m for split, m in (summary.get("last_extra") or {}).items()})
+    rows[f"best (epoch {best['epoch']})*"] = best
+    table = format_metrics_table(rows)
     return f"{table}\n* selected on {summary['best_selected_on']}\nrun folder: {summary['run_dir']}"
 
 

@@ -142,6 +142,10 @@ def _runs_table(methods: list[Method]) -> Table:
     )
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def write_report(run_dirs: list[Path], out: Path) -> Path:
     """Write ``report.md``, ``report.html`` and one PNG per figure into ``out``; returns the HTML path.
 
@@ -156,7 +160,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     methods = group_methods(runs)
     content = ReportContent(
         title="fbl report",
-        intro=[f"{len(runs)} runs, {len(methods)} methods: {', '.join(m.label for m in methods)}."],
+        intro=[f"{_count(len(runs), 'run')}, {_count(len(methods), 'method')}: {', '.join(m.label for m in methods)}."],
         tables=[*_method_tables(runs), _runs_table(methods)],
     )
     for stem, title, caption, draw in FIGURES:
