@@ -2,6 +2,8 @@
 
     python analysis/fidelity.py RUN [RUN ...] --out results/cifar10-lt-protocol/diagnostics.md
 
+(writes ``diagnostics.md``, ``diagnostics.json`` and ``diagnostics.png`` there.)
+
 For each run folder (from ``fbl train``) it measures, from the run's last checkpoint:
 
 * **the JPEG caveat, paired**: top-1 on the 1,000 images of ``test_batch_lossless_1000`` (the
@@ -25,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+from matplotlib.figure import Figure
 
 from fbl.config import config_from_dict
 from fbl.data.shot_groups import shot_groups
@@ -110,6 +113,7 @@ def diagnose(run: Path, data_dir: str | None) -> dict:
         "loss": cfg.loss,
         "lambda": cfg.lambda_,
         "epochs": cfg.epochs,
+        "class_counts": counts,
         "paired_jpeg_vs_lossless": {
             "images": len(pair),
             "worst_pair_relative_distance": worst_pair_distance,
@@ -155,7 +159,7 @@ def markdown(results: list[dict]) -> str:
     for r in results:
         rule, pair = r["reporting_rule"], r["paired_jpeg_vs_lossless"]
         lines.append(
-            f"| {r['run']} | {_fmt(rule['last_top1'])} (epoch {rule['last_epoch']}) "
+            f"| {Path(r['run']).name} | {_fmt(rule['last_top1'])} (epoch {rule['last_epoch']}) "
             f"| {_fmt(rule['best_on_test_top1'])} (epoch {rule['best_on_test_epoch']}) "
             f"| {_fmt(rule['last20_min'])}–{_fmt(rule['last20_max'])} "
             f"| {_fmt(pair['jpeg_top1'])} | {_fmt(pair['lossless_top1'])} | {_fmt(pair['same_prediction'])}% |"
@@ -165,7 +169,7 @@ def markdown(results: list[dict]) -> str:
         pair = r["paired_jpeg_vs_lossless"]
         classes = range(len(pair["lossless_per_class"]))
         lines += [
-            f"### {r['run']}",
+            f"### {Path(r['run']).name}",
             "",
             "| Class | " + " | ".join(str(c) for c in classes) + " |",
             "|---|" + "---|" * len(classes),
@@ -185,7 +189,7 @@ def markdown(results: list[dict]) -> str:
         best, curves = r["best_tau"], r["logit_adjust_curves"]
         lossless_top1 = r["paired_jpeg_vs_lossless"]["lossless_top1"]
         lines += [
-            f"### {r['run']}",
+            f"### {Path(r['run']).name}",
             "",
             f"Peak on test: τ = {best['test']['tau']:g}, top-1 {_fmt(best['test']['top1'])} "
             f"(τ = 0: {_fmt(r['test_top1'])}). Peak on lossless: τ = {best['test_lossless']['tau']:g}, "
@@ -201,6 +205,23 @@ def markdown(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def paired_figure(results: list[dict], path: Path) -> Path:
+    """Per-class accuracy against training count: lossless (solid) and their JPEG copies (dashed)."""
+    fig = Figure(figsize=(6.4, 3.6))
+    ax = fig.subplots()
+    for i, r in enumerate(results):
+        pair, name = r["paired_jpeg_vs_lossless"], Path(r["run"]).name
+        ax.plot(r["class_counts"], pair["lossless_per_class"], "o-", color=f"C{i}", label=f"{name}, lossless")
+        ax.plot(r["class_counts"], pair["jpeg_per_class"], "s--", color=f"C{i}", label=f"{name}, JPEG copies")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class")
+    ax.set_ylabel("top-1 (%), same 1,000 images")
+    ax.legend(fontsize="small", frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, format="png")
+    return path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path, help="finished run folders")
@@ -211,7 +232,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown(results))
     args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    figure = paired_figure(results, args.out.with_suffix(".png"))
+    print(f"wrote {args.out}, {args.out.with_suffix('.json')} and {figure}")
 
 
 if __name__ == "__main__":

@@ -87,3 +87,5 @@ def test_diagnose_a_real_cifar10_run(fidelity, cifar10_root, tmp_path):
     weighted = sum(acc * n for acc, n in zip(pair["lossless_per_class"], counts, strict=True)) / 1000
     assert weighted == pytest.approx(pair["lossless_top1"])
     assert "| Run |" in fidelity.markdown([result])
+    figure = fidelity.paired_figure([result], tmp_path / "paired.png")
+    assert figure.read_bytes().startswith(b"\x89PNG") and figure.stat().st_size > 1000
