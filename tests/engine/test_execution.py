@@ -69,6 +69,24 @@ def test_resolution_of_defaults_and_bad_requests():
     assert Execution.resolve(CPU, "auto").precision in ("fp32", "bf16")
 
 
+@pytest.mark.parametrize("precision, tf32_after", [("fp32", False), ("bf16", True)])
+def test_fp32_on_cuda_switches_tf32_off_and_other_settings_leave_it(monkeypatch, precision, tf32_after):
+    # The flags are plain settings, so this runs without a GPU; both are restored afterwards.
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    matmul = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        Execution(torch.device("cuda"), precision).configure_backends()
+        assert torch.backends.cudnn.allow_tf32 is tf32_after
+        assert torch.get_float32_matmul_precision() == ("high" if tf32_after else "highest")
+        torch.set_float32_matmul_precision("high")
+        Execution(CPU, "fp32").configure_backends()  # the CPU has no TF32: nothing changes
+        assert torch.backends.cudnn.allow_tf32 is tf32_after
+        assert torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(matmul)
+
+
 def test_a_compile_failure_falls_back_to_eager_with_one_warning(monkeypatch, caplog):
     model = torch.nn.Linear(3, 2)
 

@@ -125,6 +125,14 @@ class Execution:
         """fp16 needs loss scaling so small gradients do not flush to zero; bf16 and fp32 do not."""
         return torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
+    def configure_backends(self) -> None:
+        """Make ``fp32`` mean float32 on CUDA: PyTorch runs cuDNN convolutions in TF32 (a 10-bit
+        mantissa) by default, so an fp32 run would otherwise not be the full-precision reference it is
+        meant to be. Other precisions and devices keep PyTorch's defaults."""
+        if self.device.type == "cuda" and self.precision == "fp32":
+            torch.backends.cudnn.allow_tf32 = False
+            torch.set_float32_matmul_precision("highest")
+
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """``model`` in the chosen memory format, compiled when asked; the returned module is what the
         loops call. Parameters are shared, so checkpoints are written from the uncompiled ``model``."""

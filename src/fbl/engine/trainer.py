@@ -282,6 +282,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
         exp.device, cfg.precision, cfg.channels_last, cfg.compile,
         images=(cfg.epochs - cfg.start_epoch) * steps * (cfg.batch_size // cfg.accum_steps),
     )  # fmt: skip
+    execution.configure_backends()
     if execution.channels_last:
         model = model.to(memory_format=torch.channels_last)
     # What the loops call (DDP-wrapped when distributed, compiled when asked); checkpoints are
