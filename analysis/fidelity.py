@@ -34,6 +34,7 @@ from fbl.data.shot_groups import shot_groups
 from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.trainer import build_experiment
 from fbl.posthoc import logit_adjust
+from fbl.reports.run_folder import load_run
 
 TAUS = [t / 4 for t in range(-16, 9)]  # -4.0 ... 2.0
 
@@ -75,7 +76,7 @@ def top1(predictions: torch.Tensor, targets: torch.Tensor) -> float:
 
 
 def reporting_rule(run: Path) -> dict:
-    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = load_run(run).epochs
     best = max(epochs, key=lambda e: e["eval"]["top1"])
     last = epochs[-1]
     tail = [e["eval"]["top1"] for e in epochs[-20:]]

@@ -52,6 +52,9 @@ def test_reporting_rule_reads_last_and_best_on_test(fidelity, tmp_path):
     top1 = [10.0, 50.0, 75.5, 71.0, 73.0]
     lines = [json.dumps({"epoch": e, "eval": {"top1": t}}) for e, t in enumerate(top1)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    # load_run reads a finished run folder only: it needs summary.json and config.yaml beside metrics.jsonl.
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text("seed: 0\n")
     rule = fidelity.reporting_rule(tmp_path)
     assert rule == {
         "last_epoch": 4,
