@@ -24,6 +24,19 @@ def make(**overrides):
     return LongTailData(**fields)
 
 
+def test_blank_images_are_counted_and_named_in_one_warning(caplog):
+    # Two of six training images are one flat value (zeros, 255s); a varied image is not blank.
+    images = torch.arange(24, dtype=torch.uint8).reshape(6, 1, 2, 2)
+    images[1] = 0
+    images[4] = 255
+    test = torch.tensor([[[[1, 2], [3, 4]]], [[[5, 5], [5, 6]]], [[[9, 8], [7, 6]]]], dtype=torch.uint8)
+    with caplog.at_level("WARNING", logger="fbl.data.dataset"):
+        make(train_images=images, test_images=test)
+    assert [r.getMessage() for r in caplog.records] == [
+        "toy: 2 of 6 train images are blank (every pixel the same value); is the data complete?"
+    ]
+
+
 def test_properties():
     data = make()
     assert data.targets == [0, 0, 0, 1, 1, 2] and isinstance(data.targets[0], int)

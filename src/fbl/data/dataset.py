@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,8 +12,16 @@ from fbl.data.augment import AugmentSpec
 from fbl.data.shot_groups import shot_groups
 from fbl.data.tensor_loader import TensorBatchLoader
 
+logger = logging.getLogger(__name__)
+
 #: Evaluation batches are large: no gradients are kept, so memory allows it and it is faster.
 EVAL_BATCH_SIZE = 256
+
+
+def count_blank(images: torch.Tensor) -> int:
+    """Images (N×…) whose pixels all hold one value, such as the zeros of an incompletely written data file."""
+    flat = images.reshape(images.shape[0], -1)
+    return int((flat.amax(1) == flat.amin(1)).sum()) if flat.numel() else 0
 
 
 @dataclass(eq=False)
@@ -77,6 +86,13 @@ class LongTailData:
                     f"{self.name}: {split} images have {images.shape[1]} channels, "
                     f"augment spec {self.augment.num_channels}"
                 )
+            blank = count_blank(images)
+            if blank:
+                # Real photographs are never one flat colour; many such images mean a broken copy of the data.
+                logger.warning(
+                    "%s: %d of %d %s images are blank (every pixel the same value); is the data complete?",
+                    self.name, blank, images.shape[0], split,
+                )  # fmt: skip
         if len(self.class_names) != self.num_classes or len(self.class_counts) != self.num_classes:
             raise ValueError(f"{self.name}: expected {self.num_classes} class names and counts")
         found = torch.bincount(self.train_targets, minlength=self.num_classes).tolist()
