@@ -40,11 +40,13 @@ TAUS = [t / 4 for t in range(-16, 9)]  # -4.0 ... 2.0
 
 
 @torch.inference_mode()
-def collect(model: torch.nn.Module, loader) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Logits, targets and the (normalised) images of a split, in order."""
+def collect(
+    model: torch.nn.Module, loader, logit_scale: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Logits (times the loss's ``logit_scale``, as evaluation does), targets and normalised images, in order."""
     logits, targets, images = [], [], []
     for batch, target in loader:
-        logits.append(model(batch).float())
+        logits.append(model(batch).float() * logit_scale)
         targets.append(target)
         images.append(batch.flatten(1).float())
     return torch.cat(logits), torch.cat(targets), torch.cat(images)
@@ -100,8 +102,9 @@ def diagnose(run: Path, data_dir: str | None) -> dict:
     counts = list(exp.data.class_counts)
     num_classes = len(counts)
 
-    test_logits, test_targets, test_images = collect(model, exp.eval_loader("test"))
-    lossless_logits, lossless_targets, lossless_images = collect(model, exp.eval_loader("test_lossless"))
+    scale = exp.criterion.logit_scale
+    test_logits, test_targets, test_images = collect(model, exp.eval_loader("test"), scale)
+    lossless_logits, lossless_targets, lossless_images = collect(model, exp.eval_loader("test_lossless"), scale)
     pair, worst_pair_distance = pair_with_jpeg(lossless_images, lossless_targets, test_images, test_targets)
     jpeg_pred, lossless_pred = test_logits[pair].argmax(1), lossless_logits.argmax(1)
 

@@ -20,14 +20,16 @@ def evaluate(
     execution: Execution | None = None,
     dist: Distributed | None = None,
     limit_batches: int | None = None,
+    logit_scale: float = 1.0,
     logit_transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
     progress: Progress = no_progress,
 ) -> dict:
     """Top-1/5, many/medium/few, per-class accuracy and feature norm on ``loader``.
 
     Runs under ``execution``'s autocast and memory format (fp32 eager when not given); metrics are
-    accumulated in float64. Predictions use the raw logits ``z`` (never FBL's shifted ones); ``logit_transform`` is the
-    hook for post-hoc adjustments chosen at evaluation time.
+    accumulated in float64. Predictions use the raw logits ``z`` (never FBL's shifted ones), times
+    ``logit_scale`` (the loss's :attr:`~fbl.losses.base.LongTailLoss.logit_scale`: LDAM's ``s``, else 1);
+    ``logit_transform`` is the hook for post-hoc adjustments chosen at evaluation time, applied after.
     """
     model.eval()
     metrics = ClassMetrics(len(class_counts))
@@ -37,7 +39,7 @@ def evaluate(
         images, target = execution.prepare_batch(images, target)
         with execution.autocast():
             logits, features = model(images, return_features=True)
-        logits, features = logits.float(), features.float()
+        logits, features = logits.float() * logit_scale, features.float()
         if logit_transform is not None:
             logits = logit_transform(logits)
         metrics.update(logits, target, features)

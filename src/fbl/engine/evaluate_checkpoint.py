@@ -69,6 +69,7 @@ def evaluate_checkpoint(
         exp.eval_loader(split),
         exp.data.class_counts,
         limit_batches=limit_batches,
+        logit_scale=exp.criterion.logit_scale,
         logit_transform=transform,
         progress=progress,
     )

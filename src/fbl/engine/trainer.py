@@ -354,7 +354,8 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
                 eval_started = time.perf_counter()
                 last = {
                     split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
-                                    limit_batches=cfg.limit_batches, progress=progress)
+                                    limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
+                                    progress=progress)
                     for split, loader in eval_loaders.items()
                 }  # fmt: skip
                 record["eval_seconds"] = time.perf_counter() - eval_started
@@ -384,10 +385,16 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
         raise TrainingInterrupted("interrupted before the first checkpoint; there is nothing to resume") from None
     finally:
         stop.restore()
-    if last is None:  # resumed a run that had already finished
-        last = run.last_evaluations(report_on)
+    if last is None:  # resumed a run that had already finished: summarise its final weights afresh
+        last = {
+            split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
+                            limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
+                            progress=progress)
+            for split, loader in eval_loaders.items()
+        }  # fmt: skip
     train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution, dist=exp.dist,
-                           limit_batches=cfg.limit_batches, progress=progress)  # fmt: skip
+                           limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
+                           progress=progress)  # fmt: skip
     run.close()
     summary = _summary(last, best, report_on, select_on, train_split, cfg, data, run)
     if hasattr(train_loader, "skipped"):  # image files read with --skip-bad-images (this process's count)

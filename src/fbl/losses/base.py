@@ -26,6 +26,11 @@ class LongTailLoss(nn.Module):
             ``"sum"`` or ``"none"``.
     """
 
+    #: The factor the loss multiplies the model's outputs by before its softmax (LDAM's ``s`` on cosine
+    #: logits). Evaluation multiplies by it too, so that probabilities, calibration and post-hoc
+    #: adjustments see the logits the model was trained with; predictions do not change.
+    logit_scale: float = 1.0
+
     def __init__(self, class_counts: Counts, weight=None, reduction: str = "mean"):
         super().__init__()
         counts = check_class_counts(class_counts)

@@ -42,6 +42,7 @@ class LDAMLoss(LongTailLoss):
         super().__init__(class_counts, weight, reduction)
         self.max_m = check_positive(max_m, "max_m", " (largest margin)")
         self.s = check_positive(s, "s", " (logit scale)")
+        self.logit_scale = self.s
 
     @property
     def margins(self) -> torch.Tensor:
