@@ -173,6 +173,20 @@ def test_out_pointing_at_a_finished_run_is_refused_unless_overwrite(fbl_run, cap
     assert (fbl_run / "summary.json").read_text() == before
 
 
+def test_resuming_a_finished_run_summarises_its_final_weights_afresh(tmp_path):
+    # A finished run resumed (e.g. after a fix to evaluation) re-evaluates its last checkpoint: the
+    # summary does not copy the logged numbers, which are tampered with here to prove it.
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits-lt", "--out", str(out), *FAST]) == 0
+    before = json.loads((out / "summary.json").read_text())
+    records = read_jsonl(out / "metrics.jsonl")
+    records[-1]["eval"]["top1"] = records[-1]["val"]["top1"] = -1.0
+    (out / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert main(["train", "--resume", str(out), "--quiet"]) == 0
+    after = json.loads((out / "summary.json").read_text())
+    assert after["last"]["top1"] == before["last"]["top1"] and after["last_val"] == before["last_val"]
+
+
 def test_overwrite_replaces_the_run_without_mixing_events(tmp_path):
     out = tmp_path / "run"
     assert main(["train", "--preset", "digits-lt", "--out", str(out), *FAST]) == 0

@@ -120,13 +120,6 @@ class RunFolder:
                 logger.warning("dropping the torn last line of %s", self.metrics_path)
         return records
 
-    def last_evaluations(self, reported: str = "test") -> dict:
-        """The most recent evaluation by split (what a resumed, finished run summarises)."""
-        for record in reversed(self.read_metrics()):
-            if "eval" in record:
-                return {reported: record["eval"], **({"val": record["val"]} if "val" in record else {})}
-        raise ConfigError(f"{self.metrics_path} holds no evaluation to summarise")
-
     def _truncate_metrics(self, start_epoch: int) -> None:
         """On resume, drop records of epochs that will be run again (written after the last checkpoint)."""
         if not self.metrics_path.exists():
