@@ -308,6 +308,14 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     # not the reported split, else the reported split itself (and the summary says so).
     report_on = "test" if "test" in eval_loaders else "val"
     select_on = "val" if "val" in eval_loaders else report_on
+
+    def evaluate_splits() -> dict:
+        return {
+            split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
+                            limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale, progress=progress)
+            for split, loader in eval_loaders.items()
+        }  # fmt: skip
+
     logger.info(
         "%s: %d train / %s images, %d classes, counts %d..%d; model %s, loss %s, device %s (%s)",
         cfg.dataset, data.split_size("train"), " / ".join(f"{data.split_size(s)} {s}" for s in eval_loaders),
@@ -352,12 +360,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
             line += f" ({record['train_images_per_s']:.0f} img/s)"
             if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
                 eval_started = time.perf_counter()
-                last = {
-                    split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
-                                    limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
-                                    progress=progress)
-                    for split, loader in eval_loaders.items()
-                }  # fmt: skip
+                last = evaluate_splits()
                 record["eval_seconds"] = time.perf_counter() - eval_started
                 record["eval"] = last[report_on]
                 for split, metrics in last.items():
@@ -386,12 +389,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     finally:
         stop.restore()
     if last is None:  # resumed a run that had already finished: summarise its final weights afresh
-        last = {
-            split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
-                            limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
-                            progress=progress)
-            for split, loader in eval_loaders.items()
-        }  # fmt: skip
+        last = evaluate_splits()
     train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution, dist=exp.dist,
                            limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
                            progress=progress)  # fmt: skip
