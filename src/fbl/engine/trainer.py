@@ -309,12 +309,14 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     report_on = "test" if "test" in eval_loaders else "val"
     select_on = "val" if "val" in eval_loaders else report_on
 
+    def evaluate_on(loader) -> dict:
+        return evaluate(
+            runner, loader, class_counts, execution=execution, dist=exp.dist, limit_batches=cfg.limit_batches,
+            logit_scale=criterion.logit_scale, progress=progress,
+        )  # fmt: skip
+
     def evaluate_splits() -> dict:
-        return {
-            split: evaluate(runner, loader, class_counts, execution=execution, dist=exp.dist,
-                            limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale, progress=progress)
-            for split, loader in eval_loaders.items()
-        }  # fmt: skip
+        return {split: evaluate_on(loader) for split, loader in eval_loaders.items()}
 
     logger.info(
         "%s: %d train / %s images, %d classes, counts %d..%d; model %s, loss %s, device %s (%s)",
@@ -390,9 +392,7 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
         stop.restore()
     if last is None:  # resumed a run that had already finished: summarise its final weights afresh
         last = evaluate_splits()
-    train_split = evaluate(runner, exp.eval_loader("train"), class_counts, execution=execution, dist=exp.dist,
-                           limit_batches=cfg.limit_batches, logit_scale=criterion.logit_scale,
-                           progress=progress)  # fmt: skip
+    train_split = evaluate_on(exp.eval_loader("train"))
     run.close()
     summary = _summary(last, best, report_on, select_on, train_split, cfg, data, run)
     if hasattr(train_loader, "skipped"):  # image files read with --skip-bad-images (this process's count)
