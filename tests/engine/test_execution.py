@@ -138,12 +138,16 @@ def test_resume_is_exact_on_the_bf16_channels_last_path(tmp_path):
         assert torch.equal(uninterrupted[key], resumed[key]), key
 
 
-def test_a_fast_path_checkpoint_evaluates_in_an_eager_fp32_model(tmp_path):
+def test_a_fast_path_checkpoint_evaluates_in_an_eager_fp32_model(tmp_path, monkeypatch):
     from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
 
     out = tmp_path / "run"
     assert main(["train", *FAST, "--out", str(out)]) == 0
     state = load_checkpoint(out)["model"]
     assert not any(key.startswith(("_orig_mod.", "model._compiled")) for key in state)
+    configured = []
+    monkeypatch.setattr(Execution, "configure_backends", lambda self: configured.append(self))
     result = evaluate_checkpoint(str(out), device="cpu")  # builds the plain fp32 model
     assert result["top1"] is not None
+    # fbl eval sets the backends as an fp32 training run does (on CUDA: no TF32), once, for fp32 eager
+    assert [(e.precision, e.channels_last, e.compile) for e in configured] == [("fp32", False, False)]

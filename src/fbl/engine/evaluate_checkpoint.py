@@ -10,6 +10,7 @@ from torch import nn
 from fbl.config import config_from_dict
 from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.evaluate import evaluate
+from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.trainer import build_experiment
 from fbl.errors import ConfigError
@@ -64,10 +65,13 @@ def evaluate_checkpoint(
     if logit_adjust_tau is not None:
         counts = exp.data.class_counts
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
+    execution = Execution(exp.device)  # fp32 eager; on CUDA without TF32, like an fp32 training run
+    execution.configure_backends()
     return evaluate(
         model,
         exp.eval_loader(split),
         exp.data.class_counts,
+        execution=execution,
         limit_batches=limit_batches,
         logit_scale=exp.criterion.logit_scale,
         logit_transform=transform,
