@@ -32,6 +32,8 @@ from matplotlib.figure import Figure
 from fbl.config import config_from_dict
 from fbl.data.shot_groups import shot_groups
 from fbl.engine.checkpoint import load_checkpoint
+from fbl.engine.evaluate import forward_batches
+from fbl.engine.execution import Execution
 from fbl.engine.trainer import build_experiment
 from fbl.posthoc import logit_adjust
 from fbl.reports.run_folder import load_run
@@ -45,8 +47,9 @@ def collect(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Logits (times the loss's ``logit_scale``, as evaluation does), targets and normalised images, in order."""
     logits, targets, images = [], [], []
-    for batch, target in loader:
-        logits.append(model(batch).float() * logit_scale)
+    execution = Execution(next(model.parameters()).device)
+    for batch, target, batch_logits, _ in forward_batches(model, loader, execution, logit_scale):
+        logits.append(batch_logits)
         targets.append(target)
         images.append(batch.flatten(1).float())
     return torch.cat(logits), torch.cat(targets), torch.cat(images)
