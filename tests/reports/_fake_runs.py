@@ -129,11 +129,13 @@ def write_run(
     new_fields: bool = True,
     torn: bool = False,
     extra_shift: float | None = None,
+    val_top1: float | None = None,
     **config_overrides,
 ) -> Path:
     """A run folder as training writes it; ``new_fields=False`` gives the older format.
 
-    ``extra_shift`` adds a ``test_lossless`` extra split whose numbers are the headline's plus it.
+    ``extra_shift`` adds a ``test_lossless`` extra split whose numbers are the headline's plus it;
+    ``val_top1`` gives the run a validation split (``last_val``) with that top-1 at the last epoch.
     """
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config(loss, seed, **config_overrides), sort_keys=False))
@@ -157,6 +159,8 @@ def write_run(
         summary["train_feature_norms"] = feature_norms(seed, 12.0)
     if extra_shift is not None:
         summary["last_extra"] = {"test_lossless": metrics(numbers, seed, new_fields=new_fields, shift=extra_shift)}
+    if val_top1 is not None:
+        summary["last_val"] = {**metrics(numbers, seed, new_fields=new_fields), "top1": val_top1}
     (folder / "summary.json").write_text(json.dumps(summary, indent=2))
     return folder
 

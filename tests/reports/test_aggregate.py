@@ -74,6 +74,33 @@ def test_sweep_table_lists_each_grid_point_of_a_loss(tmp_path):
     )
 
 
+def test_sweep_chooses_on_validation_over_the_seeds_every_point_has(tmp_path):
+    # λ=30 has seeds 1-3, λ=60 only seed 1. Over all its seeds λ=30 validates best (82.33 vs 80), but
+    # on the one seed both have (1) λ=60 does (80 vs 79): extra seeds must not buy the choice.
+    # Test top-1 favours λ=30 throughout, and must not matter.
+    runs = [
+        load_run(write_run(tmp_path / f"l30-{seed}", "fbl", seed, (90.0, 0, 0, 0, 0), lambda_=30.0, val_top1=val))
+        for seed, val in ((1, 79.0), (2, 84.0), (3, 84.0))
+    ]
+    runs.append(load_run(write_run(tmp_path / "l60-1", "fbl", 1, (60.0, 0, 0, 0, 0), lambda_=60.0, val_top1=80.0)))
+    (table,) = sweep_tables(runs)
+    assert table["chosen_on_seeds"] == [1]
+    assert [(row["lambda_"], row["chosen"]) for row in table["rows"]] == [(30.0, False), (60.0, True)]
+    l30 = table["rows"][0]
+    assert l30["val_top1_mean"] == pytest.approx(statistics.mean([79.0, 84.0, 84.0]))
+    assert l30["val_top1_std"] == pytest.approx(statistics.stdev([79.0, 84.0, 84.0]))
+
+
+def test_sweep_without_validation_in_every_run_chooses_nothing(tmp_path):
+    runs = [
+        load_run(write_run(tmp_path / "l30", "fbl", 1, (90.0, 0, 0, 0, 0), lambda_=30.0, val_top1=70.0)),
+        load_run(write_run(tmp_path / "l60", "fbl", 1, (60.0, 0, 0, 0, 0), lambda_=60.0)),
+    ]
+    (table,) = sweep_tables(runs)
+    assert table["chosen_on_seeds"] == [] and not any(row["chosen"] for row in table["rows"])
+    assert [row["val_top1_mean"] for row in table["rows"]] == [70.0, None]
+
+
 def test_no_sweep_table_without_grid_points(tmp_path):
     write_two_methods(tmp_path)
     assert sweep_tables(load_runs([tmp_path])) == []

@@ -67,3 +67,15 @@ def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
     values = [HEADLINE[("ce", s)][0] for s in (1, 2, 3)] + [68.0]
     assert f"| ce | 4 | 3 | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} |" in markdown
     assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES) - 3
+
+
+def test_sweep_table_shows_the_validation_score_and_marks_the_point_it_chooses(tmp_path):
+    for lam, val, test_top1 in ((15, 78.8, 69.5), (30, 82.6, 70.9), (60, 81.0, 72.0)):
+        write_run(tmp_path / "runs" / f"l{lam}", "fbl", 123, (test_top1, 0, 0, 0, 0), lambda_=lam, val_top1=val)
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    section = markdown.split("## Sweep: fbl over lambda_", 1)[1]
+    assert "| lambda_ | Method | n | Val top-1 | Top-1 |" in section
+    assert "| 30 | fbl λ=30 | 1 | 82.60 ± – (chosen) | 70.90 ± – |" in section
+    assert "| 60 | fbl λ=60 | 1 | 81.00 ± – | 72.00 ± – |" in section  # best on test, not chosen
+    assert section.count("(chosen)") == 1 and "seeds every point has (123)" in section

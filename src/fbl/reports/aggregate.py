@@ -72,10 +72,15 @@ def extra_splits(runs: Sequence[Run]) -> list[str]:
 
 
 def sweep_tables(runs: list[Run], stage: str = "last") -> list[dict]:
-    """For each loss run with more than one config: ``{"loss", "keys", "rows"}``, a row per grid point.
+    """For each loss run with more than one config: ``{"loss", "keys", "rows", "chosen_on_seeds"}``.
 
     ``keys`` are the config keys that differ between that loss's methods (e.g. ``["lambda_"]``);
-    each row holds their values followed by the :func:`method_row` numbers, sorted by those values.
+    each row holds their values followed by the :func:`method_row` numbers, sorted by those values,
+    plus ``val_top1_mean`` / ``val_top1_std`` (the validation split at the last epoch) and
+    ``chosen``. The chosen row is the one ``fbl compare`` picks: the highest mean validation top-1,
+    taken over the seeds every grid point has (``chosen_on_seeds``), so a point trained on more
+    seeds is not favoured. Without a validation split in every run nothing is chosen (the test set
+    never chooses): ``chosen`` is False everywhere and ``chosen_on_seeds`` empty.
     """
     by_loss: dict[str, list[Method]] = {}
     for method in group_methods(runs):
@@ -85,10 +90,33 @@ def sweep_tables(runs: list[Run], stage: str = "last") -> list[dict]:
         if len(methods) < 2:
             continue
         keys = varying_keys(methods)
-        rows = [{**{k: m.config.get(k) for k in keys}, **method_row(m, stage)} for m in methods]
+        chosen, seeds = _chosen_on_validation(methods)
+        rows = []
+        for m in methods:
+            val_mean, val_std = mean_std([_val_top1(run) for run in m.runs])
+            row = {**{k: m.config.get(k) for k in keys}, **method_row(m, stage)}
+            rows.append({**row, "val_top1_mean": val_mean, "val_top1_std": val_std, "chosen": m is chosen})
         rows.sort(key=lambda row: [_sortable(row[k]) for k in keys])
-        tables.append({"loss": loss, "keys": keys, "rows": rows})
+        tables.append({"loss": loss, "keys": keys, "rows": rows, "chosen_on_seeds": seeds})
     return tables
+
+
+def _val_top1(run: Run) -> float | None:
+    return (run.summary.get("last_val") or {}).get("top1")
+
+
+def _chosen_on_validation(methods: list[Method]) -> tuple[Method | None, list]:
+    """The method with the highest mean last-epoch validation top-1 over the seeds all methods share."""
+    if any(_val_top1(run) is None for m in methods for run in m.runs):
+        return None, []
+    shared = set.intersection(*({run.seed for run in m.runs} for m in methods))
+    if not shared:
+        return None, []
+
+    def score(method: Method) -> float:
+        return statistics.mean(_val_top1(run) for run in method.runs if run.seed in shared)
+
+    return max(methods, key=score), sorted(shared, key=_sortable)
 
 
 def per_class_mean(run_lists: Sequence[Sequence[float | None]], what: str = "per-class values") -> list[float | None]:

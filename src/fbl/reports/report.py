@@ -121,17 +121,30 @@ def _method_tables(runs: list[Run]) -> list[Table]:
     for split in extra_splits(runs):
         caption = f"The extra evaluation split '{split}' the dataset offers, at the same epochs as the headline."
         tables.append(_last_epoch_table(runs, f"last:{split}", f"Last epoch on {split}", caption))
-    for sweep in sweep_tables(runs, "last"):
-        keys = sweep["keys"]
-        tables.append(
-            Table(
-                f"Sweep: {sweep['loss']} over {', '.join(keys)}",
-                [*keys, "Method", "n", *metric_columns],
-                [[str(r[k]) for k in keys] + [r["method"], str(r["n"]), *_metric_cells(r)] for r in sweep["rows"]],
-                "Last epoch, test set; one row per grid point.",
-            )
-        )
+    tables.extend(_sweep_table(sweep, metric_columns) for sweep in sweep_tables(runs, "last"))
     return tables
+
+
+def _sweep_table(sweep: dict, metric_columns: list[str]) -> Table:
+    keys, seeds = sweep["keys"], sweep["chosen_on_seeds"]
+
+    def val_cell(row: dict) -> str:
+        cell = format_mean_std(row["val_top1_mean"], row["val_top1_std"])
+        return f"{cell} (chosen)" if row["chosen"] else cell
+
+    if seeds:
+        how = (
+            f"the chosen point has the highest validation top-1 over the seeds every point has "
+            f"({', '.join(map(str, seeds))}), the rule of fbl compare; the test columns are reported, not chosen on."
+        )
+    else:
+        how = "not every run has a validation split, so no point is chosen (the test set never chooses)."
+    return Table(
+        f"Sweep: {sweep['loss']} over {', '.join(keys)}",
+        [*keys, "Method", "n", "Val top-1", *metric_columns],
+        [[str(r[k]) for k in keys] + [r["method"], str(r["n"]), val_cell(r), *_metric_cells(r)] for r in sweep["rows"]],
+        f"Last epoch, one row per grid point; {how}",
+    )
 
 
 def _runs_table(methods: list[Method]) -> Table:
