@@ -1,6 +1,11 @@
 """Presets, config resolution order and early validation of method options."""
 
+import dataclasses
+import json
+from pathlib import Path
+
 import pytest
+import yaml
 
 from fbl.config import list_presets, load_preset, resolve_config
 from fbl.errors import ConfigError
@@ -33,6 +38,23 @@ def test_every_preset_resolves_and_names_its_paper(name):
     preset = load_preset(name)
     assert preset["description"] and preset["paper"]
     resolve_config(name)  # builds the loss and train rule on stand-in counts
+
+
+LAMBDA_SWEEP = Path(__file__).resolve().parents[1] / "results" / "cifar10-lt-lambda"
+
+
+def test_tuned_preset_is_the_lambda_validation_chose_and_the_run_it_was_chosen_with():
+    chosen = json.loads((LAMBDA_SWEEP / "chosen-sweep.json").read_text())["fbl"]["point"]["lambda_"]
+    tuned = dataclasses.asdict(resolve_config("cifar10-lt-tuned"))
+    paper = dataclasses.asdict(resolve_config("cifar10-lt"))
+    assert tuned["lambda_"] == chosen == 30
+    assert {k for k in tuned if tuned[k] != paper[k]} == {"lambda_", "val_split", "preset"}
+    # every setting that shapes training equals the recorded run's (not where it ran or wrote)
+    recorded = yaml.safe_load((LAMBDA_SWEEP / f"fbl-lambda_={chosen}-seed123" / "config.yaml").read_text())
+    bookkeeping = {"data_dir", "device", "out", "overwrite", "quiet", "preset"}
+    assert {k: v for k, v in tuned.items() if k not in bookkeeping} == {
+        k: v for k, v in recorded.items() if k not in bookkeeping
+    }
 
 
 def test_method_presets_extend_the_dataset_preset():
