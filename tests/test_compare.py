@@ -60,3 +60,23 @@ def test_the_choice_is_the_best_mean_validation_score_not_test(compared, tmp_pat
 def test_bad_selection_metric_is_one_line(compared, capsys):
     assert main([*ARGS, "--out", str(compared), "--select-on", "test-top1", *TRAIN]) == 2
     assert "val-<top1|many|medium|few>" in capsys.readouterr().err
+
+
+def test_confirm_seeds_train_only_the_point_chosen_on_the_first_seeds(tmp_path, capsys):
+    out = tmp_path / "confirm"
+    args = ["compare", "--preset", "digits-lt", "--losses", "fbl", "--seeds", "0", "--grid", "lambda_=15,30"]
+    assert main([*args, "--confirm-seeds", "1,0", "--out", str(out), *TRAIN]) == 0
+    vals = {lam: json.loads((out / f"fbl-lambda_={lam}-seed0" / "summary.json").read_text())["last_val"]["top1"]
+            for lam in (15, 30)}  # fmt: skip
+    best = 15 if vals[15] >= vals[30] else 30  # the first of equal scores wins, as in choose()
+    folders = sorted(p.name for p in out.iterdir() if (p / "summary.json").is_file())
+    assert folders == sorted(["fbl-lambda_=15-seed0", "fbl-lambda_=30-seed0", f"fbl-lambda_={best}-seed1"])
+    record = json.loads((out / "chosen.json").read_text())["fbl"]
+    assert record["point"] == {"lambda_": best} and record["val"] == vals[best]
+    assert record["chosen_on_seeds"] == [0] and record["confirmed_on_seeds"] == [1]  # seed 0 is not trained twice
+    assert f"fbl (lambda_={best}; val {vals[best]:.2f}; n=2)" in capsys.readouterr().out
+
+
+def test_seeds_that_are_not_integers_are_one_line(tmp_path, capsys):
+    assert main([*ARGS, "--confirm-seeds", "1,x", "--out", str(tmp_path), *TRAIN]) == 2
+    assert "--confirm-seeds as comma-separated integers but got '1,x'" in capsys.readouterr().err

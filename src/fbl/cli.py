@@ -290,6 +290,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="val-top1",
         help="validation metric that chooses the grid point: val-top1 | val-many | val-medium | val-few",
     )
+    p.add_argument(
+        "--confirm-seeds",
+        dest="confirm_seeds",
+        default="",
+        help="comma-separated seeds the chosen grid point is then trained on too (chosen on --seeds only)",
+    )
     p.add_argument("--out", required=True, help="folder of the runs and the report")
     sub.add_parser("presets", help="list presets and their hyper-parameters")
     p = sub.add_parser("demo", help="train CE and FBL on digits-lt and compare many/medium/few")
@@ -477,8 +483,9 @@ def cmd_compare(namespace, extra: list[str]) -> int:
     bars = _bars_wanted(False)
     with _logging_context(bars):
         text = compare(
-            namespace.preset, _names(namespace.losses), [int(s) for s in _names(namespace.seeds)],
+            namespace.preset, _names(namespace.losses), _seeds(namespace.seeds, "--seeds"),
             parse_grid(namespace.grid), overrides, namespace.out, namespace.select_on, progress=_progress(bars),
+            confirm_seeds=_seeds(namespace.confirm_seeds, "--confirm-seeds"),
         )  # fmt: skip
     print(text)
     return 0
@@ -486,6 +493,13 @@ def cmd_compare(namespace, extra: list[str]) -> int:
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
+def _seeds(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in _names(text)]
+    except ValueError:
+        raise ConfigError(f"Expected {flag} as comma-separated integers but got {text!r}") from None
 
 
 def cmd_presets(namespace) -> int:

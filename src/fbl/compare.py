@@ -4,7 +4,8 @@ Each run gets its own folder ``OUT/<loss>[-<key>=<value>...]-seed<k>``. A folder
 ``summary.json`` is finished and skipped; one with ``checkpoints/last.pt`` is resumed; anything
 else starts fresh. For each loss, the grid point with the best mean validation metric at the last
 epoch is chosen (``--select-on val-top1``, ``val-few``, ...), and its *test* metrics are reported,
-so no number that is reported was used to choose it.
+so no number that is reported was used to choose it. ``--confirm-seeds`` trains the chosen point on
+more seeds after the choice.
 """
 
 from __future__ import annotations
@@ -115,14 +116,26 @@ def choose(runs: list[GridRun], select_on: str) -> dict[str, tuple]:
 
 def compare(
     preset: str | None, losses: list[str], seeds: list[int], grid: dict[str, list], overrides: dict, out: Path,
-    select_on: str = "val-top1", progress=None,
+    select_on: str = "val-top1", progress=None, confirm_seeds: list[int] = (),
 ) -> str:  # fmt: skip
-    """Run the comparison and write its report; returns the printed summary."""
+    """Run the comparison and write its report; returns the printed summary.
+
+    The grid point is chosen on ``seeds``; ``confirm_seeds`` then trains each loss's chosen point
+    on more seeds (the usual protocol: choose with one seed, report the choice over several), and
+    the chosen point's test metrics are reported over all its seeds.
+    """
     out = Path(out)
     runs = plan(losses, seeds, grid, out)
     run_all(runs, preset, overrides, progress)
     chosen = choose(runs, select_on)
-    lines = [f"chosen on {select_on} (mean over seeds, last epoch); test metrics of the chosen point:"]
+    extra_seeds = [s for s in confirm_seeds if s not in seeds]
+    confirmations = [
+        run for loss, (point, _) in chosen.items() for run in plan([loss], extra_seeds, {k: [v] for k, v in point}, out)
+    ]
+    run_all(confirmations, preset, overrides, progress)
+    runs = runs + confirmations
+    on = ", ".join(map(str, seeds))
+    lines = [f"chosen on {select_on} (mean over seeds {on}, last epoch); test metrics of the chosen point:"]
     for loss, (point, score) in chosen.items():
         folders = [r.folder for r in runs if r.loss == loss and r.point == point]
         row = method_table([load_run(f) for f in folders])[0]
@@ -133,9 +146,11 @@ def compare(
         )
         label = ", ".join(f"{k}={v}" for k, v in point) or "no grid"
         lines.append(f"  {loss} ({label}; val {score:.2f}; n={row['n']}): {cells}")
-    (out / "chosen.json").write_text(
-        json.dumps({loss: {"point": dict(point), "val": score} for loss, (point, score) in chosen.items()}, indent=2)
-    )
+    record = {
+        loss: {"point": dict(point), "val": score, "chosen_on_seeds": list(seeds), "confirmed_on_seeds": extra_seeds}
+        for loss, (point, score) in chosen.items()
+    }
+    (out / "chosen.json").write_text(json.dumps(record, indent=2))
     html = write_report([r.folder for r in runs], out / "report")
     lines.append(f"report: {html}")
     return "\n".join(lines)
