@@ -294,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--confirm-seeds",
         dest="confirm_seeds",
         default="",
+        metavar="S1,S2",
         help="comma-separated seeds the chosen grid point is then trained on too (chosen on --seeds only)",
     )
     p.add_argument("--out", required=True, help="folder of the runs and the report")
