@@ -20,7 +20,7 @@ from fbl.config import resolve_config
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
 from fbl.losses import loss_parameters
-from fbl.reports import load_run, method_table, write_report
+from fbl.reports import highest_mean, load_run, method_table, write_report
 
 logger = logging.getLogger(__name__)
 
@@ -99,19 +99,14 @@ def choose(runs: list[GridRun], select_on: str) -> dict[str, tuple]:
     split, _, metric = select_on.partition("-")
     if split != "val" or metric not in SELECTABLE:
         raise ConfigError(f"Expected --select-on val-<{'|'.join(SELECTABLE)}> but got {select_on!r}")
-    scores: dict[tuple[str, tuple], list[float]] = {}
+    scores: dict[str, dict[tuple, list[float]]] = {}
     for run in runs:
         summary = json.loads((run.folder / "summary.json").read_text())
         value = (summary.get("last_val") or {}).get(metric)
         if value is None:
             raise ConfigError(f"{run.folder} has no validation {metric} to select on (trained with --val-split none?)")
-        scores.setdefault((run.loss, run.point), []).append(value)
-    chosen = {}
-    for (loss, point), values in scores.items():
-        mean = sum(values) / len(values)
-        if loss not in chosen or mean > chosen[loss][1]:
-            chosen[loss] = (point, mean)
-    return chosen
+        scores.setdefault(run.loss, {}).setdefault(run.point, []).append(value)
+    return {loss: highest_mean(points) for loss, points in scores.items()}
 
 
 def compare(

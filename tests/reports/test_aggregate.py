@@ -3,7 +3,15 @@ import statistics
 import pytest
 
 from fbl.errors import ConfigError
-from fbl.reports.aggregate import METRIC_KEYS, extra_splits, mean_std, method_table, per_class_mean, sweep_tables
+from fbl.reports.aggregate import (
+    METRIC_KEYS,
+    extra_splits,
+    highest_mean,
+    mean_std,
+    method_table,
+    per_class_mean,
+    sweep_tables,
+)
 from fbl.reports.run_folder import load_run, load_runs
 
 from ._fake_runs import EPOCHS, HEADLINE, SELECTED_SHIFT, write_run, write_two_methods
@@ -23,6 +31,12 @@ def test_method_table_means_and_sample_stds_equal_longhand(tmp_path, stage, shif
             values = [HEADLINE[(key, seed)][i] + shift for seed in (1, 2, 3)]
             assert row[f"{metric}_mean"] == pytest.approx(statistics.mean(values))
             assert row[f"{metric}_std"] == pytest.approx(statistics.stdev(values))
+
+
+def test_highest_mean_picks_the_best_mean_not_the_best_single_score_and_the_first_on_a_tie():
+    # (80 + 70) / 2 = 75 < (76 + 76) / 2 = 76: the single best score (80) does not win.
+    assert highest_mean({"a": [80.0, 70.0], "b": [76.0, 76.0], "c": [60.0]}) == ("b", 76.0)
+    assert highest_mean({"first": [70.0, 72.0], "second": [71.0]}) == ("first", 71.0)
 
 
 def test_extra_split_table_equals_longhand_and_needs_every_run(tmp_path):

@@ -1,7 +1,7 @@
 """Reports from finished run folders (``config.yaml``, ``metrics.jsonl``, ``summary.json``): tables
 over seeds and figures, written as ``report.md`` and a self-contained ``report.html``."""
 
-from fbl.reports.aggregate import method_row, method_table, sweep_tables
+from fbl.reports.aggregate import highest_mean, method_row, method_table, sweep_tables
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report import write_report
 from fbl.reports.run_folder import Run, find_run_dirs, load_run, load_runs
@@ -11,6 +11,7 @@ __all__ = [
     "Run",
     "find_run_dirs",
     "group_methods",
+    "highest_mean",
     "load_run",
     "load_runs",
     "method_row",

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 
 from fbl.errors import ConfigError
 from fbl.reports.methods import Method, group_methods, varying_keys
@@ -27,6 +27,16 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
     if not present:
         return None, None
     return statistics.mean(present), statistics.stdev(present) if len(present) > 1 else None
+
+
+def highest_mean(scores: Mapping[Hashable, Sequence[float]]) -> tuple[Hashable, float]:
+    """The key whose scores have the highest mean, with that mean; the first such key on a tie.
+
+    The one rule by which validation chooses, in ``fbl compare`` and in the report's sweep table.
+    """
+    means = {key: statistics.mean(values) for key, values in scores.items()}
+    best = max(means, key=means.__getitem__)
+    return best, means[best]
 
 
 def stage_metrics(run: Run, stage: str) -> tuple[dict, int | None, str | None]:
@@ -112,11 +122,9 @@ def _chosen_on_validation(methods: list[Method]) -> tuple[Method | None, list]:
     shared = set.intersection(*({run.seed for run in m.runs} for m in methods))
     if not shared:
         return None, []
-
-    def score(method: Method) -> float:
-        return statistics.mean(_val_top1(run) for run in method.runs if run.seed in shared)
-
-    return max(methods, key=score), sorted(shared, key=_sortable)
+    scores = {i: [_val_top1(run) for run in m.runs if run.seed in shared] for i, m in enumerate(methods)}
+    best, _ = highest_mean(scores)
+    return methods[best], sorted(shared, key=_sortable)
 
 
 def per_class_mean(run_lists: Sequence[Sequence[float | None]], what: str = "per-class values") -> list[float | None]:
