@@ -44,7 +44,9 @@ LAMBDA_SWEEP = Path(__file__).resolve().parents[1] / "results" / "cifar10-lt-lam
 
 
 def test_tuned_preset_is_the_lambda_validation_chose_and_the_run_it_was_chosen_with():
-    chosen = json.loads((LAMBDA_SWEEP / "chosen-sweep.json").read_text())["fbl"]["point"]["lambda_"]
+    record = json.loads((LAMBDA_SWEEP / "chosen.json").read_text())["fbl"]
+    assert record["chosen_on_seeds"] == [123] and record["confirmed_on_seeds"] == [124, 125]
+    chosen = record["point"]["lambda_"]
     tuned = dataclasses.asdict(resolve_config("cifar10-lt-tuned"))
     paper = dataclasses.asdict(resolve_config("cifar10-lt"))
     assert tuned["lambda_"] == chosen == 30
