@@ -192,6 +192,11 @@ def test_lr_schedule_flags_take_lists():
     assert cfg.lr_milestones == [0.6, 0.8] and cfg.lr_decay == [0.1, 0.01]
 
 
+def test_a_list_flag_with_a_word_in_it_is_one_line(capsys):
+    assert main(["train", "--lr-milestones", "0.6,late", "--device", "cpu"]) == 2
+    assert "argument --lr-milestones: expected comma-separated numbers but got '0.6,late'" in capsys.readouterr().err
+
+
 def test_summary_table_lists_extra_evaluation_splits_at_the_last_epoch():
     metrics = {"top1": 68.07, "top5": 96.34, "many": 64.4, "medium": 82.75, "few": None}
     summary = {

@@ -77,6 +77,8 @@ def test_confirm_seeds_train_only_the_point_chosen_on_the_first_seeds(tmp_path, 
     assert f"fbl (lambda_={best}; val {vals[best]:.2f}; n=2)" in capsys.readouterr().out
 
 
-def test_seeds_that_are_not_integers_are_one_line(tmp_path, capsys):
-    assert main([*ARGS, "--confirm-seeds", "1,x", "--out", str(tmp_path), *TRAIN]) == 2
-    assert "--confirm-seeds as comma-separated integers but got '1,x'" in capsys.readouterr().err
+@pytest.mark.parametrize("flag", ["--seeds", "--confirm-seeds"])
+def test_seeds_that_are_not_integers_are_one_line(tmp_path, capsys, flag):
+    assert main([*ARGS, flag, "1,x", "--out", str(tmp_path), *TRAIN]) == 2
+    assert f"argument {flag}: expected comma-separated integers but got '1,x'" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # refused before anything trained

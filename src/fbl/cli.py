@@ -58,11 +58,20 @@ def _key_value(text: str):
     return key.strip(), yaml.safe_load(value)
 
 
-def _float_list(text: str) -> list[float]:
-    try:
-        return [float(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers but got {text!r}") from None
+def _comma_list(convert, noun: str):
+    """An argparse ``type`` reading ``"1,2,3"`` as a list, with one clear line for a bad entry."""
+
+    def parse(text: str) -> list:
+        try:
+            return [convert(part) for part in _names(text)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected comma-separated {noun} but got {text!r}") from None
+
+    return parse
+
+
+_float_list = _comma_list(float, "numbers")
+_int_list = _comma_list(int, "integers")
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
@@ -276,7 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--preset", default=None, help="preset every run starts from (e.g. cifar10-lt, digits-lt)")
     p.add_argument("--losses", required=True, help="comma-separated losses, e.g. ce,fbl")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--seeds", type=_int_list, default="0", help="comma-separated seeds (default 0)")
     p.add_argument(
         "--grid",
         action="append",
@@ -293,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--confirm-seeds",
         dest="confirm_seeds",
+        type=_int_list,
         default="",
         metavar="S1,S2",
         help="comma-separated seeds the chosen grid point is then trained on too (chosen on --seeds only)",
@@ -484,9 +494,9 @@ def cmd_compare(namespace, extra: list[str]) -> int:
     bars = _bars_wanted(False)
     with _logging_context(bars):
         text = compare(
-            namespace.preset, _names(namespace.losses), _seeds(namespace.seeds, "--seeds"),
+            namespace.preset, _names(namespace.losses), namespace.seeds,
             parse_grid(namespace.grid), overrides, namespace.out, namespace.select_on, progress=_progress(bars),
-            confirm_seeds=_seeds(namespace.confirm_seeds, "--confirm-seeds"),
+            confirm_seeds=namespace.confirm_seeds,
         )  # fmt: skip
     print(text)
     return 0
@@ -494,13 +504,6 @@ def cmd_compare(namespace, extra: list[str]) -> int:
 
 def _names(text: str) -> list[str]:
     return [part.strip() for part in str(text).split(",") if part.strip()]
-
-
-def _seeds(text: str, flag: str) -> list[int]:
-    try:
-        return [int(part) for part in _names(text)]
-    except ValueError:
-        raise ConfigError(f"Expected {flag} as comma-separated integers but got {text!r}") from None
 
 
 def cmd_presets(namespace) -> int:

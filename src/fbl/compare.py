@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -111,7 +112,7 @@ def choose(runs: list[GridRun], select_on: str) -> dict[str, tuple]:
 
 def compare(
     preset: str | None, losses: list[str], seeds: list[int], grid: dict[str, list], overrides: dict, out: Path,
-    select_on: str = "val-top1", progress=None, confirm_seeds: list[int] = (),
+    select_on: str = "val-top1", progress=None, confirm_seeds: Sequence[int] = (),
 ) -> str:  # fmt: skip
     """Run the comparison and write its report; returns the printed summary.
 
