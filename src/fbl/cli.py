@@ -58,6 +58,10 @@ def _key_value(text: str):
     return key.strip(), yaml.safe_load(value)
 
 
+def _names(text: str) -> list[str]:
+    return [part.strip() for part in str(text).split(",") if part.strip()]
+
+
 def _comma_list(convert, noun: str):
     """An argparse ``type`` reading ``"1,2,3"`` as a list, with one clear line for a bad entry."""
 
@@ -500,10 +504,6 @@ def cmd_compare(namespace, extra: list[str]) -> int:
         )  # fmt: skip
     print(text)
     return 0
-
-
-def _names(text: str) -> list[str]:
-    return [part.strip() for part in str(text).split(",") if part.strip()]
 
 
 def cmd_presets(namespace) -> int:
