@@ -28,9 +28,9 @@ def test_unknown_name_lists_valid_names():
 
 def test_duplicate_registration_is_a_bug():
     with pytest.raises(ValueError, match="registered twice"):
-        register_dataset("cifar10", lambda **kw: None)
+        register_dataset("cifar10")(lambda **kw: None)
     with pytest.raises(ValueError, match="registered twice"):
-        register_dataset("new-name", lambda **kw: None, "places-lt")
+        register_dataset("new-name", "places-lt")(lambda **kw: None)
     assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365"]
 
 
@@ -46,6 +46,8 @@ def test_public_api():
         "build_dataset",
         "list_datasets",
         "LongTailData",
+        "LongTailDataset",
+        "BatchLoader",
         "AugmentSpec",
         "TensorBatchLoader",
         "shot_groups",

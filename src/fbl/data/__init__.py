@@ -1,6 +1,12 @@
-"""Long-tailed datasets (one builder per family, all returning :class:`LongTailData`) and a fast tensor input path."""
+"""Long-tailed datasets (one builder per family, all returning a :class:`LongTailDataset`) and a fast tensor input path.
 
+Importing this package imports every builder module, which registers its builders in :data:`DATASETS`.
+"""
+
+# The builder modules are imported for their @register_dataset side effect.
+from fbl.data import cifar, digits, image_list_data  # noqa: F401
 from fbl.data.augment import AugmentSpec, normalize, random_crop_flip
+from fbl.data.contract import BatchLoader, LongTailDataset
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
 from fbl.data.registry import DATASETS, build_dataset, list_datasets
@@ -10,7 +16,9 @@ from fbl.data.tensor_loader import TensorBatchLoader
 __all__ = [
     "DATASETS",
     "AugmentSpec",
+    "BatchLoader",
     "LongTailData",
+    "LongTailDataset",
     "SHOT_THRESHOLDS",
     "TensorBatchLoader",
     "build_dataset",

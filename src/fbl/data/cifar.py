@@ -23,6 +23,7 @@ import torch
 from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
+from fbl.data.registry import register_dataset
 from fbl.data.safe_pickle import load_pickle_file
 from fbl.data.validation_split import hold_out_validation, validation_size
 from fbl.errors import ConfigError
@@ -295,6 +296,7 @@ def _extra_eval_splits(folder: Path, fmt: CifarFormat, num_classes: int) -> dict
     return extra
 
 
+@register_dataset("cifar10", "cifar10-lt")
 def build_cifar10(
     data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none"
 ) -> LongTailData:
@@ -302,6 +304,7 @@ def build_cifar10(
     return build_cifar(CIFAR10_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split)
 
 
+@register_dataset("cifar100", "cifar100-lt")
 def build_cifar100(
     data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none"
 ) -> LongTailData:

@@ -1,4 +1,4 @@
-"""The one object every dataset builder returns: a long-tailed train split, a test split, and their metadata."""
+"""Datasets held in memory (CIFAR, digits-lt): the tensor family of :class:`~fbl.data.contract.LongTailDataset`."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import numpy as np
 import torch
 
 from fbl.data.augment import AugmentSpec
+from fbl.data.contract import EVAL_BATCH_SIZE
 from fbl.data.shot_groups import shot_groups
 from fbl.data.tensor_loader import TensorBatchLoader
 
 logger = logging.getLogger(__name__)
-
-#: Evaluation batches are large: no gradients are kept, so memory allows it and it is faster.
-EVAL_BATCH_SIZE = 256
 
 
 def count_blank(images: torch.Tensor) -> int:
@@ -26,7 +24,7 @@ def count_blank(images: torch.Tensor) -> int:
 
 @dataclass(eq=False)
 class LongTailData:
-    """A long-tailed training set and its test set, held in memory as uint8 tensors.
+    """A long-tailed training set and its test set, held in memory as uint8 tensors (a :class:`LongTailDataset`).
 
     Everything that differs between datasets (class names, normalisation, augmentation) is a field
     here, so the trainer never branches on ``name``; the dataset builds its own loaders
@@ -160,6 +158,11 @@ class LongTailData:
         if self.val_indices is not None:
             out["val"] = self.val_indices.tolist()
         return out
+
+    def split_files(self, split: str) -> None:
+        """``None``: every split is in memory, read and validated when the dataset was built."""
+        self.split_size(split)  # an unknown split is still an error
+        return None
 
     def _eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         if split not in self.eval_splits:

@@ -21,6 +21,7 @@ import torch
 from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
+from fbl.data.registry import register_dataset
 from fbl.data.validation_split import hold_out_validation, largest_balanced_size, validation_size
 from fbl.errors import ConfigError
 
@@ -69,6 +70,7 @@ def held_out_split(
     return pool, test
 
 
+@register_dataset("digits-lt")
 def build_digits_lt(imb_type="exp", imb_factor=0.01, rand_number=0, val_split="none") -> LongTailData:
     """digits-lt. ``indices`` (and ``val_indices``) are positions in the ``load_digits()`` arrays.
 

@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fbl.data.contract import EVAL_BATCH_SIZE
 from fbl.data.image_files import CollateSkippingBad, ImageFiles, imagenet_eval_transform, imagenet_train_transform
 from fbl.data.image_folder import scan_image_folder
+from fbl.data.registry import register_dataset
 from fbl.data.sharding import eval_share, shard_order
 from fbl.data.shot_groups import shot_groups
 from fbl.data.split_list import LabelledFiles, load_lt_splits
@@ -116,7 +118,8 @@ class ImageBatchLoader:
 
 @dataclass(eq=False)
 class ImageListData:
-    """A long-tailed dataset of image files with its split lists (labels already re-indexed).
+    """A long-tailed dataset of image files with its split lists (labels already re-indexed); a
+    :class:`~fbl.data.contract.LongTailDataset`.
 
     Args:
         name: registry name.
@@ -159,20 +162,29 @@ class ImageListData:
         return tuple(split for split in ("val", "test") if split in self.splits)
 
     def split_size(self, split: str) -> int:
+        self._check_split(split)
         return len(self.splits[split].paths)
 
     def split_indices(self) -> dict[str, list[int]]:
         return {}  # the split lists themselves define the splits
 
+    def split_files(self, split: str) -> list[Path]:
+        """Every image file of ``split``, ``root / path`` in list order."""
+        self._check_split(split)
+        return [self.root / path for path in self.splits[split].paths]
+
     def train_loader(self, batch_size: int, *, device, seed: int, sampler=None, rank=0, world_size=1):
         transform = imagenet_train_transform(self.crop_size)
         return self._loader("train", transform, batch_size, seed, sampler, device, True, rank, world_size)
 
-    def eval_loader(self, split: str = "test", batch_size: int = 256, *, device, rank=0, world_size=1):
-        if split not in self.splits:
-            raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
+    def eval_loader(self, split: str = "test", batch_size: int = EVAL_BATCH_SIZE, *, device, rank=0, world_size=1):
+        self._check_split(split)
         transform = imagenet_eval_transform(self.crop_size)
         return self._loader(split, transform, batch_size, 0, None, device, False, rank, world_size)
+
+    def _check_split(self, split: str) -> None:
+        if split not in self.splits:
+            raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
 
     def _loader(self, split, transform, batch_size, seed, sampler, device, train, rank, world_size):
         paths, labels = self.splits[split]
@@ -209,6 +221,7 @@ def build_split_list_dataset(
     )
 
 
+@register_dataset("imagenet", "imagenet-lt")
 def build_imagenet_lt(
     data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
 ):
@@ -218,6 +231,7 @@ def build_imagenet_lt(
     )
 
 
+@register_dataset("inat", "inat2018", "inaturalist", "inaturalist2018")
 def build_inat2018(
     data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
 ):
@@ -227,6 +241,7 @@ def build_inat2018(
     )
 
 
+@register_dataset("place365", "places-lt", "places")
 def build_places_lt(
     data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
 ):
@@ -236,6 +251,7 @@ def build_places_lt(
     )
 
 
+@register_dataset("folder", "image-folder")
 def build_image_folder(data_dir=None, workers=4, skip_bad_images=False, image_size=CROP_SIZE) -> ImageListData:
     """Any ImageFolder-style tree: ``ROOT/train/<class>/*.jpg`` and optional ``val/``, ``test/`` beside it."""
     root = Path(data_dir if data_dir is not None else ".").expanduser()

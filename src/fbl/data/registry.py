@@ -1,7 +1,8 @@
 """Name -> dataset builder registry; lookup is case-insensitive and knows the ``-lt`` spellings.
 
 Every builder takes keyword options (the subset of :func:`build_dataset`'s it needs) and returns a
-dataset object that describes its splits and builds its own loaders.
+:class:`~fbl.data.contract.LongTailDataset`. A builder registers where it is defined, with
+``@register_dataset("name", *aliases)``; ``fbl.data`` imports every builder module.
 """
 
 from __future__ import annotations
@@ -9,27 +10,17 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from fbl.data.cifar import build_cifar10, build_cifar100
-from fbl.data.dataset import LongTailData
-from fbl.data.digits import build_digits_lt
-from fbl.data.image_list_data import build_image_folder, build_imagenet_lt, build_inat2018, build_places_lt
+from fbl.data.contract import LongTailDataset
 from fbl.registry import Registry
 
-Builder = Callable[..., LongTailData]
+Builder = Callable[..., LongTailDataset]
 
 DATASETS: Registry[Builder] = Registry("dataset")
-DATASETS.register("cifar10", build_cifar10, "cifar10-lt")
-DATASETS.register("cifar100", build_cifar100, "cifar100-lt")
-DATASETS.register("digits-lt", build_digits_lt)
-DATASETS.register("imagenet", build_imagenet_lt, "imagenet-lt")
-DATASETS.register("inat", build_inat2018, "inat2018", "inaturalist", "inaturalist2018")
-DATASETS.register("place365", build_places_lt, "places-lt", "places")
-DATASETS.register("folder", build_image_folder, "image-folder")
 
 
-def register_dataset(name: str, builder: Builder, *aliases: str) -> None:
-    """Register ``builder`` under ``name`` and ``aliases``; a name registered twice is a bug."""
-    DATASETS.register(name, builder, *aliases)
+def register_dataset(name: str, *aliases: str) -> Callable[[Builder], Builder]:
+    """Function decorator: register a builder under ``name`` and ``aliases``; a name registered twice is a bug."""
+    return DATASETS.decorator(name, *aliases)
 
 
 def list_datasets() -> list[str]:
@@ -42,7 +33,7 @@ def resolve_dataset_name(name: str) -> str:
     return DATASETS.canonical(name)
 
 
-def build_dataset(name: str, data_dir=None, **options) -> LongTailData:
+def build_dataset(name: str, data_dir=None, **options) -> LongTailDataset:
     """Build a long-tailed dataset by name: ``build_dataset("cifar10", data_dir="./data", imb_factor=0.01)``.
 
     Each builder takes the options it needs (read from its signature) and ignores the rest, so the
