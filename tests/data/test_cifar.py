@@ -10,6 +10,7 @@ import torchvision
 
 from fbl.data import build_dataset, long_tail_counts
 from fbl.data.cifar import CIFAR10_FORMAT, read_cifar
+from fbl.data.lossless_estimate_split import LOSSLESS_ESTIMATE
 from fbl.errors import ConfigError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -308,3 +309,129 @@ def test_shared_lossless_test_subset_is_an_extra_evaluation_split(cifar10_root):
     assert images.shape == (1000, 3, 32, 32) and images.dtype == torch.uint8
     # Class counts of the first 1,000 original test images, as ../shared's README states them.
     assert torch.bincount(labels).tolist() == [103, 89, 100, 103, 90, 86, 112, 102, 106, 109]
+
+
+# ---------------------------------------------------------------- the lossless_estimate split
+
+
+def read_batch(path):
+    with open(path, "rb") as f:
+        batch = pickle.load(f, encoding="latin1")
+    return batch["data"], np.array(batch["labels"])
+
+
+def used_positions(data):
+    return data.indices.tolist() + ([] if data.val_indices is None else data.val_indices.tolist())
+
+
+@pytest.mark.parametrize("val_split, val_per_class", [("none", 0), ("auto", 50)])
+def test_real_lossless_estimate_is_the_unused_train_images_and_class_0s_lossless_test_images(
+    cifar10_root, raw10, val_split, val_per_class
+):
+    x, y, _, _ = raw10
+    lossless_x, lossless_y = read_batch(cifar10_root / "cifar-10-batches-py" / "test_batch_lossless_1000")
+    data = build_dataset("cifar10", cifar10_root, val_split=val_split)
+    counts = [5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
+    # Class 0 keeps all 5,000 of its training images (its validation images are taken from those), so
+    # it is estimated on its 103 lossless test images; every other class on 5,000 - n_c - val images.
+    expected = [103] + [5000 - n - val_per_class for n in counts[1:]]
+    assert list(data.estimate.class_sizes) == expected
+    assert data.estimate.sources == ("lossless_test",) + ("unused_train",) * 9
+    assert data.split_size(LOSSLESS_ESTIMATE) == sum(expected) == {0: 37697, 50: 37247}[val_per_class]
+    assert LOSSLESS_ESTIMATE not in data.eval_splits and data.end_of_run_splits == (LOSSLESS_ESTIMATE,)
+
+    pool = data.estimate.pool_positions.tolist()
+    assert not set(pool) & set(data.indices.tolist())
+    assert data.val_indices is None or not set(pool) & set(data.val_indices.tolist())
+    assert sorted(pool + used_positions(data)) == list(range(50000))  # train, val and estimate split the pool
+
+    images = data.estimate_images.reshape(-1, 3072).numpy()
+    np.testing.assert_array_equal(images[: len(pool)], x[pool])
+    np.testing.assert_array_equal(images[len(pool) :], lossless_x[lossless_y == 0])
+    assert data.estimate_targets.tolist() == y[pool].tolist() + [0] * 103
+
+
+def test_real_lossless_estimate_follows_from_the_seed_and_the_validation_split(cifar10_root):
+    first = build_dataset("cifar10", cifar10_root, rand_number=1, val_split="auto")
+    again = build_dataset("cifar10", cifar10_root, rand_number=1, val_split="auto")
+    np.testing.assert_array_equal(first.estimate.pool_positions, again.estimate.pool_positions)
+    assert torch.equal(first.estimate_images, again.estimate_images)
+    other_seed = build_dataset("cifar10", cifar10_root, rand_number=2, val_split="auto")
+    assert not np.array_equal(first.estimate.pool_positions, other_seed.estimate.pool_positions)
+    # Without a validation split the estimate gains exactly the validation images of classes 1-9
+    # (class 0's were taken from its training images).
+    no_val = build_dataset("cifar10", cifar10_root, rand_number=1, val_split="none")
+    gained = set(no_val.estimate.pool_positions.tolist()) - set(first.estimate.pool_positions.tolist())
+    val = first.val_indices
+    assert gained == set(val[first.val_targets.numpy() != 0].tolist()) and len(gained) == 450
+
+
+def write_cifar10(root, per_class=20, test_per_class=10, lossless=30, seed=0):
+    """A cifar-10-batches-py folder in the official layout (random pixels), with ``../shared``'s extra
+    ``test_batch_lossless_1000`` holding the first ``lossless`` test images when ``lossless`` is set."""
+    rng = np.random.RandomState(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    labels = rng.permutation(np.repeat(np.arange(10), per_class))
+    data = rng.randint(0, 256, size=(len(labels), 3072), dtype=np.uint8)
+    for i, part in enumerate(np.array_split(np.arange(len(labels)), 5)):
+        with open(folder / f"data_batch_{i + 1}", "wb") as f:
+            pickle.dump({"data": data[part], "labels": labels[part].tolist()}, f)
+    test_labels = rng.permutation(np.repeat(np.arange(10), test_per_class))
+    test_data = rng.randint(0, 256, size=(len(test_labels), 3072), dtype=np.uint8)
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": test_data, "labels": test_labels.tolist()}, f)
+    if lossless:
+        with open(folder / "test_batch_lossless_1000", "wb") as f:
+            pickle.dump({"data": test_data[:lossless], "labels": test_labels[:lossless].tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": CIFAR10_CLASSES}, f)
+    return (data, labels), (test_data[:lossless], test_labels[:lossless])
+
+
+def test_synthetic_cifar10_estimates_its_largest_class_on_the_lossless_test_file(tmp_path):
+    (x, y), (lossless_x, lossless_y) = write_cifar10(tmp_path)
+    data = build_dataset("cifar10", tmp_path, imb_factor=0.1, val_split=2)
+    counts = exp_counts(20, 10, 0.1)  # [20, 15, 11, 9, 7, 5, 4, 3, 2, 2]
+    expected = [int((lossless_y == 0).sum())] + [20 - n - 2 for n in counts[1:]]
+    assert list(data.estimate.class_sizes) == expected and data.estimate.missing_classes == []
+    pool = data.estimate.pool_positions.tolist()
+    assert sorted(pool + used_positions(data)) == list(range(200))
+    images = data.estimate_images.reshape(-1, 3072).numpy()
+    np.testing.assert_array_equal(images[: len(pool)], x[pool])
+    np.testing.assert_array_equal(images[len(pool) :], lossless_x[lossless_y == 0])
+
+
+def test_without_the_lossless_test_file_the_largest_class_is_missing(tmp_path, caplog):
+    write_cifar10(tmp_path, lossless=0)  # a user's own CIFAR-10: the official test batch only
+    with caplog.at_level("INFO", logger="fbl.data.cifar"):
+        data = build_dataset("cifar10", tmp_path, imb_factor=0.1, val_split="none")
+    assert data.eval_splits == ("test",) and data.end_of_run_splits == (LOSSLESS_ESTIMATE,)
+    assert data.estimate.missing_classes == [0] and data.estimate.class_sizes[0] == 0
+    assert data.estimate.sources[0] == "missing" and data.estimate.test_positions.tolist() == []
+    assert any("classes [0] have neither" in r.getMessage() for r in caplog.records)
+
+
+def test_balanced_set_without_the_lossless_file_has_no_estimate_split(tmp_path):
+    write_cifar10(tmp_path, lossless=0)
+    data = build_dataset("cifar10", tmp_path, imb_factor=1.0, val_split="none")  # every image trains
+    assert data.end_of_run_splits == () and data.estimate.missing_classes == list(range(10))
+    with pytest.raises(ValueError, match="no 'lossless_estimate' split"):
+        data.split_size(LOSSLESS_ESTIMATE)
+
+
+@pytest.mark.parametrize("val_split, val_per_class", [("none", 0), (2, 2)])
+def test_synthetic_cifar100_lt_estimate_is_every_class_with_spare_images(tmp_path, val_split, val_per_class):
+    splits, _ = write_cifar100(tmp_path)
+    train_x, train_y = splits["train"]
+    data = build_dataset("cifar100", tmp_path, imb_factor=0.5, val_split=val_split)
+    counts = exp_counts(30, 100, 0.5)  # [30, 29, 29, 29, 29, 28, ...]
+    # The validation split takes its images from the spare ones first; a class left with none is missing.
+    expected = [max(30 - n - val_per_class, 0) for n in counts]
+    assert list(data.estimate.class_sizes) == expected
+    assert data.estimate.missing_classes == [c for c, n in enumerate(expected) if n == 0]
+    assert 0 in data.estimate.missing_classes and data.estimate.test_positions.tolist() == []
+    pool = data.estimate.pool_positions.tolist()
+    assert sorted(pool + used_positions(data)) == list(range(3000))
+    np.testing.assert_array_equal(data.estimate_images.reshape(-1, 3072).numpy(), train_x[pool])
+    assert data.estimate_targets.tolist() == train_y[pool].tolist()

@@ -8,7 +8,8 @@ damaged or foreign file is one :class:`~fbl.errors.ConfigError` line naming it.
 The long-tailed train split is :func:`~fbl.data.long_tail.long_tail_counts` +
 :func:`~fbl.data.long_tail.long_tail_indices` over the official train labels, with ``n_max`` the
 largest class of the train files (5000 for CIFAR-10, 500 for CIFAR-100); the test split is the
-full, balanced test set.
+full, balanced test set. The train images the subset leaves unused (less the validation split) are
+the ``lossless_estimate`` split, served on request (see :mod:`fbl.data.lossless_estimate_split`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 from fbl.data.augment import AugmentSpec
 from fbl.data.dataset import LongTailData
 from fbl.data.long_tail import long_tail_counts, long_tail_indices
+from fbl.data.lossless_estimate_split import LongTailDataWithEstimate, lossless_estimate_split
 from fbl.data.registry import register_dataset
 from fbl.data.safe_pickle import load_pickle_file
 from fbl.data.validation_split import hold_out_validation, validation_size
@@ -60,6 +62,9 @@ class CifarFormat:
     label_key: str
     names_key: str
     torchvision_class: str
+    #: The extra evaluation split whose images are lossless test images (classes the long-tailed
+    #: subset leaves no spare training image are estimated on it), or ``None``.
+    lossless_test_split: str | None = None
 
 
 CIFAR10_FORMAT = CifarFormat(
@@ -73,6 +78,7 @@ CIFAR10_FORMAT = CifarFormat(
     label_key="labels",
     names_key="label_names",
     torchvision_class="CIFAR10",
+    lossless_test_split="test_lossless",
 )
 
 CIFAR100_FORMAT = CifarFormat(
@@ -266,7 +272,8 @@ def build_cifar(
         len(train_y),
         len(test_y),
     )
-    return LongTailData(
+    extra_eval = _extra_eval_splits(folder, fmt, num_classes)
+    return LongTailDataWithEstimate(
         name=fmt.name,
         num_classes=num_classes,
         class_names=class_names,
@@ -280,8 +287,29 @@ def build_cifar(
         val_images=None if val is None else torch.from_numpy(train_x[val]),
         val_targets=None if val is None else torch.from_numpy(train_y[val]),
         val_indices=val,
-        extra_eval=_extra_eval_splits(folder, fmt, num_classes),
+        extra_eval=extra_eval,
+        **_estimate_fields(train_x, train_y, indices, val, extra_eval.get(fmt.lossless_test_split), num_classes),
     )
+
+
+def _estimate_fields(train_x, train_y, indices, val, lossless_test, num_classes: int) -> dict:
+    """The ``lossless_estimate`` split: train images outside the training subset and the validation
+    split, and lossless test images for classes with none (see :mod:`fbl.data.lossless_estimate_split`)."""
+    used = indices if val is None else np.concatenate([indices, val])
+    test_x, test_y = lossless_test if lossless_test is not None else (None, None)
+    split = lossless_estimate_split(train_y, used, num_classes, None if test_y is None else test_y.numpy())
+    pool = split.pool_positions
+    images, targets = [torch.from_numpy(train_x[pool])], [torch.from_numpy(train_y[pool])]
+    if len(split.test_positions):
+        positions = torch.from_numpy(split.test_positions)
+        images.append(test_x[positions])
+        targets.append(test_y[positions])
+    if split.missing_classes:
+        logger.info(
+            "lossless_estimate: classes %s have neither spare training images nor lossless test images; "
+            "its balanced top-1 is over the other classes only (partial)", split.missing_classes,
+        )  # fmt: skip
+    return {"estimate": split, "estimate_images": torch.cat(images), "estimate_targets": torch.cat(targets)}
 
 
 def _extra_eval_splits(folder: Path, fmt: CifarFormat, num_classes: int) -> dict:

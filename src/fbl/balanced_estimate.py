@@ -1,0 +1,81 @@
+r"""Balanced top-1 from per-class accuracies measured on samples of different sizes, with its standard error.
+
+On a balanced test set top-1 is the mean of the per-class accuracies, so it can be estimated class
+by class on any held-out images of each class, however many each class has (the
+:data:`~fbl.data.lossless_estimate_split.LOSSLESS_ESTIMATE` split: thousands for a tail class of
+CIFAR-10-LT, 103 for its head class). With :math:`p_c` the accuracy on :math:`n_c` images of class
+:math:`c` and :math:`C` classes measured,
+
+.. math::
+
+    \hat{a} = \frac{1}{C} \sum_c p_c, \qquad
+    \mathrm{SE}(\hat{a}) = \frac{1}{C} \sqrt{\sum_c \frac{p_c (1 - p_c)}{n_c}}
+
+(each :math:`p_c` binomial, classes independent). The per-class term is the Wald estimate: it is 0
+for a class measured at exactly 0 or 100 %, which understates the uncertainty of a class with few
+images, so :func:`balanced_estimate` returns each ``n_c`` beside its accuracy. Many/medium/few are
+the same mean and standard error over the classes of each shot group (by training count).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from fbl.data.shot_groups import shot_groups
+
+
+def _mean_and_se(accuracies: list[float], sizes: list[int]) -> tuple[float | None, float | None]:
+    """Mean of per-class accuracies (percent) and its binomial standard error (percent)."""
+    if not accuracies:
+        return None, None
+    variance = sum((a / 100) * (1 - a / 100) / n for a, n in zip(accuracies, sizes, strict=True))
+    count = len(accuracies)
+    return sum(accuracies) / count, 100 * math.sqrt(variance) / count
+
+
+def balanced_estimate(
+    per_class_acc: Sequence[float | None], per_class_n: Sequence[int], class_counts: Sequence[int]
+) -> dict:
+    """Balanced top-1 and many/medium/few with their standard errors, from per-class results.
+
+    Args:
+        per_class_acc: accuracy of each class in percent, ``None`` for a class with no image (as
+            :meth:`fbl.metrics.ClassMetrics.compute` reports ``per_class_acc``).
+        per_class_n: images each accuracy was measured on (0 where it is ``None``).
+        class_counts: training images per class, which decide the shot groups.
+
+    Returns:
+        ``top1``, ``se``, ``many``, ``many_se``, ``medium``, ``medium_se``, ``few``, ``few_se`` (percent;
+        ``None`` where no class was measured), ``per_class_acc``, ``per_class_n``, ``missing_classes``
+        and ``partial`` (true when some class was not measured: the means are over the others only).
+
+    Example:
+        >>> r = balanced_estimate([90.0, 60.0], [100, 400], [500, 50])
+        >>> r["top1"], round(r["se"], 4)
+        (75.0, 1.9365)
+    """
+    if not len(per_class_acc) == len(per_class_n) == len(class_counts):
+        raise ValueError(
+            f"Expected one accuracy, size and training count per class but got "
+            f"{len(per_class_acc)}, {len(per_class_n)} and {len(class_counts)}"
+        )
+    for cls, (acc, n) in enumerate(zip(per_class_acc, per_class_n, strict=True)):
+        if (acc is None) != (n == 0) or n < 0 or (acc is not None and not 0 <= acc <= 100):
+            raise ValueError(
+                f"Expected class {cls} to have an accuracy in [0, 100] on n > 0 images, or None on 0, "
+                f"but got {acc!r} on {n}"
+            )
+    measured = [c for c, n in enumerate(per_class_n) if n > 0]
+    top1, se = _mean_and_se([per_class_acc[c] for c in measured], [per_class_n[c] for c in measured])
+    result = {"top1": top1, "se": se}
+    for name, members in shot_groups(list(class_counts)).items():
+        present = [c for c in members if per_class_n[c] > 0]
+        mean, group_se = _mean_and_se([per_class_acc[c] for c in present], [per_class_n[c] for c in present])
+        result[name], result[f"{name}_se"] = mean, group_se
+    missing = [c for c, n in enumerate(per_class_n) if n == 0]
+    result.update(
+        per_class_acc=list(per_class_acc), per_class_n=[int(n) for n in per_class_n], missing_classes=missing,
+        partial=bool(missing),
+    )  # fmt: skip
+    return result

@@ -1,0 +1,59 @@
+"""Balanced top-1 and its binomial standard error from per-class accuracies on samples of different sizes."""
+
+import math
+
+import numpy as np
+import pytest
+
+from fbl.balanced_estimate import balanced_estimate
+
+# Training counts 500 / 50 / 10: class 0 many-shot, class 1 medium, class 2 few.
+COUNTS = [500, 50, 10]
+
+
+def test_mean_of_classes_and_standard_error_longhand():
+    result = balanced_estimate([80.0, 50.0, 100.0], [100, 400, 25], COUNTS)
+    assert result["top1"] == pytest.approx((80 + 50 + 100) / 3)
+    # SE = (1/C) sqrt(sum_c p_c (1 - p_c) / n_c), in percent.
+    expected_se = 100 / 3 * math.sqrt(0.8 * 0.2 / 100 + 0.5 * 0.5 / 400 + 1.0 * 0.0 / 25)
+    assert result["se"] == pytest.approx(expected_se, rel=1e-12)
+    assert result["se"] == pytest.approx(1.5723301, rel=1e-6)
+    assert (result["many"], result["medium"], result["few"]) == (80.0, 50.0, 100.0)
+    assert result["many_se"] == pytest.approx(100 * math.sqrt(0.8 * 0.2 / 100))  # 4.0
+    assert result["medium_se"] == pytest.approx(100 * math.sqrt(0.5 * 0.5 / 400))  # 2.5
+    assert result["few_se"] == 0.0
+    assert result["per_class_acc"] == [80.0, 50.0, 100.0] and result["per_class_n"] == [100, 400, 25]
+    assert result["missing_classes"] == [] and result["partial"] is False
+
+
+def test_a_class_without_images_is_left_out_and_the_estimate_says_it_is_partial():
+    result = balanced_estimate([None, 60.0, 30.0], [0, 50, 200], COUNTS)
+    assert result["top1"] == pytest.approx(45.0)
+    assert result["se"] == pytest.approx(100 / 2 * math.sqrt(0.6 * 0.4 / 50 + 0.3 * 0.7 / 200))
+    assert result["many"] is None and result["many_se"] is None
+    assert result["missing_classes"] == [0] and result["partial"] is True
+
+
+def test_the_standard_error_is_the_spread_of_the_estimate_over_resampled_test_sets():
+    # Per-class accuracies p and sizes n like CIFAR-10-LT's estimate split (103 head images).
+    p = np.array([0.95, 0.9, 0.85, 0.75, 0.8, 0.7, 0.75, 0.7, 0.6, 0.55])
+    n = np.array([103, 2003, 3204, 3923, 4355, 4613, 4768, 4861, 4917, 4950])
+    draws = np.random.RandomState(0).binomial(n, p, size=(20000, 10)) / n
+    spread = 100 * draws.mean(axis=1).std()
+    formula = balanced_estimate((100 * p).tolist(), n.tolist(), [5000] + [100] * 9)["se"]
+    assert formula == pytest.approx(spread, rel=0.03)
+    assert 0.2 < formula < 0.5  # against about 1.3 points on the 1,000 lossless test images
+
+
+@pytest.mark.parametrize(
+    "acc, n, counts, message",
+    [
+        ([80.0, 50.0], [100, 400], COUNTS, "one accuracy, size and training count per class"),
+        ([None, 50.0, 10.0], [3, 400, 5], COUNTS, "class 0 to have an accuracy"),
+        ([80.0, 50.0, 10.0], [100, 0, 5], COUNTS, "class 1 to have an accuracy"),
+        ([80.0, 150.0, 10.0], [100, 4, 5], COUNTS, "class 1 to have an accuracy"),
+    ],
+)
+def test_inconsistent_inputs_are_refused(acc, n, counts, message):
+    with pytest.raises(ValueError, match=message):
+        balanced_estimate(acc, n, counts)
