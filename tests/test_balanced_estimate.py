@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from fbl.balanced_estimate import balanced_estimate
+from fbl.balanced_estimate import balanced_estimate, balanced_estimate_of
 
 # Training counts 500 / 50 / 10: class 0 many-shot, class 1 medium, class 2 few.
 COUNTS = [500, 50, 10]
@@ -57,3 +57,16 @@ def test_the_standard_error_is_the_spread_of_the_estimate_over_resampled_test_se
 def test_inconsistent_inputs_are_refused(acc, n, counts, message):
     with pytest.raises(ValueError, match=message):
         balanced_estimate(acc, n, counts)
+
+
+def test_from_an_evaluation_result_the_sizes_are_the_images_evaluated():
+    # Class 0: 4 of 5 right; class 1: 1 of 2; class 2: not reached (e.g. limit_batches).
+    confusion = [[4, 1, 0], [1, 1, 0], [0, 0, 0]]
+    metrics = {"top1": 5 / 7 * 100, "per_class_acc": [80.0, 50.0, None], "confusion": confusion}
+    result = balanced_estimate_of(metrics, COUNTS)
+    assert result["per_class_n"] == [5, 2, 0] and result["top1"] == pytest.approx(65.0)
+    assert result["se"] == pytest.approx(100 / 2 * math.sqrt(0.8 * 0.2 / 5 + 0.5 * 0.5 / 2))
+    assert result["missing_classes"] == [2] and result["partial"] is True
+    assert balanced_estimate_of({**metrics, "per_class_n": [5, 2, 0]}, COUNTS) == result
+    with pytest.raises(ValueError, match="'per_class_n' or 'confusion'"):
+        balanced_estimate_of({"per_class_acc": [80.0, 50.0, None]}, COUNTS)

@@ -79,3 +79,18 @@ def balanced_estimate(
         partial=bool(missing),
     )  # fmt: skip
     return result
+
+
+def balanced_estimate_of(metrics: dict, class_counts: Sequence[int]) -> dict:
+    """:func:`balanced_estimate` of an :func:`fbl.engine.evaluate.evaluate` result.
+
+    Each class's ``n_c`` is the number of images actually evaluated (so ``limit_batches`` stays
+    consistent): ``per_class_n`` where the result has it, else the row sums of its ``confusion``.
+    """
+    if "per_class_n" in metrics:
+        sizes = [int(n) for n in metrics["per_class_n"]]
+    elif "confusion" in metrics:
+        sizes = [int(sum(row)) for row in metrics["confusion"]]
+    else:
+        raise ValueError("Expected an evaluation result with 'per_class_n' or 'confusion' but got neither")
+    return balanced_estimate(metrics["per_class_acc"], sizes, class_counts)
