@@ -271,3 +271,46 @@ def test_write_failing_part_way_keeps_the_previous_checkpoint(writer):
     assert child.stdout.readline().split() == ["done"]
     assert_complete(load_checkpoint(path), 7)
     assert set(leftovers(path.parent)) == before
+
+
+def test_full_disk_at_the_write_call_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(fbl_state(1), path)
+    real = os.fdopen
+
+    class FillsUp:
+        """The disk fills up half-way through the first write torch.save makes."""
+
+        def __init__(self, handle):
+            self.handle = handle
+
+        def write(self, data):
+            self.handle.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name):
+            return getattr(self.handle, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return self.handle.__exit__(*exc)
+
+    monkeypatch.setattr(os, "fdopen", lambda *args, **kwargs: FillsUp(real(*args, **kwargs)))
+    with pytest.raises(ConfigError) as err:
+        save_checkpoint(fbl_state(2, numel=10_000), path)
+    monkeypatch.undo()
+    kept = "the previous checkpoint is kept"
+    assert str(err.value) == f"could not write checkpoint {path}: No space left on device; {kept}"
+    assert_complete(load_checkpoint(path), 1)
+    assert leftovers(tmp_path) == []
+
+
+def test_checkpoint_is_readable_like_any_file_the_user_writes(tmp_path):
+    # The temporary file comes from mkstemp (private, 0o600); the checkpoint gets 0o666 minus the umask.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    path = tmp_path / "best.pt"
+    save_checkpoint(fbl_state(1), path)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask

@@ -77,3 +77,21 @@ def test_summary_that_is_not_json_is_one_line_error(tmp_path):
     (folder / "summary.json").write_text(json.dumps({"last": {}})[:-3])
     with pytest.raises(ConfigError, match="summary.json is not valid JSON"):
         load_run(folder)
+
+
+def test_run_folder_written_by_training_is_read_by_reports(tmp_path):
+    # The engine's writer and the reports' reader agree on the layout, marker and resume record included.
+    from fbl.engine.run_folder import RunFolder
+
+    run = RunFolder(tmp_path / "sweep" / "ce-seed1")
+    run.open_new({"loss": "ce", "seed": 1, "epochs": 2})
+    run.append_metrics({"epoch": 0, "eval": {"top1": 10.0}})
+    run.close()
+    RunFolder(run.path).open_resumed({"loss": "ce", "seed": 1, "epochs": 3}, start_epoch=1)
+    run.append_metrics({"epoch": 1, "eval": {"top1": 20.0}})
+    run.write_summary({"last": {"top1": 20.0, "epoch": 1}, "class_counts": [5, 1]})
+    assert find_run_dirs([tmp_path / "sweep"]) == [run.path]
+    loaded = load_run(run.path)
+    assert loaded.config == {"loss": "ce", "seed": 1, "epochs": 2}  # how the run was started
+    assert [r["epoch"] for r in loaded.epochs] == [0, 1]
+    assert loaded.last == {"top1": 20.0, "epoch": 1}

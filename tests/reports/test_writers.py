@@ -1,5 +1,10 @@
 import base64
+import errno
+import os
 
+import pytest
+
+from fbl.errors import ConfigError
 from fbl.reports.writers import FigureFile, ReportContent, Table, markdown_table, write_html, write_markdown
 
 from ._png import PNG_SIGNATURE
@@ -45,3 +50,21 @@ def test_html_embeds_figures_and_loads_nothing_external(tmp_path):
     assert "<li>a note</li>" in text
     for external in ("http://", "https://", "<script", "<link"):
         assert external not in text
+
+
+@pytest.mark.parametrize("write", [write_markdown, write_html])
+def test_report_that_cannot_be_written_keeps_the_previous_one(tmp_path, monkeypatch, write):
+    content, _ = _content(tmp_path)
+    path = tmp_path / "report.out"
+    path.write_text("previous report")
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    with pytest.raises(ConfigError) as err:
+        write(content, path)
+    monkeypatch.undo()
+    assert str(err.value) == f"could not write {path}: No space left on device; the previous file is kept"
+    assert path.read_text() == "previous report"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

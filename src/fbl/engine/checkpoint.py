@@ -1,25 +1,21 @@
 """Checkpoints written atomically and read without unpickling arbitrary code.
 
-Writing: a temporary file in the same folder is written, flushed and fsynced, renamed over the old
-checkpoint, and the folder is fsynced, so a crash, a kill or a full disk leaves either the previous
-checkpoint or the new one, never a mix. Reading: torch's weights-only unpickler (tensors and plain
-containers, nothing that runs code), and any file that is not a checkpoint this code wrote is one
-:class:`~fbl.errors.ConfigError` line naming it.
+Writing: through :mod:`fbl.atomic_files`, like every file fbl writes (a temporary file in the same
+folder is written, flushed and fsynced, renamed over the old checkpoint, and the folder is fsynced),
+so a crash, a kill or a full disk leaves either the previous checkpoint or the new one, never a mix.
+Reading: torch's weights-only unpickler (tensors and plain containers, nothing that runs code), and
+any file that is not a checkpoint this code wrote is one :class:`~fbl.errors.ConfigError` line naming it.
 """
 
 from __future__ import annotations
 
-import logging
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 
+from fbl.atomic_files import atomic_output
 from fbl.errors import ConfigError
-
-logger = logging.getLogger(__name__)
 
 #: Layout of the dict :func:`save_checkpoint` is given by the trainer; raise it when that layout changes.
 CHECKPOINT_FORMAT_VERSION = 1
@@ -50,54 +46,21 @@ class _RecordingWriter:
         self.handle.flush()
 
 
-def _fsync_directory(folder: Path) -> None:
-    # Makes the rename itself durable. Best effort: Windows cannot open a folder, and some
-    # filesystems refuse fsync on one; the new checkpoint is in place either way.
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        logger.debug("could not fsync folder %s: %s", folder, exc)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict, path: str | Path) -> None:
     """Write ``state`` to ``path`` so that a crash or a full disk never leaves half a file.
 
-    A failure to write (disk full, permission, ...) removes the temporary file, keeps the previous
-    checkpoint at ``path`` as it was and raises a one-line :class:`~fbl.errors.ConfigError`.
+    The write goes through :func:`fbl.atomic_files.atomic_output`, the path of every file fbl
+    writes. A failure to write (disk full, permission, ...) removes the temporary file, keeps the
+    previous checkpoint at ``path`` as it was and raises a one-line :class:`~fbl.errors.ConfigError`.
     """
-    path = Path(path)
-    tmp: str | None = None
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as handle:
-            writer = _RecordingWriter(handle)
-            try:
-                torch.save(state, writer)
-            except RuntimeError:
-                if writer.error is None:
-                    raise
-                raise writer.error from None
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as exc:
-        kept = "the previous checkpoint is kept" if path.is_file() else "no checkpoint was written"
-        raise ConfigError(f"could not write checkpoint {path}: {exc.strerror or exc}; {kept}") from exc
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    _fsync_directory(path.parent)
+    with atomic_output(path, what="checkpoint") as handle:
+        writer = _RecordingWriter(handle)
+        try:
+            torch.save(state, writer)
+        except RuntimeError:
+            if writer.error is None:
+                raise
+            raise writer.error from None
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

@@ -2,6 +2,8 @@
 
 The Markdown file refers to the PNGs beside it by relative path; the HTML file embeds them as
 base64 ``data:`` URIs and loads nothing else, so it opens offline and can be mailed on its own.
+Both are written whole or not at all (:func:`fbl.atomic_files.write_atomic`): a full disk keeps the
+previous report and is one :class:`~fbl.errors.ConfigError` line.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import html
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from fbl.atomic_files import write_atomic
 
 
 @dataclass
@@ -69,7 +73,7 @@ def write_markdown(content: ReportContent, path: Path) -> Path:
     if content.notes:
         parts.append("## Notes")
         parts.append("\n".join(f"- {note}" for note in content.notes))
-    path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
+    write_atomic(path, "\n\n".join(parts) + "\n")
     return path
 
 
@@ -119,5 +123,5 @@ def write_html(content: ReportContent, path: Path) -> Path:
         parts.extend(f"<li>{esc(note)}</li>" for note in content.notes)
         parts.append("</ul>")
     parts.append("</body></html>")
-    path.write_text("\n".join(parts) + "\n", encoding="utf-8")
+    write_atomic(path, "\n".join(parts) + "\n")
     return path
