@@ -166,31 +166,86 @@ class NotATensor:
     pass
 
 
-def test_resnet152_p_bad_weights_files_are_one_line_errors(tmp_path):
-    cases = {
-        "missing.pth": None,
-        "garbage.pth": b"this is not a checkpoint",
-        "pickled.pth": {"conv1.weight": NotATensor()},  # refused by weights_only
-        "wrong_keys.pth": {"conv1.weight": torch.zeros(1), "head.weight": torch.zeros(1)},
-        "not_a_dict.pth": [torch.zeros(1)],
-    }
-    expected = {
-        "missing.pth": "not found",
-        "garbage.pth": "Cannot load",
-        "pickled.pth": "Unsupported global",
-        "wrong_keys.pth": "is not a torchvision ResNet-152 state dict",
-        "not_a_dict.pth": "does not hold a state dict",
-    }
-    for name, content in cases.items():
-        path = tmp_path / name
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        elif content is not None:
-            torch.save(content, path)
-        with pytest.raises(ConfigError) as info:
-            create_model("resnet152_p", num_classes=3, pretrained_weights=str(path))
-        message = str(info.value)
-        assert str(path) in message and expected[name] in message and "\n" not in message, message
+class RunsCode:
+    """Unpickling this would call ``open(marker, "w")``: weights-only loading must refuse it first."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _write_weights(path, kind):
+    """A weights file of each kind that is not a usable state dict."""
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "text":
+        path.write_text("101 this is a text file\n")
+    elif kind == "garbage":
+        path.write_bytes(b"this is not a checkpoint")
+    elif kind == "truncated":
+        torch.save({"conv1.weight": torch.zeros(64, 3, 7, 7)}, path)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "pickled-object":
+        torch.save({"conv1.weight": NotATensor()}, path)
+    elif kind == "runs-code":
+        torch.save({"conv1.weight": RunsCode(path.parent / "marker")}, path)
+    elif kind == "not-a-dict":
+        torch.save([torch.zeros(1)], path)
+    elif kind == "training-checkpoint":
+        torch.save({"model": {"conv1.weight": torch.zeros(1)}, "epoch": 3}, path)
+    elif kind == "wrong-keys":
+        torch.save({"conv1.weight": torch.zeros(1), "head.weight": torch.zeros(1)}, path)
+    elif kind == "folder":
+        path.mkdir()
+
+
+# Our one line for each kind of bad file (torch's own text is pages long and suggests weights_only=False).
+BAD_WEIGHTS = {
+    "missing": "Pretrained weights file {path} not found",
+    "folder": "Pretrained weights file {path} not a regular file",
+    "empty": "Pretrained weights file {path} is empty (0 bytes); expected a state dict saved by torch.save(",
+    "text": "Pretrained weights file {path} is not a torch file (text or another format)",
+    "garbage": "Pretrained weights file {path} is not a torch file (text or another format)",
+    "truncated": "Pretrained weights file {path} is a damaged torch file (truncated or corrupt)",
+    "pickled-object": "Pretrained weights file {path} holds objects other than tensors, refused because loading",
+    "runs-code": "Pretrained weights file {path} holds objects other than tensors, refused because loading",
+    "not-a-dict": "{path} does not hold a state dict (a dict of tensors) but a list",
+    "training-checkpoint": "{path} does not hold a state dict (a dict of tensors): entry 'model' is a dict; it "
+    "looks like a training checkpoint: save its 'model' entry alone",
+    "wrong-keys": "{path} is not a torchvision ResNet-152 state dict: ",
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD_WEIGHTS))
+def test_resnet152_p_bad_weights_files_are_one_line_errors(tmp_path, kind):
+    path = tmp_path / f"{kind}.pth"
+    _write_weights(path, kind)
+    with pytest.raises(ConfigError) as info:
+        create_model("resnet152_p", num_classes=3, pretrained_weights=str(path))
+    message = str(info.value)
+    assert message.startswith(BAD_WEIGHTS[kind].format(path=path)), message
+    assert "\n" not in message and "weights_only" not in message, message
+    assert not (tmp_path / "marker").exists()  # the pickled call never ran
+
+
+@pytest.mark.parametrize(
+    "arch, other, other_name", [("resnet50", "resnet152", "ResNet-152"), ("resnet152", "resnet50", "ResNet-50")]
+)
+def test_every_torchvision_resnet_loads_a_weights_file(tmp_path, arch, other, other_name):
+    torch.manual_seed(7)
+    source = getattr(torchvision.models, arch)().state_dict()
+    path = tmp_path / f"{arch}.pth"
+    torch.save(source, path)
+    same_classes = create_model(arch, num_classes=1000, pretrained_weights=str(path))
+    for name, value in same_classes.state_dict().items():
+        assert torch.equal(value, source[name]), name  # the ImageNet head too: it has 1000 outputs
+    other_classes = create_model(arch, num_classes=10, pretrained_weights=str(path))
+    assert torch.equal(other_classes.layer4[2].conv3.weight, source["layer4.2.conv3.weight"])
+    assert other_classes.fc.out_features == 10  # a fresh head for a different label set
+    with pytest.raises(ConfigError, match=f"is not a torchvision {other_name} state dict: "):
+        create_model(other, num_classes=10, pretrained_weights=str(path))
 
 
 def test_resnet152_p_weights_of_the_wrong_shape(resnet152_p, tmp_path):

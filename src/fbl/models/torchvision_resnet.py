@@ -5,12 +5,14 @@ paper (``--arch resnet152_p``, :class:`PlacesResNet152`): an ImageNet-pretrained
 up to the second bottleneck of ``layer4``, whose third bottleneck is replaced by a freshly initialised
 one; only that block and the classifier are trained. ``pretrained`` defaults to False everywhere so
 that nothing is downloaded unless asked for; the Places-LT configuration asks for it (or for a local
-weights file), see :func:`require_pretrained_source`.
+weights file), see :func:`require_pretrained_source`. Every model here also takes
+``pretrained_weights``, a torchvision-format state dict file of its depth (``--pretrained-weights``).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from urllib.parse import urlparse
 
 import torch
@@ -46,23 +48,40 @@ class TorchvisionResNet(LinearHead, ResNet):
         frozen_stages: -1 trains everything; 0 freezes the stem (``conv1``, ``bn1``); ``k`` in 1..4
             freezes the stem and ``layer1`` .. ``layer{k}``. Frozen parameters get ``requires_grad=False``
             and frozen modules stay in eval mode.
+        pretrained_weights: path of a torchvision-format ResNet state dict of this depth to load instead
+            of ``pretrained``; its head is kept when it has ``num_classes`` outputs, else a fresh one is used.
     """
 
-    def __init__(self, depth: int = 50, num_classes: int = 1000, pretrained: bool = False, frozen_stages: int = -1):
+    def __init__(
+        self,
+        depth: int = 50,
+        num_classes: int = 1000,
+        pretrained: bool = False,
+        frozen_stages: int = -1,
+        pretrained_weights: str | None = None,
+    ):
         if depth not in _ARCHS:
             raise ConfigError(f"Expected a torchvision ResNet depth in {sorted(_ARCHS)} but got {depth!r}")
         num_classes = check_num_classes(num_classes)
         if isinstance(frozen_stages, bool) or frozen_stages not in range(-1, 5):
             raise ConfigError(f"Expected frozen_stages in -1..4 (-1 freezes nothing) but got {frozen_stages!r}")
+        if pretrained and pretrained_weights:
+            raise ConfigError("Give either pretrained (torchvision cache) or pretrained_weights (a file), not both")
         layers, weights = _ARCHS[depth]
-        # Fetch before building, so a missing download fails fast rather than after a slow initialisation.
+        # Fetch or read before building, so a missing download or a bad file fails fast, not after a slow build.
         state_dict = _fetch_weights(f"resnet{depth}", weights) if pretrained else None
+        file_state = _read_weights_file(pretrained_weights) if pretrained_weights else None
         super().__init__(Bottleneck, list(layers), num_classes=1000 if pretrained else num_classes)
+        self.depth = depth
         if state_dict is not None:
             self.load_state_dict(state_dict)
             if num_classes != self.fc.out_features:
                 self.fc = fresh_linear(self.fc, num_classes)
-        self.depth = depth
+        if file_state is not None:
+            _load_backbone(self, file_state, pretrained_weights, replaced=("fc.",))
+            head = {name[len("fc.") :]: value for name, value in file_state.items() if name.startswith("fc.")}
+            if all(head.get(name, torch.empty(0)).shape == value.shape for name, value in self.fc.state_dict().items()):
+                self.fc.load_state_dict(head)
         self.num_classes = num_classes
         self.num_features = self.fc.in_features
         self.frozen_stages = frozen_stages
@@ -107,13 +126,17 @@ def _fetch_weights(name: str, weights: WeightsEnum) -> dict:
 
 
 @register_model("resnet50")
-def resnet50(num_classes: int, pretrained: bool = False, frozen_stages: int = -1) -> TorchvisionResNet:
-    return TorchvisionResNet(50, num_classes, pretrained=pretrained, frozen_stages=frozen_stages)
+def resnet50(
+    num_classes: int, pretrained: bool = False, frozen_stages: int = -1, pretrained_weights: str | None = None
+) -> TorchvisionResNet:
+    return TorchvisionResNet(50, num_classes, pretrained, frozen_stages, pretrained_weights)
 
 
 @register_model("resnet152")
-def resnet152(num_classes: int, pretrained: bool = False, frozen_stages: int = -1) -> TorchvisionResNet:
-    return TorchvisionResNet(152, num_classes, pretrained=pretrained, frozen_stages=frozen_stages)
+def resnet152(
+    num_classes: int, pretrained: bool = False, frozen_stages: int = -1, pretrained_weights: str | None = None
+) -> TorchvisionResNet:
+    return TorchvisionResNet(152, num_classes, pretrained, frozen_stages, pretrained_weights)
 
 
 class PlacesResNet152(TorchvisionResNet):
@@ -143,7 +166,7 @@ class PlacesResNet152(TorchvisionResNet):
         state_dict = _read_weights_file(pretrained_weights) if pretrained_weights else None
         super().__init__(152, num_classes, pretrained=pretrained, frozen_stages=-1)
         if state_dict is not None:
-            self._load_backbone(state_dict, pretrained_weights)
+            _load_backbone(self, state_dict, pretrained_weights, self.REPLACED_PREFIXES)
         self.frozen_stages = 3  # plus layer4[0] and layer4[1], see _frozen_modules
         block = Bottleneck(self.fc.in_features, self.fc.in_features // Bottleneck.expansion)
         _init_like_torchvision(block)
@@ -155,28 +178,6 @@ class PlacesResNet152(TorchvisionResNet):
 
     def _frozen_modules(self) -> list[nn.Module]:
         return [self.conv1, self.bn1, self.layer1, self.layer2, self.layer3, self.layer4[0], self.layer4[1]]
-
-    def _load_backbone(self, state_dict: dict, path: str) -> None:
-        def kept(names):
-            return {name for name in names if not name.startswith(self.REPLACED_PREFIXES)}
-
-        own = self.state_dict()
-        expected, given = kept(own), kept(state_dict)
-        missing, unexpected = sorted(expected - given), sorted(given - expected)
-        if missing or unexpected:
-            detail = [
-                f"{len(names)} {what} keys (e.g. {names[0]!r})"
-                for what, names in (("missing", missing), ("unexpected", unexpected))
-                if names
-            ]
-            raise ConfigError(f"{path} is not a torchvision ResNet-152 state dict: {', '.join(detail)}")
-        for name in sorted(expected):
-            if state_dict[name].shape != own[name].shape:
-                raise ConfigError(
-                    f"{path} is not a torchvision ResNet-152 state dict: {name} has shape "
-                    f"{tuple(state_dict[name].shape)}, expected {tuple(own[name].shape)}"
-                )
-        self.load_state_dict({name: state_dict[name] for name in expected}, strict=False)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Input ``(N, 3, H, W)`` -> globally average-pooled features ``(N, 2048)``."""
@@ -218,19 +219,74 @@ def _init_like_torchvision(block: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
+#: How a file that ``torch.save`` wrote begins: a zip archive, or the pickled magic number of the legacy format.
+_TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19")
+
+_SAVE_HINT = "expected a state dict saved by torch.save(model.state_dict(), PATH)"
+
+
 def _read_weights_file(path: str) -> dict:
-    """A state dict of tensors from ``path`` via ``torch.load(weights_only=True)``, or a one-line ConfigError."""
+    """A state dict of tensors from ``path`` via ``torch.load(weights_only=True)``, or a one-line ConfigError.
+
+    torch's own messages are pages long and, for a refused pickle, suggest ``weights_only=False``
+    (which would run whatever code the file names); each case gets one line of ours instead.
+    """
     if not os.path.isfile(path):
-        raise ConfigError(f"Pretrained weights file {path} not found")
+        what = "not found" if not os.path.exists(path) else "not a regular file"
+        raise ConfigError(f"Pretrained weights file {path} {what}")
+    with open(path, "rb") as handle:
+        start = handle.read(16)
+    if not start:
+        raise ConfigError(f"Pretrained weights file {path} is empty (0 bytes); {_SAVE_HINT}")
+    if not start.startswith(_TORCH_FILE_STARTS):
+        raise ConfigError(f"Pretrained weights file {path} is not a torch file (text or another format); {_SAVE_HINT}")
     try:
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 -- whatever torch.load raises, the cause is the user's file
-        reason = " ".join(str(exc).split()) or type(exc).__name__
-        # torch's weights-only refusal is a page of advice; the part naming what was refused is the useful one.
-        marker = "WeightsUnpickler error:"
-        if marker in reason:
-            reason = reason[reason.index(marker) :]
-        raise ConfigError(f"Cannot load {path} as weights-only tensors: {reason[:200]}") from None
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise ConfigError(f"{path} does not hold a state dict (a dict of tensors)")
+    except pickle.UnpicklingError:
+        raise ConfigError(
+            f"Pretrained weights file {path} holds objects other than tensors, refused because loading them "
+            f"could run code (or the file is damaged); {_SAVE_HINT}"
+        ) from None
+    except Exception:  # noqa: BLE001 -- a zip archive torch cannot read: truncated or corrupt
+        raise ConfigError(f"Pretrained weights file {path} is a damaged torch file (truncated or corrupt)") from None
+    _check_tensor_dict(state_dict, path)
     return state_dict
+
+
+def _check_tensor_dict(state_dict, path: str) -> None:
+    """A ConfigError unless ``state_dict`` maps names to tensors; a training checkpoint gets a hint."""
+    if not isinstance(state_dict, dict):
+        raise ConfigError(f"{path} does not hold a state dict (a dict of tensors) but a {type(state_dict).__name__}")
+    other = next((key for key, value in state_dict.items() if not isinstance(value, torch.Tensor)), None)
+    if other is not None:
+        nested = [key for key in ("model", "state_dict") if isinstance(state_dict.get(key), dict)]
+        hint = f"; it looks like a training checkpoint: save its {nested[0]!r} entry alone" if nested else ""
+        raise ConfigError(
+            f"{path} does not hold a state dict (a dict of tensors): entry {other!r} is a "
+            f"{type(state_dict[other]).__name__}{hint}"
+        )
+
+
+def _load_backbone(model: TorchvisionResNet, state_dict: dict, path: str, replaced: tuple[str, ...]) -> None:
+    """Load every entry of ``state_dict`` except those under ``replaced``, which must match ``model`` exactly.
+
+    Names and shapes are compared first, so that a file for another model (a ResNet-50 given to
+    ResNet-152, a DDP ``module.`` prefix) is one line naming what differs, not torch's long list.
+    """
+    what = f"{path} is not a torchvision ResNet-{model.depth} state dict"
+    own = model.state_dict()
+    expected = {name for name in own if not name.startswith(replaced)}
+    given = {name for name in state_dict if not name.startswith(replaced)}
+    missing, unexpected = sorted(expected - given), sorted(given - expected)
+    if missing or unexpected:
+        detail = [
+            f"{len(names)} {kind} keys (e.g. {names[0]!r})"
+            for kind, names in (("missing", missing), ("unexpected", unexpected))
+            if names
+        ]
+        raise ConfigError(f"{what}: {', '.join(detail)}")
+    for name in sorted(expected):
+        if state_dict[name].shape != own[name].shape:
+            shape, wanted = tuple(state_dict[name].shape), tuple(own[name].shape)
+            raise ConfigError(f"{what}: {name} has shape {shape}, expected {wanted}")
+    model.load_state_dict({name: state_dict[name] for name in expected}, strict=False)
