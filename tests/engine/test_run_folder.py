@@ -323,3 +323,27 @@ def test_damaged_marker_is_one_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         RunFolder(run.path).check_new_run(overwrite=True)
     assert one_line(err).startswith(f"{run.path / '.fbl-run'} is damaged (JSONDecodeError); fbl cannot tell")
+
+
+def test_resume_with_a_damaged_config_writes_nothing(tmp_path):
+    run = finished_run(tmp_path / "run")
+    (run.path / "config.yaml").write_text("epochs: [2\n")
+    before = snapshot(run.path)
+    with pytest.raises(ConfigError) as err:
+        RunFolder(run.path).open_resumed(CONFIG, start_epoch=2)
+    assert one_line(err) == f"could not read {run.path / 'config.yaml'} (ParserError)"
+    assert snapshot(run.path) == before
+
+
+def test_resuming_a_folder_from_before_the_marker_adopts_its_files(tmp_path):
+    folder = tmp_path / "old"
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    (folder / "metrics.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    (folder / "checkpoints" / "last.pt").write_bytes(b"x")
+    record = RunFolder(folder).open_resumed({**CONFIG, "epochs": 4}, start_epoch=2)
+    assert record["changed"] == {"epochs": {"from": 2, "to": 4}}
+    assert yaml.safe_load((folder / "config.yaml").read_text()) == CONFIG
+    listed = json.loads((folder / ".fbl-run").read_text())["files"]
+    assert listed[:4] == ["checkpoints/last.pt", "config.yaml", "metrics.jsonl", "resumes.jsonl"]
+    assert len(listed) == 5 and listed[4].startswith("tb/events.out.tfevents.")

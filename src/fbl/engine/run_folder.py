@@ -171,8 +171,8 @@ class RunFolder:
         if not self.writes:
             return {}
         self.check_resumable()
+        record = self._resume_record(config, start_epoch)  # reads config.yaml: a damaged one stops here
         self._adopt_files_of_an_older_fbl()
-        record = self._resume_record(config, start_epoch)
         if not self.config_path.is_file():  # lost: what the run continues with is the best record left
             logger.warning("%s has no %s; writing the resumed run's config", self.path, CONFIG)
             self._manifest.record(CONFIG)
