@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from fbl.class_weights import effective_number_weights, inverse_frequency_weights, uniform_weights
+from fbl.class_weights import (
+    effective_number_weights,
+    inverse_frequency_weights,
+    resolve_class_weight,
+    uniform_weights,
+    weights_for,
+)
 from fbl.errors import ConfigError
 
 COUNTS = [5000, 1200, 300, 40, 7, 1]
@@ -60,3 +66,41 @@ def test_negative_power_is_refused():
 def test_bad_counts_name_the_class(fn):
     with pytest.raises(ConfigError, match="positive count for class 1"):
         fn([4, 0, 2])
+
+
+@pytest.mark.parametrize(
+    "weighting, longhand",
+    [
+        ("effective-number", effective_number_longhand(COUNTS, 0.999)),
+        ("inverse-frequency", inverse_frequency_longhand(COUNTS, 1.0)),
+        ("square-root", inverse_frequency_longhand(COUNTS, 0.5)),
+    ],
+)
+def test_named_weightings(weighting, longhand):
+    torch.testing.assert_close(weights_for(weighting, COUNTS, beta=0.999), torch.tensor(longhand, dtype=torch.float64))
+
+
+def test_unknown_weighting_lists_the_names():
+    with pytest.raises(ConfigError, match="Unknown weighting 'cb'; choose one of: effective-number, inverse-freq"):
+        weights_for("cb", COUNTS)
+
+
+@pytest.mark.parametrize("source", ["rule_weighting", "loss_weighting"])
+def test_resolve_class_weight_takes_the_rule_or_the_loss_weighting(source):
+    got = resolve_class_weight(COUNTS, beta=0.99, **{source: "effective-number"})
+    torch.testing.assert_close(got, torch.tensor(effective_number_longhand(COUNTS, 0.99), dtype=torch.float64))
+
+
+def test_resolve_class_weight_without_a_weighting_is_none():
+    assert resolve_class_weight(COUNTS, rule="balanced-rs") is None
+
+
+def test_resolve_class_weight_refuses_two_sources_in_one_line():
+    with pytest.raises(ConfigError) as info:
+        resolve_class_weight(
+            COUNTS, rule="balanced-rw", rule_weighting="inverse-frequency", loss_weighting="effective-number"
+        )
+    assert str(info.value) == (
+        "Train rule 'balanced-rw' re-weights the loss by inverse-frequency and the loss is already weighted by "
+        "effective-number: use one of them, not both"
+    )

@@ -9,7 +9,15 @@ import torch
 
 from fbl.errors import ConfigError
 from fbl.samplers import ClassAwareSampler, ClassWeightedSampler
-from fbl.train_rules import ResolvedRule, get_train_rule, list_train_rules, resolve_train_rule
+from fbl.train_rules import (
+    ResolvedRule,
+    TrainRule,
+    check_weighting,
+    get_train_rule,
+    list_train_rules,
+    register_train_rule,
+    resolve_train_rule,
+)
 
 COUNTS = [100, 40, 10, 4]
 BETA = 0.999
@@ -139,10 +147,28 @@ def test_explicit_drw_epoch_overrides_default():
 
 def test_drw_epoch_defers_the_weights_of_any_other_rule():
     rule = _resolve("balanced-rw", drw_epoch=10)
-    assert rule.drw_epoch == 10 and rule.class_weight is not None
-    assert _resolve("none", drw_epoch=3).drw_epoch == 3  # the loss then defers its own weights
+    assert rule.drw_epoch == 10 and rule.weighting == "inverse-frequency"
+    assert rule.weight_at(9) is None
+    torch.testing.assert_close(rule.weight_at(10), INVERSE, rtol=1e-12, atol=0)
     with pytest.raises(ConfigError, match="never switch on"):
         _resolve("none", drw_epoch=10_000)
+
+
+def test_drw_epoch_defers_the_weights_a_cb_loss_names():
+    rule = _resolve("none", drw_epoch=3, loss_weighting="effective-number")
+    assert rule.drw_epoch == 3 and rule.weighting == "effective-number"
+    assert rule.weight_at(2) is None
+    torch.testing.assert_close(rule.weight_at(3), EFFECTIVE, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", ["none", "balanced-rs", "class-aware"])
+def test_drw_epoch_with_no_loss_weights_to_defer_is_one_line_naming_the_drw_rule(name):
+    # Nothing weights the loss: a drw_epoch would have to invent a weighting, so it is refused.
+    with pytest.raises(ConfigError) as info:
+        _resolve(name, drw_epoch=3)
+    message = str(info.value)
+    assert message.startswith(f"drw_epoch 3 defers the loss's class weights, but neither train rule {name!r}")
+    assert "--train_rule drw" in message and "\n" not in message
 
 
 def test_unknown_rule_lists_valid_names():
@@ -195,3 +221,112 @@ def test_resolved_rule_is_a_plain_record():
     rule = _resolve("drw")
     assert isinstance(rule, ResolvedRule)
     assert "drw" in repr(rule)
+
+
+@pytest.mark.parametrize(
+    "name, sample_weighting, class_aware, loss_weighting, deferred",
+    [
+        ("none", None, False, None, False),
+        ("balanced-rs", "inverse-frequency", False, None, False),
+        ("sqrt-rs", "square-root", False, None, False),
+        ("effective-number-rs", "effective-number", False, None, False),
+        ("class-aware", None, True, None, False),
+        ("balanced-rw", None, False, "inverse-frequency", False),
+        ("effective-number-rw", None, False, "effective-number", False),
+        ("drw", None, False, "effective-number", True),
+    ],
+)
+def test_each_rule_is_data(name, sample_weighting, class_aware, loss_weighting, deferred):
+    rule = get_train_rule(name)
+    assert issubclass(rule, TrainRule) and rule.name == name and rule.__doc__
+    assert (rule.sample_weighting, rule.class_aware, rule.loss_weighting, rule.deferred) == (
+        sample_weighting,
+        class_aware,
+        loss_weighting,
+        deferred,
+    )
+    assert rule.class_weight == loss_weighting  # the older spelling, still read by callers
+
+
+def test_registering_a_rule_refuses_duplicates_and_unknown_weightings():
+    class Twice(TrainRule):
+        """A second 'DRW'."""
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_train_rule("deferred", "drw")(Twice)
+
+    class Typo(TrainRule):
+        """Misspelt weighting."""
+
+        loss_weighting = "effective-numbers"
+
+    with pytest.raises(ValueError, match="unknown weighting 'effective-numbers'"):
+        register_train_rule("typo-rw")(Typo)
+    assert "deferred" not in list_train_rules() and "typo-rw" not in list_train_rules()
+
+
+@pytest.mark.parametrize(
+    "rule, loss_weighting, drw_epoch, epochs",
+    [
+        ("none", None, None, 1),
+        ("balanced-rs", None, None, 10),
+        ("none", "effective-number", 3, 10),
+        ("balanced-rw", None, 0, 10),
+        ("DRW", None, 9, 10),
+        ("drw", None, None, 10),
+        ("class-aware", "effective-number", None, 10),
+    ],
+)
+def test_check_weighting_accepts_settings_that_make_sense(rule, loss_weighting, drw_epoch, epochs):
+    assert check_weighting(rule, loss_weighting, drw_epoch, epochs) is None
+
+
+@pytest.mark.parametrize(
+    "rule, loss_weighting, drw_epoch, epochs, message",
+    [
+        (
+            "balanced-rw",
+            "effective-number",
+            None,
+            10,
+            "Train rule 'balanced-rw' re-weights the loss by inverse-frequency and the loss is already weighted by "
+            "effective-number: use one of them, not both",
+        ),
+        (
+            "drw",
+            "effective-number",
+            5,
+            10,
+            "Train rule 'drw' re-weights the loss by effective-number and the loss is already weighted by "
+            "effective-number: use one of them, not both",
+        ),
+        ("drw", None, 10, 10, "Expected 0 <= drw_epoch < epochs (10) but got 10: DRW would never switch on"),
+        ("drw", None, -1, 10, "Expected drw_epoch to be a 0-based epoch >= 0 but got -1"),
+        ("drw", None, 2.5, 10, "Expected drw_epoch to be a 0-based epoch >= 0 but got 2.5"),
+        (
+            "none",
+            None,
+            4,
+            10,
+            "drw_epoch 4 defers the loss's class weights, but neither train rule 'none' nor the loss weights any "
+            "class: use --train_rule drw (effective-number weights from drw_epoch on), or drop --drw-epoch",
+        ),
+        ("DWR", None, None, 10, "Unknown train rule 'DWR' (did you mean 'drw'?)"),
+    ],
+)
+def test_check_weighting_refuses_in_one_line(rule, loss_weighting, drw_epoch, epochs, message):
+    with pytest.raises(ConfigError) as info:
+        check_weighting(rule, loss_weighting, drw_epoch, epochs)
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_a_cb_loss_under_a_reweighting_rule_is_refused_when_resolving_too():
+    with pytest.raises(ConfigError, match="not both"):
+        _resolve("effective-number-rw", loss_weighting="effective-number")
+
+
+@pytest.mark.parametrize("name", ["none", "balanced-rs", "class-aware"])
+def test_a_cb_loss_is_weighted_from_the_start_under_a_rule_that_does_not_weight(name):
+    rule = _resolve(name, loss_weighting="effective-number")
+    assert rule.drw_epoch is None and rule.weighting == "effective-number"
+    torch.testing.assert_close(rule.weight_at(0), EFFECTIVE, rtol=1e-12, atol=0)

@@ -1,10 +1,12 @@
 """The ``--train_rule`` options: how a run re-samples the data and re-weights the loss.
 
-A rule is data: which per-class weights (from :mod:`fbl.class_weights`) drive the sampler, which
-weight the loss, and whether the loss weights are deferred (DRW, Cao et al., NeurIPS 2019). Every
-class weight of a run comes from here, including the weighting a ``cb-*`` loss names. The trainer
-calls :func:`resolve_train_rule` once and, each epoch, gives the sampler the epoch and the loss its
-weight::
+A rule is data: which named weighting (of :data:`fbl.class_weights.WEIGHTINGS`) drives the sampler,
+which weights the loss, and whether the loss weights are deferred (DRW, Cao et al., NeurIPS 2019).
+Every class weight of ``fbl train`` comes from here, including the weighting a ``cb-*`` loss names
+(computed by :func:`fbl.class_weights.resolve_class_weight`, as ``create_loss`` does), and every
+check of the class-weight settings is :func:`check_weighting` (which ``config.validate`` calls too).
+The trainer calls :func:`resolve_train_rule` once and, each epoch, gives the sampler the epoch and
+the loss its weight::
 
     rule = resolve_train_rule(cfg.train_rule, class_counts, labels, total_epochs=cfg.epochs, seed=cfg.seed)
     for epoch in range(cfg.epochs):
@@ -17,62 +19,127 @@ Names are case-insensitive, ``_`` reads as ``-``, and the seed code's spellings 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import torch
 from torch.utils.data import Sampler
 
 from fbl.checks import Counts, check_beta, check_class_counts
-from fbl.class_weights import effective_number_weights, inverse_frequency_weights, weights_for
+from fbl.class_weights import WEIGHTINGS, resolve_class_weight, single_weighting, weights_for
 from fbl.errors import ConfigError
 from fbl.registry import Registry
 from fbl.samplers import ClassAwareSampler, ClassWeightedSampler, Labels, _check_labels
 
-__all__ = ["TrainRule", "ResolvedRule", "resolve_train_rule", "get_train_rule", "list_train_rules"]
-
-# (class_counts, beta) -> per-class weights normalised to sum C.
-WeightFn = Callable[[Counts, float], torch.Tensor]
+__all__ = [
+    "TrainRule",
+    "ResolvedRule",
+    "check_drw_epoch",
+    "check_weighting",
+    "get_train_rule",
+    "list_train_rules",
+    "register_train_rule",
+    "resolve_train_rule",
+]
 
 # DRW's reference schedule switches the weights on at epoch 160 of 200.
 DRW_FRACTION = 0.8
 
 
-def class_balanced(class_counts: Counts, beta: float) -> torch.Tensor:
-    """``w_j ∝ 1 / n_j``."""
-    return inverse_frequency_weights(class_counts, power=1.0)
-
-
-def square_root(class_counts: Counts, beta: float) -> torch.Tensor:
-    """``w_j ∝ n_j^-1/2``: as a sampler, class ``j`` is drawn ∝ ``sqrt(n_j)``."""
-    return inverse_frequency_weights(class_counts, power=0.5)
-
-
-def effective_number(class_counts: Counts, beta: float) -> torch.Tensor:
-    """``w_j ∝ (1 - beta) / (1 - beta^n_j)`` (Cui et al., CVPR 2019)."""
-    return effective_number_weights(class_counts, beta)
-
-
-@dataclass(frozen=True)
 class TrainRule:
-    """One ``--train_rule``: what re-samples the data and what re-weights the loss.
+    """One ``--train_rule``: what re-samples the data and what re-weights the loss, as class attributes.
+
+    A rule is a subclass registered with :func:`register_train_rule`; its docstring is its summary.
 
     Attributes:
-        name: canonical name.
-        aliases: other accepted spellings (the seed code's names).
-        sample_weight: per-class weights for a :class:`ClassWeightedSampler`, or ``None``.
+        name: canonical name (set when registered).
+        sample_weighting: a weighting of :data:`fbl.class_weights.WEIGHTINGS` driving a
+            :class:`ClassWeightedSampler`, or ``None``.
         class_aware: use a :class:`ClassAwareSampler` instead.
-        class_weight: per-class loss weights, or ``None``.
-        deferred: the loss weights apply only from ``drw_epoch`` on (DRW).
+        loss_weighting: the weighting the loss is re-weighted by, or ``None``.
+        deferred: the loss weights apply only from ``drw_epoch`` on (DRW, Cao et al., NeurIPS 2019).
     """
 
-    name: str
-    summary: str
-    aliases: tuple[str, ...] = ()
-    sample_weight: WeightFn | None = None
-    class_aware: bool = False
-    class_weight: WeightFn | None = None
-    deferred: bool = False
+    name: ClassVar[str] = ""
+    sample_weighting: ClassVar[str | None] = None
+    class_aware: ClassVar[bool] = False
+    loss_weighting: ClassVar[str | None] = None
+    deferred: ClassVar[bool] = False
+
+
+TRAIN_RULES: Registry[type[TrainRule]] = Registry("train rule")
+
+
+def register_train_rule(name: str, *aliases: str):
+    """Class decorator: register a :class:`TrainRule` subclass under ``name`` and ``aliases`` and set its ``name``."""
+    register = TRAIN_RULES.decorator(name, *aliases)
+
+    def wrap(rule: type[TrainRule]) -> type[TrainRule]:
+        for weighting in (rule.sample_weighting, rule.loss_weighting):
+            if weighting is not None and weighting not in WEIGHTINGS:
+                raise ValueError(f"train rule {name!r}: unknown weighting {weighting!r}")
+        register(rule)
+        rule.name = name
+        # The spelling callers used before loss_weighting (tests/engine/test_compose.py); same value.
+        rule.class_weight = rule.loss_weighting
+        return rule
+
+    return wrap
+
+
+@register_train_rule("none")
+class InstanceBalanced(TrainRule):
+    """Instance-balanced: plain shuffle, unweighted loss."""
+
+
+@register_train_rule("balanced-rs", "BalancedRS")
+class BalancedResampling(TrainRule):
+    """Class-balanced re-sampling (``w ∝ 1/n``: every class equally often)."""
+
+    sample_weighting = "inverse-frequency"
+
+
+@register_train_rule("sqrt-rs", "SquareRootRS", "sqrt")
+class SquareRootResampling(TrainRule):
+    """Square-root re-sampling (class drawn ∝ ``sqrt(n)``)."""
+
+    sample_weighting = "square-root"
+
+
+@register_train_rule("effective-number-rs", "EffectNumRS")
+class EffectiveNumberResampling(TrainRule):
+    """Re-sampling by effective number (``beta``)."""
+
+    sample_weighting = "effective-number"
+
+
+@register_train_rule("class-aware", "ClassAware")
+class ClassAware(TrainRule):
+    """Class-aware round-robin, ``samples_per_class`` samples per class."""
+
+    class_aware = True
+
+
+@register_train_rule("balanced-rw", "BalancedRW")
+class BalancedReweighting(TrainRule):
+    """Loss re-weighting by inverse frequency."""
+
+    loss_weighting = "inverse-frequency"
+
+
+@register_train_rule("effective-number-rw", "EffectNumRW")
+class EffectiveNumberReweighting(TrainRule):
+    """Loss re-weighting by effective number (``beta``)."""
+
+    loss_weighting = "effective-number"
+
+
+@register_train_rule("drw", "DRW")
+class DeferredReweighting(TrainRule):
+    """Deferred re-weighting: effective-number loss weights from ``drw_epoch`` on (default ``round(0.8 E)``)."""
+
+    loss_weighting = "effective-number"
+    deferred = True
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,12 +153,14 @@ class ResolvedRule:
         class_weight: float64 per-class loss weights summing to C, or ``None`` (unweighted loss).
         drw_epoch: first 0-based epoch at which ``class_weight`` applies (DRW); ``None`` means from
             the start.
+        weighting: the name of the weighting ``class_weight`` holds (for the run's log), or ``None``.
     """
 
     name: str
     sampler: Sampler | None = None
     class_weight: torch.Tensor | None = field(default=None, repr=False)
     drw_epoch: int | None = None
+    weighting: str | None = None
 
     def weight_at(self, epoch: int) -> torch.Tensor | None:
         """Loss weights for 0-based ``epoch``: ``None`` (unweighted) before ``drw_epoch``."""
@@ -100,53 +169,12 @@ class ResolvedRule:
         return self.class_weight
 
 
-TRAIN_RULES: Registry[TrainRule] = Registry("train rule")
-
-
-def _register(rule: TrainRule) -> None:
-    TRAIN_RULES.register(rule.name, rule, *rule.aliases)
-
-
-for _rule in (
-    TrainRule("none", "instance-balanced: plain shuffle, unweighted loss"),
-    TrainRule("balanced-rs", "class-balanced re-sampling (w ∝ 1/n)", ("BalancedRS",), sample_weight=class_balanced),
-    TrainRule(
-        "sqrt-rs",
-        "square-root re-sampling (class drawn ∝ sqrt(n))",
-        ("SquareRootRS", "sqrt"),
-        sample_weight=square_root,
-    ),
-    TrainRule(
-        "effective-number-rs",
-        "re-sampling by effective number (beta)",
-        ("EffectNumRS",),
-        sample_weight=effective_number,
-    ),
-    TrainRule("class-aware", "class-aware round-robin, k samples per class", ("ClassAware",), class_aware=True),
-    TrainRule("balanced-rw", "loss re-weighting by inverse frequency", ("BalancedRW",), class_weight=class_balanced),
-    TrainRule(
-        "effective-number-rw",
-        "loss re-weighting by effective number (beta)",
-        ("EffectNumRW",),
-        class_weight=effective_number,
-    ),
-    TrainRule(
-        "drw",
-        "deferred re-weighting: effective-number loss weights from drw_epoch on",
-        ("DRW",),
-        class_weight=effective_number,
-        deferred=True,
-    ),
-):
-    _register(_rule)
-
-
 def list_train_rules() -> list[str]:
     """Canonical rule names, sorted."""
     return TRAIN_RULES.names()
 
 
-def get_train_rule(name: str | None) -> TrainRule:
+def get_train_rule(name: str | None) -> type[TrainRule]:
     """Look a rule up by name or alias (case-insensitive); Python ``None`` means ``"none"``."""
     return TRAIN_RULES.get("none" if name is None else name)
 
@@ -154,6 +182,41 @@ def get_train_rule(name: str | None) -> TrainRule:
 def default_drw_epoch(total_epochs: int) -> int:
     """``round(0.8 * total_epochs)`` (160 of 200), kept below ``total_epochs`` so short runs still switch."""
     return min(round(DRW_FRACTION * total_epochs), total_epochs - 1)
+
+
+def check_drw_epoch(drw_epoch: int | None, epochs: int) -> int | None:
+    """``drw_epoch`` as an int in ``0 .. epochs - 1`` (``None`` passes), or a one-line :class:`ConfigError`."""
+    if drw_epoch is None:
+        return None
+    if isinstance(drw_epoch, bool) or int(drw_epoch) != drw_epoch or drw_epoch < 0:
+        raise ConfigError(f"Expected drw_epoch to be a 0-based epoch >= 0 but got {drw_epoch!r}")
+    if drw_epoch >= epochs:
+        raise ConfigError(f"Expected 0 <= drw_epoch < epochs ({epochs}) but got {drw_epoch}: DRW would never switch on")
+    return int(drw_epoch)
+
+
+def check_weighting(train_rule: str | None, loss_weighting: str | None, drw_epoch: int | None, epochs: int) -> None:
+    """Refuse, in one line each, the class-weight settings that make no sense together.
+
+    * two sources of loss weights: a re-weighting rule and a ``cb-*`` loss;
+    * ``drw_epoch`` outside the run (DRW would never switch on);
+    * ``drw_epoch`` with no loss weights to defer (the rule and the loss weight no class): rather than
+      invent a weighting, the message names ``--train_rule drw``, which defers effective-number weights.
+
+    Args:
+        train_rule: rule name or alias.
+        loss_weighting: the weighting a ``cb-*`` loss names (:func:`fbl.losses.loss_weighting`), or ``None``.
+        drw_epoch: 0-based epoch the loss weights switch on at, or ``None``.
+        epochs: length of the run.
+    """
+    rule = get_train_rule(train_rule)
+    weighting = single_weighting(rule.name, rule.loss_weighting, loss_weighting)
+    drw_epoch = check_drw_epoch(drw_epoch, epochs)
+    if drw_epoch is not None and weighting is None:
+        raise ConfigError(
+            f"drw_epoch {drw_epoch} defers the loss's class weights, but neither train rule {rule.name!r} nor the loss "
+            "weights any class: use --train_rule drw (effective-number weights from drw_epoch on), or drop --drw-epoch"
+        )
 
 
 def resolve_train_rule(
@@ -177,13 +240,14 @@ def resolve_train_rule(
         total_epochs: length of the run, for DRW's default switch epoch.
         seed: sampler seed; the sampler's draws depend only on ``(seed, epoch)``.
         beta: effective-number hyper-parameter, in (0, 1).
-        drw_epoch: DRW switch epoch (0-based); default ``round(0.8 * total_epochs)``.
+        drw_epoch: epoch (0-based) the loss weights switch on at, under any rule that weights the
+            loss or with a ``cb-*`` loss; ``drw`` defaults to ``round(0.8 * total_epochs)``.
         samples_per_class: k of the class-aware sampler.
         loss_weighting: the weighting a ``cb-*`` loss names (``"effective-number"``); the loss is
             weighted by it unless the rule weights the loss itself, which is refused (two sources).
 
     Raises:
-        ConfigError: unknown rule or an option out of range.
+        ConfigError: unknown rule, an option out of range, or settings :func:`check_weighting` refuses.
     """
     rule = get_train_rule(name)
     counts = check_class_counts(class_counts)
@@ -193,43 +257,29 @@ def resolve_train_rule(
     beta = check_beta(beta)
     if isinstance(samples_per_class, bool) or int(samples_per_class) != samples_per_class or samples_per_class < 1:
         raise ConfigError(f"Expected samples_per_class to be a positive integer but got {samples_per_class!r}")
+    check_weighting(rule.name, loss_weighting, drw_epoch, int(total_epochs))
 
     sampler = None
-    if rule.sample_weight is not None or rule.class_aware:
+    if rule.sample_weighting is not None or rule.class_aware:
         sampler_labels = _labels_matching(labels, counts, rule.name)
         if rule.class_aware:
             sampler = ClassAwareSampler(sampler_labels, samples_per_class=samples_per_class, seed=seed)
         else:
-            sampler = ClassWeightedSampler(sampler_labels, rule.sample_weight(counts, beta), seed=seed)
+            sampler = ClassWeightedSampler(sampler_labels, weights_for(rule.sample_weighting, counts, beta), seed=seed)
 
-    if rule.class_weight is not None and loss_weighting is not None:
-        raise ConfigError(
-            f"Train rule {rule.name!r} re-weights the loss and the loss is already weighted by {loss_weighting}: "
-            "use one of them, not both"
-        )
-    if rule.class_weight is not None:
-        class_weight = rule.class_weight(counts, beta)
-    elif loss_weighting is not None:
-        class_weight = weights_for(loss_weighting, counts, beta)
-    elif drw_epoch is not None:
-        # --drw-epoch with nothing to defer defers effective-number weights, the LDAM-DRW recipe.
-        class_weight = effective_number_weights(counts, beta)
-    else:
-        class_weight = None
-
-    # A deferring rule switches at round(0.8 E) unless told otherwise; any other rule defers the
-    # loss's weights only when a drw_epoch is given (DRW composes with every loss and rule).
+    class_weight = resolve_class_weight(
+        counts, rule=rule.name, rule_weighting=rule.loss_weighting, loss_weighting=loss_weighting, beta=beta
+    )
+    # A deferring rule switches at round(0.8 E) unless told otherwise; under any other rule the loss's
+    # weights (the rule's or a cb-* loss's) are deferred only when a drw_epoch is given.
     switch = default_drw_epoch(int(total_epochs)) if rule.deferred and drw_epoch is None else drw_epoch
-    if switch is not None:
-        if isinstance(switch, bool) or int(switch) != switch or switch < 0:
-            raise ConfigError(f"Expected drw_epoch to be a 0-based epoch >= 0 but got {switch!r}")
-        if switch >= total_epochs:
-            raise ConfigError(
-                f"Expected drw_epoch < total_epochs ({total_epochs}) but got {switch}: DRW would never switch on"
-            )
-        switch = int(switch)
-
-    return ResolvedRule(name=rule.name, sampler=sampler, class_weight=class_weight, drw_epoch=switch)
+    return ResolvedRule(
+        name=rule.name,
+        sampler=sampler,
+        class_weight=class_weight,
+        drw_epoch=None if switch is None else int(switch),
+        weighting=single_weighting(rule.name, rule.loss_weighting, loss_weighting),
+    )
 
 
 def _labels_matching(labels: Labels | None, counts: list[int], rule_name: str) -> torch.Tensor:

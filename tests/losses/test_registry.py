@@ -79,10 +79,37 @@ def test_duplicate_names_are_refused_and_leave_the_registry_unchanged():
     with pytest.raises(ValueError, match="registered twice"):
         register_loss("brand-new-name", "CE")(Dummy)
     with pytest.raises(ValueError, match="registered twice"):
-        register_variant("cb-ce", "ce", "effective-number")
+        register_variant("cb-ce", "effective-number")(CrossEntropyLoss)
     assert list_losses() == before
     with pytest.raises(ConfigError, match="Unknown loss 'brand-new-name'"):
         resolve_loss_name("brand-new-name")
+
+
+def test_a_variant_decorates_a_registered_loss_with_a_known_weighting():
+    class Unregistered(torch.nn.Module):
+        pass
+
+    with pytest.raises(ValueError, match="must decorate a registered loss"):
+        register_variant("cb-unregistered", "effective-number")(Unregistered)
+
+    class Subclass(FocalLoss):  # inherits registry_name "focal" but is not what "focal" builds
+        pass
+
+    with pytest.raises(ValueError, match="must decorate a registered loss"):
+        register_variant("cb-subclass", "effective-number")(Subclass)
+    with pytest.raises(ValueError, match="unknown weighting 'effective'"):
+        register_variant("cb-typo", "effective")
+    assert "cb-unregistered" not in list_losses() and "cb-subclass" not in list_losses()
+
+
+def test_a_variant_weight_is_the_effective_number_weighting_of_the_counts():
+    # w_j = (1 - beta) / (1 - beta^n_j), normalised to sum C, written out for COUNTS.
+    raw = [(1 - 0.99) / (1 - 0.99**n) for n in COUNTS]
+    want = torch.tensor([w / sum(raw) * len(raw) for w in raw], dtype=torch.float64)
+    crit = create_loss("cb-ce", COUNTS, beta=0.99)
+    torch.testing.assert_close(crit.weight.to(torch.float64), want, rtol=1e-6, atol=0)
+    with pytest.raises(ConfigError, match="weights classes by effective-number; give no weight"):
+        create_loss("cb-ce", COUNTS, weight=torch.ones(len(COUNTS)))
 
 
 def _build(name, **kwargs):

@@ -19,7 +19,7 @@ from fbl.losses.registry import (
     register_variant,
     resolve_loss_name,
 )
-from fbl.losses.schedules import SCHEDULES, alpha_at, list_schedules
+from fbl.losses.schedules import SCHEDULES, alpha_at, list_schedules, register_schedule
 
 __all__ = [
     "LOSSES",
@@ -43,4 +43,5 @@ __all__ = [
     "resolve_loss_name",
     "alpha_at",
     "list_schedules",
+    "register_schedule",
 ]

@@ -8,6 +8,7 @@ from fbl.losses.base import LongTailLoss
 from fbl.losses.registry import register_loss, register_variant
 
 
+@register_variant("cb-ce", "effective-number")
 @register_loss("ce", "cross-entropy", "crossentropy")
 class CrossEntropyLoss(LongTailLoss):
     """Softmax cross-entropy, optionally class-weighted. Ignores ``features``.
@@ -19,6 +20,3 @@ class CrossEntropyLoss(LongTailLoss):
     def forward(self, logits: torch.Tensor, target: torch.Tensor, *, features=None) -> torch.Tensor:
         check_inputs(logits, target, self.num_classes)
         return functional._cross_entropy(logits, target, self.weight, self.reduction)
-
-
-register_variant("cb-ce", "ce", "effective-number")

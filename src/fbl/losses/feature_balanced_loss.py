@@ -10,6 +10,7 @@ from fbl.losses.registry import register_loss, register_variant
 from fbl.losses.schedules import SCHEDULES, alpha_at
 
 
+@register_variant("cb-fbl", "effective-number")
 @register_loss("fbl", "feabal", "feature-balanced")
 class FeatureBalancedLoss(LongTailLoss):
     r"""Feature-Balanced Loss (Li, Cheung & Jiang, ICME 2022).
@@ -68,6 +69,3 @@ class FeatureBalancedLoss(LongTailLoss):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, lambda_={self.lambda_}, schedule={self.schedule!r}, alpha={self.alpha:.4f}"
-
-
-register_variant("cb-fbl", "fbl", "effective-number")

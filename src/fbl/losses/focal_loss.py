@@ -8,6 +8,7 @@ from fbl.losses.base import LongTailLoss
 from fbl.losses.registry import register_loss, register_variant
 
 
+@register_variant("cb-focal", "effective-number")
 @register_loss("focal")
 class FocalLoss(LongTailLoss):
     r"""Softmax focal loss (Lin et al., ICCV 2017), optionally class-weighted. Ignores ``features``.
@@ -40,6 +41,3 @@ class FocalLoss(LongTailLoss):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, gamma={self.gamma}"
-
-
-register_variant("cb-focal", "focal", "effective-number")

@@ -1,9 +1,16 @@
 """Name -> loss class registry, with the seed's ``--loss_type`` names as aliases.
 
-Besides losses (:func:`register_loss`) the registry holds *variants* (:func:`register_variant`): a
-registered loss re-weighted by a named class weighting, e.g. ``cb-focal`` = ``focal`` weighted by
-the effective number of samples (Cui et al., CVPR 2019). :func:`create_loss` builds either kind; in
-``fbl train`` a variant's weighting is handed to the train rule, which owns every class weight.
+Besides losses the registry holds *variants*: a registered loss re-weighted by a named class
+weighting, e.g. ``cb-focal`` = ``focal`` weighted by the effective number of samples (Cui et al.,
+CVPR 2019). Both register on the loss class, where it is defined::
+
+    @register_variant("cb-focal", "effective-number")
+    @register_loss("focal")
+    class FocalLoss(LongTailLoss): ...
+
+:func:`create_loss` builds either kind; the weight of a variant comes from
+:func:`fbl.class_weights.resolve_class_weight`, the resolver the train rule uses in ``fbl train``
+(where a variant's weighting is handed to the rule, which owns every class weight of a run).
 """
 
 from __future__ import annotations
@@ -11,7 +18,7 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass
 
-from fbl.class_weights import WEIGHTINGS, weights_for
+from fbl.class_weights import WEIGHTINGS, resolve_class_weight
 from fbl.errors import ConfigError
 from fbl.registry import Registry
 
@@ -28,23 +35,32 @@ LOSSES: Registry[type | LossVariant] = Registry("loss")
 
 
 def register_loss(name: str, *aliases: str):
-    """Class decorator: register a loss under ``name`` and optional aliases (e.g. the seed's names)."""
+    """Class decorator: register a loss under ``name`` and optional aliases (e.g. the seed's names) and set
+    its ``registry_name``."""
+    register = LOSSES.decorator(name, *aliases)
 
     def wrap(cls: type) -> type:
-        LOSSES.register(name, cls, *aliases)
+        register(cls)
         cls.registry_name = name
         return cls
 
     return wrap
 
 
-def register_variant(name: str, base: str, weighting: str) -> None:
-    """Register ``name`` as loss ``base`` weighted by ``weighting`` (a name of :data:`fbl.class_weights.WEIGHTINGS`)."""
+def register_variant(name: str, weighting: str):
+    """Class decorator, placed above :func:`register_loss`: also register ``name`` as that loss weighted by
+    ``weighting`` (a name of :data:`fbl.class_weights.WEIGHTINGS`)."""
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown weighting {weighting!r} for loss variant {name!r}")
-    if isinstance(LOSSES.get(base), LossVariant):
-        raise ValueError(f"variant {name!r} must be based on a loss, not on the variant {base!r}")
-    LOSSES.register(name, LossVariant(LOSSES.canonical(base), weighting))
+
+    def wrap(cls: type) -> type:
+        base = getattr(cls, "registry_name", None)
+        if base is None or LOSSES.get(base) is not cls:
+            raise ValueError(f"variant {name!r} must decorate a registered loss (put @register_loss below it)")
+        LOSSES.decorator(name)(LossVariant(base, weighting))
+        return cls
+
+    return wrap
 
 
 def resolve_loss_name(name: str) -> str:
@@ -80,7 +96,7 @@ def create_loss(name: str, class_counts, **kwargs):
         if kwargs.get("weight") is not None:
             raise ConfigError(f"Loss {LOSSES.canonical(name)!r} weights classes by {entry.weighting}; give no weight")
         beta = kwargs.pop("beta", 0.9999)
-        kwargs["weight"] = weights_for(entry.weighting, class_counts, beta)
+        kwargs["weight"] = resolve_class_weight(class_counts, loss_weighting=entry.weighting, beta=beta)
         entry = LOSSES.get(entry.base)
     return entry(class_counts, **kwargs)
 
