@@ -27,7 +27,9 @@ class Registry(Generic[T]):
 
     Example:
         >>> schedules = Registry("alpha schedule")
-        >>> _ = schedules.register("parabolic", lambda e, n: (e / n) ** 2)
+        >>> @schedules.decorator("parabolic")
+        ... def parabolic(epoch, total_epochs):
+        ...     return (epoch / total_epochs) ** 2
         >>> schedules.canonical("PARABOLIC")
         'parabolic'
         >>> schedules.canonical("parabolc")
@@ -41,7 +43,6 @@ class Registry(Generic[T]):
         self._items: dict[str, T] = {}
         self._display: dict[str, str] = {}
         self._aliases: dict[str, str] = {}
-        self._unavailable: dict[str, str] = {}
 
     def register(self, name: str, item: T, *aliases: str) -> T:
         """Register ``item`` under ``name`` (listed as given) and ``aliases`` (accepted, not listed)."""
@@ -56,28 +57,18 @@ class Registry(Generic[T]):
         return item
 
     def decorator(self, name: str, *aliases: str) -> Callable[[T], T]:
-        """``@registry.decorator("name")``: register the decorated function or class."""
+        """``@registry.decorator("name", *aliases)``: register the decorated function or class where it is
+        defined; how every kind of plug-in registers (directly, or through a kind's own decorator built
+        on this one, such as ``register_loss`` which also sets ``registry_name``)."""
 
         def wrap(item: T) -> T:
             return self.register(name, item, *aliases)
 
         return wrap
 
-    def mark_unavailable(self, name: str, reason: str, *aliases: str) -> None:
-        """A name that is known but cannot be built here: looking it up says ``reason``, not "unknown"."""
-        for key in (normalize_name(k) for k in (name, *aliases)):
-            if key in self:
-                raise ValueError(f"{self.kind} name {key!r} is registered twice")
-            self._unavailable[key] = reason
-
     def __contains__(self, name: object) -> bool:
         key = normalize_name(name)
-        return key in self._items or key in self._aliases or key in self._unavailable
-
-    def available(self, name: object) -> bool:
-        """Whether ``name`` resolves to something that can be built here."""
-        key = normalize_name(name)
-        return self._aliases.get(key, key) in self._items
+        return key in self._items or key in self._aliases
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
@@ -93,8 +84,6 @@ class Registry(Generic[T]):
         if key in self._items:
             return self._display[key]
         valid = ", ".join(self.names())
-        if key in self._unavailable:
-            raise ConfigError(f"{self.kind.capitalize()} {name!r} {self._unavailable[key]}; available now: {valid}")
         close = difflib.get_close_matches(key, [*self._items, *self._aliases], n=1)
         hint = f" (did you mean {self._display[self._aliases.get(close[0], close[0])]!r}?)" if close else ""
         raise ConfigError(f"Unknown {self.kind} {name!r}{hint}; choose one of: {valid}")

@@ -24,7 +24,11 @@ from fbl.registry import Registry
 Schedule = Callable[[int, int], float]
 
 SCHEDULES: Registry[Schedule] = Registry("alpha schedule")
-_register = SCHEDULES.decorator
+
+
+def register_schedule(name: str, *aliases: str) -> Callable[[Schedule], Schedule]:
+    """Function decorator: register an alpha schedule ``(epoch, total_epochs) -> alpha`` under ``name``."""
+    return SCHEDULES.decorator(name, *aliases)
 
 
 def _parabolic_ramp(total_epochs: int) -> int:
@@ -32,55 +36,55 @@ def _parabolic_ramp(total_epochs: int) -> int:
     return total_epochs - 10 if total_epochs > 10 else max(total_epochs - 1, 1)
 
 
-@_register("parabolic", "parabolic-proportional", "parabolic-scaled")
+@register_schedule("parabolic", "parabolic-proportional", "parabolic-scaled")
 def parabolic(epoch: int, total_epochs: int) -> float:
     """``(e / (0.95 E))**2``: the paper's curve at any run length; identical to it at E = 200."""
     return (epoch / (19 * total_epochs / 20)) ** 2
 
 
-@_register("parabolic-literal")
+@register_schedule("parabolic-literal")
 def parabolic_literal(epoch: int, total_epochs: int) -> float:
     """``(e / (E - 10))**2`` exactly as the reference code, whatever the run length."""
     return (epoch / _parabolic_ramp(total_epochs)) ** 2
 
 
-@_register("parabolic-clamped")
+@register_schedule("parabolic-clamped")
 def parabolic_clamped(epoch: int, total_epochs: int) -> float:
     """``min(1, (e / (E - 10))**2)``."""
     return min(1.0, parabolic_literal(epoch, total_epochs))
 
 
-@_register("linear")
+@register_schedule("linear")
 def linear(epoch: int, total_epochs: int) -> float:
     """``e / E``: head classes first, tail classes later."""
     return epoch / total_epochs
 
 
-@_register("linear-decreasing")
+@register_schedule("linear-decreasing")
 def linear_decreasing(epoch: int, total_epochs: int) -> float:
     """``(E - e) / E``: tail classes first, head classes later."""
     return (total_epochs - epoch) / total_epochs
 
 
-@_register("cosine")
+@register_schedule("cosine")
 def cosine(epoch: int, total_epochs: int) -> float:
     """``1 - cos(pi e / 2E)``."""
     return 1.0 - math.cos(epoch / total_epochs * math.pi / 2)
 
 
-@_register("sine")
+@register_schedule("sine")
 def sine(epoch: int, total_epochs: int) -> float:
     """``sin(pi e / 2E)``."""
     return math.sin(epoch / total_epochs * math.pi / 2)
 
 
-@_register("parabolic-decreasing")
+@register_schedule("parabolic-decreasing")
 def parabolic_decreasing(epoch: int, total_epochs: int) -> float:
     """``1 - (e / E)**2``."""
     return 1.0 - (epoch / total_epochs) ** 2
 
 
-@_register("constant")
+@register_schedule("constant")
 def constant(epoch: int, total_epochs: int) -> float:
     """``1`` at every epoch: the full stimulus from the start (no curriculum)."""
     return 1.0
