@@ -1,3 +1,6 @@
+import os
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -11,8 +14,11 @@ from fbl.data.image_files import (
     IMAGENET_STD,
     CollateSkippingBad,
     ImageFiles,
+    UnreadableImage,
     imagenet_eval_transform,
     imagenet_train_transform,
+    read_rgb,
+    to_rgb,
 )
 from fbl.errors import ConfigError
 
@@ -112,3 +118,149 @@ def test_skip_bad_drops_and_counts(root, num_workers, caplog):
 def test_lengths_must_match(root):
     with pytest.raises(ValueError, match="one label per path"):
         ImageFiles(root, PATHS, LABELS[:2])
+
+
+# ---- every PIL mode to 8-bit RGB, against values worked out by hand -------------------------------
+
+
+def _palette(mode, indices, colours, alpha=None):
+    image = Image.new(mode, (len(indices), 1))
+    image.putpalette([value for colour in colours for value in colour])
+    for x, index in enumerate(indices):
+        image.putpixel((x, 0), index if alpha is None else (index, alpha[x]))
+    return image
+
+
+def _grey_transparent():
+    image = _palette("P", [0, 1], [(10, 20, 30), (200, 100, 50)])
+    image.info["transparency"] = 0  # palette entry 0 is transparent (PNG tRNS)
+    return image
+
+
+# (how to make the image, file format it round-trips through or None, expected RGB pixels by hand).
+# Alpha over white: round((c a + 255 (255 - a)) / 255); 16-bit grey: round(v / 257); float grey: round(255 v).
+MODES = {
+    "1": (lambda: Image.frombytes("1", (2, 1), bytes([0b01000000])), "PNG", [(0, 0, 0), (255, 255, 255)]),
+    "L": (lambda: Image.new("L", (1, 1), 77), "PNG", [(77, 77, 77)]),
+    "P": (lambda: _palette("P", [1, 0], [(10, 20, 30), (200, 100, 50)]), "PNG", [(200, 100, 50), (10, 20, 30)]),
+    "P-transparent": (_grey_transparent, "PNG", [(255, 255, 255), (200, 100, 50)]),
+    # 10 * 100 / 255 + 255 * 155 / 255 = 158.92; 20 -> 162.84; 30 -> 166.76
+    "PA": (lambda: _palette("PA", [0], [(10, 20, 30)], alpha=[100]), None, [(159, 163, 167)]),
+    # 100 * 128 / 255 + 127 = 177.2
+    "LA": (lambda: Image.new("LA", (1, 1), (100, 128)), "PNG", [(177, 177, 177)]),
+    # alpha 0 -> white, 255 -> the colour, 51 -> c / 5 + 204
+    "RGBA": (
+        lambda: Image.fromarray(np.array([[[200, 40, 0, 0], [200, 40, 0, 255], [200, 40, 0, 51]]], np.uint8)),
+        "PNG",
+        [(255, 255, 255), (200, 40, 0), (244, 212, 204)],
+    ),
+    # 255 (1 - C/255)(1 - K/255): 245 * 215 / 255 = 206.57, 235 * 215 / 255 = 198.14, 225 * 215 / 255 = 189.71
+    "CMYK": (lambda: Image.new("CMYK", (1, 1), (10, 20, 30, 40)), "TIFF", [(207, 198, 190)]),
+    # 0, 257 / 257 = 1, 1000 / 257 = 3.89, 65535 / 257 = 255 (clipping to 255 made 257 and up white)
+    "I;16": (lambda: Image.fromarray(np.array([[0, 257, 1000, 65535]], np.uint16)), "PNG", [0, 1, 4, 255]),
+    # 300 / 257 = 1.17; 70000 clips to 255; negative clips to 0
+    "I": (lambda: Image.fromarray(np.array([[0, 300, 70000, -5]], np.int32)), "TIFF", [0, 1, 255, 0]),
+    # 255 * 0.25 = 63.75; 1.0 -> 255; above 1 and below 0 clip
+    "F": (lambda: Image.fromarray(np.array([[0.0, 0.25, 1.0, 2.0, -1.0]], np.float32)), "TIFF", [0, 64, 255, 255, 0]),
+    "RGB": (lambda: Image.new("RGB", (1, 1), (1, 2, 3)), "PNG", [(1, 2, 3)]),
+}
+
+
+def _expected_rgb(pixels):
+    return np.array([[p if isinstance(p, tuple) else (p, p, p) for p in pixels]], dtype=np.uint8)
+
+
+@pytest.mark.parametrize("case", list(MODES))
+def test_every_mode_decodes_to_the_right_rgb(case, tmp_path):
+    make, file_format, pixels = MODES[case]
+    image = make()
+    assert image.mode == case.split("-")[0]
+    expected = _expected_rgb(pixels)
+    converted = to_rgb(image)
+    assert converted.mode == "RGB"
+    np.testing.assert_array_equal(np.asarray(converted), expected)
+    if file_format is not None:  # the same through a file, as training reads it
+        path = tmp_path / f"image.{file_format.lower()}"
+        image.save(path, format=file_format)
+        assert Image.open(path).mode == image.mode  # the file keeps the mode under test
+        np.testing.assert_array_equal(np.asarray(read_rgb(path)), expected)
+
+
+# ---- what is not a regular file, and links that leave the root -----------------------------------
+
+
+def finishes_within(seconds, call):
+    """``call()``'s result or exception, or a test failure if it is still blocked after ``seconds``."""
+    outcome = {}
+
+    def run():
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 -- handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        pytest.fail(f"still blocked after {seconds} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.fixture
+def unblock_fifo():
+    """Opens each registered FIFO for writing after the test, so a reader a regression left blocked returns."""
+    fifos = []
+    yield fifos.append
+    for fifo in fifos:
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader waiting: nothing to unblock
+            pass
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_blocking(root, unblock_fifo):
+    fifo = root / "train" / "a" / "pipe.jpg"
+    os.mkfifo(fifo)
+    unblock_fifo(fifo)
+    dataset = ImageFiles(root, ["train/a/pipe.jpg"], [0])
+    with pytest.raises(ConfigError) as info:
+        finishes_within(30, lambda: dataset[0])
+    assert str(info.value) == f"Cannot read image {fifo}: it is a FIFO (named pipe)"
+
+
+def test_a_folder_named_like_an_image_is_refused(root):
+    (root / "train" / "a" / "folder.jpg").mkdir()
+    with pytest.raises(ConfigError, match=r"folder\.jpg: it is a folder$"):
+        ImageFiles(root, ["train/a/folder.jpg"], [0])[0]
+
+
+def test_symbolic_links_may_not_leave_the_root_unless_allowed(root, tmp_path_factory):
+    outside = tmp_path_factory.mktemp("elsewhere")
+    make_image(9).save(outside / "x.png")
+    (root / "train" / "a" / "out.png").symlink_to(outside / "x.png")
+    (root / "train" / "b" / "in.png").symlink_to(root / "train" / "b" / "3.png")  # stays inside: fine
+    (root / "train" / "c").symlink_to(outside, target_is_directory=True)
+    paths = ["train/a/out.png", "train/b/in.png", "train/c/x.png"]
+    dataset = ImageFiles(root, paths, [0, 1, 2], transform=T.ToTensor())
+    for index in (0, 2):
+        with pytest.raises(ConfigError) as info:
+            dataset[index]
+        assert str(info.value) == (
+            f"{root / paths[index]} leads through a symbolic link to {os.path.realpath(outside / 'x.png')}, "
+            f"outside the image root {root} (--allow-outside-root permits it)"
+        )
+    assert dataset[1][0].shape == (3, 40, 40)
+    allowed = ImageFiles(root, paths, [0, 1, 2], transform=T.ToTensor(), allow_outside=True)
+    reference = torch.from_numpy(np.array(make_image(9))).permute(2, 0, 1).float() / 255
+    assert torch.equal(allowed[0][0], reference) and torch.equal(allowed[2][0], reference)
+
+
+def test_unreadable_image_passes_through_collate_as_itself():
+    collate = CollateSkippingBad()
+    bad = UnreadableImage("Cannot read image x.jpg: broken")
+    good = (torch.zeros(3), 0)
+    assert collate([good, bad, None]) is bad and collate.skipped == 0
+    assert str(bad.error()) == "Cannot read image x.jpg: broken" and isinstance(bad.error(), ConfigError)

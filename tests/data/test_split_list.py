@@ -1,4 +1,6 @@
 import gzip
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +139,10 @@ def test_reads_plain_and_gzip_and_ignores_blank_lines(tmp_path):
         ("../x.jpg 0", "leaves the dataset root"),
         ("train/../../x.jpg 0", "leaves the dataset root"),
         ("/abs/x.jpg 0", "absolute '/abs/x.jpg'"),
+        ("ok/a.jpg 0", "'ok/a.jpg' is listed again (first on line 1); list each image once"),
+        ("./ok//a.jpg 0", "'./ok//a.jpg' is listed again (first on line 1)"),  # the same file, spelt otherwise
+        ("ok/a.jpg 2", "'ok/a.jpg' has label 2 here but 0 on line 1"),
+        ("train/._x.jpg 0", "'train/._x.jpg' is a macOS AppleDouble metadata file (._*), not an image"),
     ],
 )
 def test_bad_line_names_file_and_line(tmp_path, line, message):
@@ -145,6 +151,37 @@ def test_bad_line_names_file_and_line(tmp_path, line, message):
         read_split_list(path, num_classes=3)
     text = str(info.value)
     assert text.startswith(f"{path}:3: ") and message in text and "\n" not in text
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    text = "\ufefftrain/a.jpg 1\ntrain/b.jpg 0\n"
+    plain = tmp_path / "bom.txt"
+    plain.write_bytes(text.encode("utf-8"))
+    assert plain.read_bytes()[:3] == b"\xef\xbb\xbf"
+    packed = tmp_path / "bom.txt.gz"
+    packed.write_bytes(gzip.compress(text.encode("utf-8")))
+    for path in (plain, packed):
+        assert read_split_list(path).paths == ["train/a.jpg", "train/b.jpg"]
+
+
+def test_a_fifo_as_split_list_is_refused_without_blocking(tmp_path):
+    fifo = tmp_path / "list.txt"
+    os.mkfifo(fifo)
+    outcome = {}
+
+    def read():
+        try:
+            read_split_list(fifo)
+        except ConfigError as exc:
+            outcome["error"] = str(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(30)
+    if reader.is_alive():  # free the blocked reader before failing
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO split list blocked")
+    assert outcome["error"] == f"Cannot read split list {fifo}: not a regular file"
 
 
 def test_negative_label_is_refused_without_num_classes(tmp_path):

@@ -75,8 +75,9 @@ def _check_relative(relpath: str, where: str, allow_outside: bool) -> None:
     """Refuse a path that would leave the dataset root: absolute, or with a ``..`` component."""
     if allow_outside:
         return
-    # Checked lexically: a list line must not point outside the root, but a symlinked folder inside
-    # the root (a common way to place a dataset on another disk) is the user's own choice.
+    # Checked lexically, once per line; where symbolic links under the root lead is checked when
+    # each image is opened (fbl.data.image_files.ImageFiles), since resolving 400k paths up front
+    # would cost minutes on a network file system.
     posix = PurePosixPath(relpath)
     if posix.is_absolute():
         raise ConfigError(f"{where}: expected a path relative to the dataset root but got absolute {relpath!r}")
@@ -94,38 +95,65 @@ def check_inside_root(relpath: str, root, allow_outside: bool = False, where: st
 
 
 def _open_text(path: Path):
+    # utf-8-sig drops the byte-order mark some Windows editors put first, which would otherwise
+    # become part of the first path.
+    if path.exists() and not path.is_file():  # a FIFO's open() would wait for a writer forever
+        raise ConfigError(f"Cannot read split list {path}: not a regular file")
     if path.suffix == ".gz":
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
+        return gzip.open(path, "rt", encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
+def _parse_line(line: str, where: str, num_classes: int | None, allow_outside: bool) -> tuple[str, int]:
+    """``(relative path, label)`` of one non-blank list line, or a ConfigError starting with ``where``."""
+    parts = line.rsplit(None, 1)
+    if len(parts) != 2:
+        raise ConfigError(f"{where}: expected 'relative/path label' but got {line.rstrip(chr(10))!r}")
+    relpath, label_text = parts[0].strip(), parts[1]
+    if not _LABEL.fullmatch(label_text):
+        raise ConfigError(f"{where}: expected an integer label but got {label_text!r}")
+    label = int(label_text)
+    if label < 0 or (num_classes is not None and label >= num_classes):
+        limit = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
+        raise ConfigError(f"{where}: expected a label in {limit} but got {label}")
+    _check_relative(relpath, where, allow_outside)
+    if PurePosixPath(relpath).name.startswith("._"):
+        raise ConfigError(f"{where}: {relpath!r} is a macOS AppleDouble metadata file (._*), not an image")
+    return relpath, label
+
+
+def _check_repeat(seen: dict, relpath: str, label: int, lineno: int, where: str) -> None:
+    """A path listed twice is an error: with one label it would count twice, with two it has no single label."""
+    key = PurePosixPath(relpath)  # "a//b.jpg" and "./a/b.jpg" name the same file as "a/b.jpg"
+    if key not in seen:
+        seen[key] = (lineno, label)
+        return
+    first, first_label = seen[key]
+    if first_label == label:
+        raise ConfigError(f"{where}: {relpath!r} is listed again (first on line {first}); list each image once")
+    raise ConfigError(f"{where}: {relpath!r} has label {label} here but {first_label} on line {first}")
 
 
 def read_split_list(path, num_classes: int | None = None, allow_outside: bool = False) -> LabelledFiles:
-    """Read a ``relative/path label`` list (plain or ``.gz``); blank lines are ignored.
+    """Read a ``relative/path label`` list (plain or ``.gz``, UTF-8 with or without a BOM); blank lines are ignored.
 
     Each line is split at its last run of whitespace. A line without a label, a label that is not a
-    non-negative integer (or not below ``num_classes`` when given), or a path leaving the root (see
-    :func:`check_inside_root`) is a :class:`ConfigError` naming ``file:line``.
+    non-negative integer (or not below ``num_classes`` when given), a path leaving the root (see
+    :func:`check_inside_root`), a macOS ``._*`` file, or a path listed a second time (whether with
+    the same label or another) is a :class:`ConfigError` naming ``file:line``.
     """
     path = Path(path)
     paths: list[str] = []
     labels: list[int] = []
+    seen: dict[PurePosixPath, tuple[int, int]] = {}
     try:
         with _open_text(path) as lines:
             for lineno, line in enumerate(lines, start=1):
                 if not line.strip():
                     continue
-                parts = line.rsplit(None, 1)
                 where = f"{path}:{lineno}"
-                if len(parts) != 2:
-                    raise ConfigError(f"{where}: expected 'relative/path label' but got {line.rstrip(chr(10))!r}")
-                relpath, label_text = parts[0].strip(), parts[1]
-                if not _LABEL.fullmatch(label_text):
-                    raise ConfigError(f"{where}: expected an integer label but got {label_text!r}")
-                label = int(label_text)
-                if label < 0 or (num_classes is not None and label >= num_classes):
-                    limit = f"0..{num_classes - 1}" if num_classes is not None else ">= 0"
-                    raise ConfigError(f"{where}: expected a label in {limit} but got {label}")
-                _check_relative(relpath, where, allow_outside)
+                relpath, label = _parse_line(line, where, num_classes, allow_outside)
+                _check_repeat(seen, relpath, label, lineno, where)
                 paths.append(relpath)
                 labels.append(label)
     except FileNotFoundError:
