@@ -1,7 +1,11 @@
 """Bad input gets one clear line: exit code 2, one ``fbl: error:`` line, no traceback, no results written."""
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import types
 import typing
@@ -12,6 +16,7 @@ import torch
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 
 from fbl.cli import build_parser, main
 from fbl.config import FIELD_NAMES, FIELD_TYPES, resolve_config
@@ -315,3 +320,72 @@ def test_any_config_file_loads_or_is_a_config_error(config_path, content):
         resolve_config(config_file=str(config_path), stage1_config=stage1_config(str(config_path), {}))
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+# ---- image files: one line naming the file, and never a hang ---------------------------------------
+
+
+def _image_tree(root: Path, splits: dict, unreadable: str | None = None) -> Path:
+    """``root/<split>/c<k>/<i>.png`` (8x8 grey PNGs); every image of split ``unreadable`` is garbage."""
+    for split, per_class in splits.items():
+        for cls, count in enumerate(per_class):
+            for i in range(count):
+                path = root / split / f"c{cls}" / f"{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                if split == unreadable:
+                    path.write_bytes(b"not an image")
+                else:
+                    Image.new("L", (8, 8), 40 * cls).save(path)
+    return root
+
+
+def test_folder_with_only_train_is_one_line_before_training(tmp_path, capsys):
+    root = _image_tree(tmp_path / "data", {"train": (2, 1)})
+    out = tmp_path / "out"
+    argv = ["train", "--dataset", "folder", "--data-dir", str(root), "--out", str(out), *FAST]
+    line = one_error_line(capsys, main(argv))
+    assert line == (
+        f"fbl: error: {root} has no val/ or test/ images, and a run is selected and reported on one: add "
+        "ROOT/val/<class>/... or ROOT/test/<class>/... with the class folders of train/"
+    )
+    assert_no_results(out)
+
+
+def test_unreadable_image_read_in_a_worker_process_is_one_line(tmp_path, capsys):
+    root = _image_tree(tmp_path / "data", {"train": (2, 2), "val": (1, 1)}, unreadable="train")
+    out = tmp_path / "out"
+    argv = ["train", "--dataset", "folder", "--data-dir", str(root), "--arch", "resnet32", "--image-size", "32",
+            "--workers", "2", "--epochs", "1", "--batch_size", "2", "--no-compile", "--out", str(out)]  # fmt: skip
+    line = one_error_line(capsys, main([*argv, *FAST]))
+    # Every training image is garbage; which one the first batch holds depends on the shuffle.
+    reason = "not an image in a format Pillow can decode"
+    pattern = rf"fbl: error: Cannot read image {re.escape(str(root))}/train/c[01]/[01]\.png: {reason}"
+    assert re.fullmatch(pattern, line), line
+    assert_no_results(out)
+
+
+def test_data_check_of_a_tree_holding_a_fifo_finishes(tmp_path):
+    root = _image_tree(tmp_path / "data", {"train": (2, 1), "val": (1, 1)})
+    os.mkfifo(root / "train" / "c0" / "pipe.jpg")  # opening it to read would wait for a writer forever
+    argv = ["data", "check", "--dataset", "folder", "--data-dir", str(root), "--workers", "0"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # In a child process with a deadline: a regression hangs the child, not the test session.
+    done = subprocess.run([sys.executable, "-m", "fbl", *argv], capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "train: 3 images, 0 unreadable" in done.stdout and "val: 2 images, 0 unreadable" in done.stdout
+    assert "Skipped 1 entries named like images that are not regular files" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [(b"", "is empty (0 bytes)"), (b"101\n", "is not a torch file (text or another format)")],
+    ids=["empty", "text"],
+)
+def test_bad_pretrained_weights_file_is_one_line(tmp_path, capsys, content, needle):
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(content)
+    out = tmp_path / "out"
+    argv = ["train", "--preset", "digits-lt", "--arch", "resnet50", "--pretrained-weights", str(weights)]
+    line = one_error_line(capsys, main([*argv, "--out", str(out), *FAST]))
+    assert line.startswith(f"fbl: error: Pretrained weights file {weights} {needle}"), line
+    assert_no_results(out)

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from fbl.data.contract import LongTailDataset
 from fbl.data.image_files import read_rgb
+from fbl.data.workers import cap_workers
 from fbl.errors import ConfigError
 
 
@@ -48,7 +49,7 @@ def check_dataset(
         files = data.split_files(split)
         if files is not None:
             probe = _Probe(files)
-            loader = DataLoader(probe, batch_size=None, num_workers=workers)
+            loader = DataLoader(probe, batch_size=None, num_workers=cap_workers(workers))
             entry["bad"] = [r for r in progress(loader, total=len(probe), desc=f"check {split}") if r is not None]
         report[split] = entry
     return report

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset, default_collate
 from torchvision import transforms as T
 
@@ -130,6 +130,8 @@ def read_rgb(path: Path) -> Image.Image:
             return to_rgb(image)  # decodes the whole file, so truncation shows up here
     except ConfigError:
         raise
+    except UnidentifiedImageError:  # its own text names the open file object, not the path
+        raise ConfigError(f"Cannot read image {path}: not an image in a format Pillow can decode") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         raise ConfigError(f"Cannot read image {path}: {' '.join(str(exc).split())}") from None
 

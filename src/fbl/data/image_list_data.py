@@ -16,12 +16,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fbl.data.contract import EVAL_BATCH_SIZE
-from fbl.data.image_files import CollateSkippingBad, ImageFiles, imagenet_eval_transform, imagenet_train_transform
+from fbl.data.image_files import (
+    CollateSkippingBad,
+    ImageFiles,
+    UnreadableImage,
+    imagenet_eval_transform,
+    imagenet_train_transform,
+)
 from fbl.data.image_folder import scan_image_folder
 from fbl.data.registry import register_dataset
 from fbl.data.sharding import eval_share, shard_order
 from fbl.data.shot_groups import shot_groups
 from fbl.data.split_list import LabelledFiles, load_lt_splits
+from fbl.data.workers import cap_workers
 from fbl.errors import ConfigError
 from fbl.seeding import epoch_generator, epoch_seed
 
@@ -79,7 +86,10 @@ class _SeededPerSample(Dataset):
     def __getitem__(self, key):
         index, epoch = key
         torch.manual_seed(epoch_seed(self.seed, epoch, stream=2 + int(index)))
-        return self.files[index]
+        try:
+            return self.files[index]
+        except ConfigError as exc:  # returned, not raised: see UnreadableImage
+            return UnreadableImage(str(exc))
 
 
 class ImageBatchLoader:
@@ -93,6 +103,7 @@ class ImageBatchLoader:
         self.collate = CollateSkippingBad()
         batch_size = batch_size // world_size if train else batch_size  # a share of each global batch
         self.batch_size = batch_size
+        workers = cap_workers(workers)
         self.loader = DataLoader(
             _SeededPerSample(files, seed), batch_size=batch_size, sampler=self.order, num_workers=workers,
             collate_fn=self.collate, pin_memory=torch.device(device).type == "cuda",
@@ -112,6 +123,8 @@ class ImageBatchLoader:
 
     def __iter__(self):
         for batch in self.loader:
+            if isinstance(batch, UnreadableImage):
+                raise batch.error()  # here, in the main process: one line naming the file
             if batch is not None:  # every image of the batch was unreadable and skipped
                 yield batch
 
@@ -130,6 +143,7 @@ class ImageListData:
         workers: ``DataLoader`` worker processes.
         skip_bad: drop unreadable images (counted) instead of stopping with an error naming the file.
         crop_size: model input side.
+        allow_outside_root: read images whose real path (symbolic links resolved) is outside ``root``.
     """
 
     name: str
@@ -140,6 +154,7 @@ class ImageListData:
     workers: int = 4
     skip_bad: bool = False
     crop_size: int = CROP_SIZE
+    allow_outside_root: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -188,7 +203,9 @@ class ImageListData:
 
     def _loader(self, split, transform, batch_size, seed, sampler, device, train, rank, world_size):
         paths, labels = self.splits[split]
-        files = ImageFiles(self.root, paths, labels, transform, skip_bad=self.skip_bad)
+        files = ImageFiles(
+            self.root, paths, labels, transform, skip_bad=self.skip_bad, allow_outside=self.allow_outside_root
+        )
         return ImageBatchLoader(
             files, batch_size, seed=seed, train=train, sampler=sampler, workers=self.workers, device=device,
             rank=rank, world_size=world_size,
@@ -217,8 +234,9 @@ def build_split_list_dataset(
     names = [str(int(original)) for original in splits.order]  # original label of each re-indexed class
     logger.info("%s: %s", name, ", ".join(f"{len(files.paths)} {split}" for split, files in splits.splits.items()))
     return ImageListData(
-        name, names, list(splits.class_counts), root, splits.splits, workers, skip_bad_images, image_size
-    )
+        name, names, list(splits.class_counts), root, splits.splits, workers, skip_bad_images, image_size,
+        allow_outside_root,
+    )  # fmt: skip
 
 
 @register_dataset("imagenet", "imagenet-lt")
@@ -252,9 +270,28 @@ def build_places_lt(
 
 
 @register_dataset("folder", "image-folder")
-def build_image_folder(data_dir=None, workers=4, skip_bad_images=False, image_size=CROP_SIZE) -> ImageListData:
-    """Any ImageFolder-style tree: ``ROOT/train/<class>/*.jpg`` and optional ``val/``, ``test/`` beside it."""
+def build_image_folder(
+    data_dir=None, workers=4, skip_bad_images=False, image_size=CROP_SIZE, allow_outside_root=False
+) -> ImageListData:
+    """Any ImageFolder-style tree: ``ROOT/train/<class>/*.jpg`` and ``val/``, ``test/`` beside it (at least one).
+
+    A run is selected and reported on an evaluation split, so a tree with neither ``val/`` nor
+    ``test/`` images is refused here, before any training, rather than after the first epoch.
+    """
     root = Path(data_dir if data_dir is not None else ".").expanduser()
-    found = scan_image_folder(root)
-    counts = torch.bincount(torch.as_tensor(found.splits["train"].labels), minlength=found.num_classes).tolist()
-    return ImageListData("folder", found.class_names, counts, root, found.splits, workers, skip_bad_images, image_size)
+    found = scan_image_folder(root, allow_outside=allow_outside_root)
+    splits = {"train": found.splits["train"]}
+    for split in ("val", "test"):
+        if split in found.splits and not found.splits[split].paths:
+            logger.warning("%s has no images; it is not evaluated", root / split)
+        elif split in found.splits:
+            splits[split] = found.splits[split]
+    if len(splits) == 1:
+        raise ConfigError(
+            f"{root} has no val/ or test/ images, and a run is selected and reported on one: add "
+            "ROOT/val/<class>/... or ROOT/test/<class>/... with the class folders of train/"
+        )
+    counts = torch.bincount(torch.as_tensor(splits["train"].labels), minlength=found.num_classes).tolist()
+    return ImageListData(
+        "folder", found.class_names, counts, root, splits, workers, skip_bad_images, image_size, allow_outside_root
+    )
