@@ -1,9 +1,9 @@
 """Datasets given as image files: ImageNet-LT, iNaturalist 2018, Places-LT (split lists) and any ImageFolder tree.
 
-Images are decoded and augmented in ``DataLoader`` worker processes (``--workers``), with pinned
-memory and persistent workers. The augmentation of sample ``i`` in epoch ``e`` is seeded by
-``(seed, e, i)`` alone, so it does not depend on which worker decodes it: a resumed run sees
-exactly the images an uninterrupted run saw.
+Images are decoded and augmented in ``DataLoader`` worker processes (``--workers``, at most one per
+usable CPU: :func:`fbl.data.workers.cap_workers`), with pinned memory and persistent workers. The
+augmentation of sample ``i`` in epoch ``e`` is seeded by ``(seed, e, i)`` alone, so it does not
+depend on which worker decodes it: a resumed run sees exactly the images an uninterrupted run saw.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class ImageListData:
         class_counts: training images per class.
         root: the folder image paths are relative to.
         splits: ``{"train": ..., "val": ..., "test": ...}`` (val / test where the benchmark has them).
-        workers: ``DataLoader`` worker processes.
+        workers: ``DataLoader`` worker processes per loader (capped at the usable CPUs).
         skip_bad: drop unreadable images (counted) instead of stopping with an error naming the file.
         crop_size: model input side.
         allow_outside_root: read images whose real path (symbolic links resolved) is outside ``root``.
