@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+from fbl.label_shift import LabelPrior
 from fbl.metrics import ClassMetrics
 
 
@@ -83,3 +84,67 @@ def test_state_tensor_round_trip_sums_like_an_all_reduce():
     merged.load_state_tensor(a.state_tensor() + b.state_tensor())
     assert merged.samples.tolist() == [2 + 1, 2 + 1, 1 + 2]
     assert merged.compute([200, 50, 5])["ece"] is not None
+
+
+def _six_images():
+    """Labels [0, 0, 1, 2, 2, 2], top-1 predictions [0, 1, 1, 2, 0, 0]."""
+    logits = torch.tensor([[5.0, 1, 0], [0, 5, 1], [0, 5, 1], [1, 0, 5], [5, 0, 1], [5, 0, 1]])
+    return logits, torch.tensor([0, 0, 1, 2, 2, 2])
+
+
+def test_worst_harmonic_geometric_and_macro_f1_longhand():
+    logits, target = _six_images()
+    m = ClassMetrics(3)
+    m.update(logits, target)
+    r = m.compute([500, 50, 5])
+    # per-class accuracy 50, 100, 100/3
+    assert r["worst"] == pytest.approx(100 / 3)
+    assert r["hmean"] == pytest.approx(3 / (1 / 50 + 1 / 100 + 3 / 100))  # = 50
+    assert r["gmean"] == pytest.approx((50 * 100 * (100 / 3)) ** (1 / 3))
+    # F1_c = 2 TP / (2 TP + FP + FN): class 0 TP 1 FP 2 FN 1; class 1 TP 1 FP 1 FN 0; class 2 TP 1 FP 0 FN 2
+    f1 = [2 / (2 + 2 + 1), 2 / (2 + 1 + 0), 2 / (2 + 0 + 2)]
+    assert r["macro_f1"] == pytest.approx(100 * sum(f1) / 3)
+
+
+def test_a_class_scoring_zero_makes_harmonic_and_geometric_mean_zero():
+    m = ClassMetrics(2)
+    m.update(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), torch.tensor([0, 1]))
+    r = m.compute([200, 200])
+    assert r["worst"] == 0.0 and r["hmean"] == 0.0 and r["gmean"] == 0.0
+    # class 0: F1 = 2*1 / (2*1 + 1 + 0); class 1: never predicted, F1 = 0
+    assert r["macro_f1"] == pytest.approx(100 * (2 / 3 + 0) / 2)
+
+
+def test_prior_corrected_hits_longhand():
+    # Training counts 90/10; corrected for the uniform test prior, logits move by log(0.5/0.9), log(0.5/0.1).
+    logits = torch.tensor([[3.0, 0.0], [0.5, 0.0], [1.0, 0.0]])
+    target = torch.tensor([0, 0, 1])
+    m = ClassMetrics(2, class_counts=[90, 10], priors=[LabelPrior("uniform")])
+    m.update(logits, target)
+    r = m.compute([90, 10])
+    # uncorrected: every image predicted 0 -> class 0 2/2, class 1 0/1 -> uniform accuracy 50
+    # corrected: [3-0.59, 1.61] -> 0 (right), [0.5-0.59, 1.61] -> 1 (wrong), [1-0.59, 1.61] -> 1 (right)
+    assert r["test_priors"]["uniform"] == {"uncorrected": pytest.approx(50.0), "corrected": pytest.approx(75.0)}
+
+
+def test_corrections_start_from_the_logits_given_as_correct_from():
+    logits, target = torch.tensor([[1.0, 0.0]]), torch.tensor([1])
+    m = ClassMetrics(2, class_counts=[90, 10], priors=[LabelPrior("uniform")])
+    m.update(torch.tensor([[0.0, 9.0]]), target, correct_from=logits)  # top-1 from the first, correction from z
+    r = m.compute([90, 10])
+    assert r["top1"] == 100.0
+    assert r["test_priors"]["uniform"]["corrected"] == pytest.approx(100.0)  # 1 - 0.59 < 0 + 1.61
+
+
+def test_new_sums_add_up_like_an_all_reduce():
+    logits, target = _six_images()
+    a = ClassMetrics(3, class_counts=[500, 50, 5])
+    b = ClassMetrics(3, class_counts=[500, 50, 5])
+    whole = ClassMetrics(3, class_counts=[500, 50, 5])
+    a.update(logits[:2], target[:2])
+    b.update(logits[2:], target[2:])
+    whole.update(logits, target)
+    merged = ClassMetrics(3, class_counts=[500, 50, 5])
+    merged.load_state_tensor(a.state_tensor() + b.state_tensor())
+    assert merged.predicted.tolist() == [3, 2, 1]
+    assert merged.compute([500, 50, 5]) == whole.compute([500, 50, 5])
