@@ -1,11 +1,13 @@
 """Evaluation sees the logits the loss trained: LDAM's cosine outputs are scaled by its ``s`` before
 probabilities (and so calibration) are computed; predictions do not change."""
 
+import pytest
 import torch
 from torch import nn
 
-from fbl.engine.evaluate import evaluate
+from fbl.engine.evaluate import evaluate, evaluate_with_predictions
 from fbl.losses import create_loss, list_losses
+from fbl.posthoc import logit_adjust
 
 COSINES = torch.tensor([[0.9, 0.1, -0.2], [0.2, 0.3, 0.1], [-0.5, 0.4, 0.6], [0.1, 0.0, -0.1]])
 TARGETS = torch.tensor([0, 2, 2, 1])
@@ -52,3 +54,26 @@ def test_only_ldam_rescales_its_logits():
     assert {name: create_loss(name, [5, 3, 1]).logit_scale for name in list_losses() if name != "ldam"} == {
         name: 1.0 for name in list_losses() if name != "ldam"
     }
+
+
+def test_predictions_are_kept_per_image_in_split_order():
+    metrics, predictions = evaluate_with_predictions(
+        _Cosines(), [(COSINES[:3], TARGETS[:3]), (COSINES[3:], TARGETS[3:])], [5, 3, 1]
+    )
+    assert predictions.index.tolist() == [0, 1, 2, 3]
+    assert predictions.label.tolist() == [0, 2, 2, 1]
+    assert predictions.prediction.tolist() == [0, 1, 2, 0]  # argmax of each row of COSINES
+    assert metrics["top1"] == evaluate(_Cosines(), [(COSINES, TARGETS)], [5, 3, 1])["top1"] == 50.0
+
+
+def test_prior_correction_starts_from_the_model_logits_not_a_post_hoc_adjustment():
+    counts = [5, 3, 1]
+    plain = evaluate(_Cosines(), [(COSINES, TARGETS)], counts)
+    adjusted = evaluate(_Cosines(), [(COSINES, TARGETS)], counts, logit_transform=lambda z: logit_adjust(z, counts))
+    assert {k: v["corrected"] for k, v in plain["test_priors"].items()} == {
+        k: v["corrected"] for k, v in adjusted["test_priors"].items()
+    }
+    # uniform test prior: z + log(1/3) - log(n_c / 9), i.e. z - log n_c + const, is logit adjustment with tau = 1
+    la = evaluate(_Cosines(), [(COSINES, TARGETS)], counts, logit_transform=lambda z: logit_adjust(z, counts))
+    per_class = la["per_class_acc"]
+    assert plain["test_priors"]["uniform"]["corrected"] == pytest.approx(sum(per_class) / 3)
