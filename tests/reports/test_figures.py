@@ -17,6 +17,7 @@ FIGURES = {
     "training_curves": figures.training_curves,
     "reliability": figures.reliability_diagrams,
     "confusion": figures.confusion_matrices,
+    "test_priors": figures.accuracy_under_test_priors,
 }
 
 
@@ -52,7 +53,7 @@ def test_figure_needing_a_new_field_names_the_old_run_and_the_field(tmp_path, na
     assert not (tmp_path / "figure.png").exists()
 
 
-@pytest.mark.parametrize("name", ["per_class_accuracy", "feature_norms_test", "training_curves"])
+@pytest.mark.parametrize("name", ["per_class_accuracy", "feature_norms_test", "training_curves", "test_priors"])
 def test_figures_from_fields_every_run_has_work_on_old_runs(tmp_path, name):
     old = load_run(write_run(tmp_path / "old", "ce", 1, HEADLINE[("ce", 1)], new_fields=False))
     assert_valid_png(FIGURES[name](group_methods([old]), tmp_path / "figure.png"))

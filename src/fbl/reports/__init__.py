@@ -5,6 +5,7 @@ from fbl.reports.aggregate import highest_mean, method_row, method_table, sweep_
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report import write_report
 from fbl.reports.run_folder import Run, find_run_dirs, load_run, load_runs
+from fbl.reports.significance import paired_difference, paired_rows, run_intervals
 
 __all__ = [
     "Method",
@@ -16,6 +17,9 @@ __all__ = [
     "load_runs",
     "method_row",
     "method_table",
+    "paired_difference",
+    "paired_rows",
+    "run_intervals",
     "sweep_tables",
     "write_report",
 ]

@@ -18,6 +18,9 @@ from fbl.reports.run_folder import Run
 
 #: Columns of the method table, in order.
 METRIC_KEYS = ("top1", "many", "medium", "few", "ece")
+#: The other summaries long-tail papers report (worst-class accuracy, harmonic and geometric mean of the
+#: per-class accuracies, macro-F1); runs from before they were recorded give ``None``.
+LONG_TAIL_KEYS = ("worst", "hmean", "gmean", "macro_f1")
 STAGES = ("last", "selected", "last:SPLIT")
 
 
@@ -27,6 +30,13 @@ def mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None
     if not present:
         return None, None
     return statistics.mean(present), statistics.stdev(present) if len(present) > 1 else None
+
+
+def format_mean_std(mean: float | None, std: float | None) -> str:
+    """``"41.20 ± 0.53"``; the std is "–" with one value, the whole cell "–" without any."""
+    if mean is None:
+        return "–"
+    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f} ± –"
 
 
 def highest_mean(scores: Mapping[Hashable, Sequence[float]]) -> tuple[Hashable, float]:
@@ -54,7 +64,8 @@ def stage_metrics(run: Run, stage: str) -> tuple[dict, int | None, str | None]:
 
 
 def method_row(method: Method, stage: str = "last") -> dict:
-    """One row of the method table: ``method, n, seeds, stage, selected_on, epochs, <metric>_mean, <metric>_std``."""
+    """One row of the method table: ``method, n, seeds, stage, selected_on, epochs, <metric>_mean, <metric>_std``
+    for the metrics of :data:`METRIC_KEYS` and :data:`LONG_TAIL_KEYS`."""
     per_run = [stage_metrics(run, stage) for run in method.runs]
     on = sorted({o for _, _, o in per_run if o is not None})
     row = {
@@ -65,7 +76,7 @@ def method_row(method: Method, stage: str = "last") -> dict:
         "selected_on": "/".join(on) if on else None,
         "epochs": [epoch for _, epoch, _ in per_run],
     }
-    for key in METRIC_KEYS:
+    for key in (*METRIC_KEYS, *LONG_TAIL_KEYS):
         row[f"{key}_mean"], row[f"{key}_std"] = mean_std([metrics.get(key) for metrics, _, _ in per_run])
     return row
 

@@ -19,6 +19,7 @@ from matplotlib.ticker import MaxNLocator
 from fbl.errors import ConfigError
 from fbl.reports.aggregate import epoch_mean, per_class_mean
 from fbl.reports.calibration import add_bins, bin_accuracy_confidence, expected_calibration_error
+from fbl.reports.label_shift import PRIOR_NAMES, method_prior_rows, short_prior_name
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import require
 
@@ -190,4 +191,26 @@ def confusion_matrices(methods: list[Method], path: Path) -> Path:
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
     fig.colorbar(image, ax=list(axes[: len(shown)]), shrink=0.8, label="fraction of the true class")
+    return _save(fig, path)
+
+
+def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
+    """Test accuracy under SADE's test priors (forward-50 ... uniform ... backward-50), one line per method:
+    solid without correction, dashed (same colour) with the prior correction where runs recorded it."""
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.add_subplot()
+    positions = list(range(len(PRIOR_NAMES)))
+    for i, row in enumerate(method_prior_rows(methods)):
+        for form, style in (("uncorrected", "-"), ("corrected", "--")):
+            points = [(x, row[form][name][0]) for x, name in zip(positions, PRIOR_NAMES, strict=True)]
+            points = [(x, y) for x, y in points if y is not None]
+            if not points:
+                continue
+            label = f"{row['method']} (n={row['n']})" + (", prior-corrected" if form == "corrected" else "")
+            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, color=_color(i), label=label)
+    ax.set_xticks(positions, [short_prior_name(name) for name in PRIOR_NAMES])
+    ax.axvline(PRIOR_NAMES.index("uniform"), color="grey", linewidth=0.5)
+    ax.set_xlabel("test class prior (F: forward long-tailed, U: uniform, B: backward; number: imbalance)")
+    ax.set_ylabel("test top-1 accuracy (%)")
+    _legend(ax, methods)
     return _save(fig, path)

@@ -1,6 +1,11 @@
 """A report from finished run folders: tables over seeds and figures, as Markdown and HTML.
 
 No model is loaded and nothing is retrained: everything comes from what training wrote.
+Beside mean ± std over seeds, the report shows what long-tail papers report and what a reader needs
+to tell a real difference from luck (:mod:`fbl.reports.evidence_tables`): worst-class accuracy,
+harmonic/geometric mean of per-class accuracy and macro-F1; accuracy under SADE's test priors with and
+without the prior correction (a table and a figure); per-run 95% intervals over the test images; each
+method against a reference on the same images (paired bootstrap, McNemar); and how each run ran.
 A figure that needs a field some run folder lacks (older runs) is left out with a one-line
 note naming the run folder and the field, logged as a warning; the tables need only the
 fields every run folder has.
@@ -15,7 +20,8 @@ from pathlib import Path
 
 from fbl.errors import ConfigError
 from fbl.reports import figures
-from fbl.reports.aggregate import METRIC_KEYS, extra_splits, method_table, sweep_tables
+from fbl.reports.aggregate import METRIC_KEYS, extra_splits, format_mean_std, method_table, sweep_tables
+from fbl.reports.evidence_tables import evidence_tables
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.run_folder import Run, load_runs
 from fbl.reports.writers import FigureFile, ReportContent, Table, write_html, write_markdown
@@ -63,16 +69,18 @@ FIGURES: list[tuple[str, str, str, Callable[[list[Method], Path], Path]]] = [
         ),
         figures.confusion_matrices,
     ),
+    (
+        "test_priors",
+        "Accuracy against the test class prior",
+        (
+            "Test accuracy if the test classes followed each of SADE's priors (F: forward long-tailed, U: uniform, "
+            "B: backward; number: imbalance), mean over seeds; dashed: with the post-hoc prior correction."
+        ),
+        figures.accuracy_under_test_priors,
+    ),
 ]
 
 METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Few", "ece": "ECE"}
-
-
-def format_mean_std(mean: float | None, std: float | None) -> str:
-    """``"41.20 ± 0.53"``; the std is "–" with one value, the whole cell "–" without any."""
-    if mean is None:
-        return "–"
-    return f"{mean:.2f} ± {std:.2f}" if std is not None else f"{mean:.2f} ± –"
 
 
 def _epochs_text(epochs: list) -> str:
@@ -171,10 +179,12 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
         raise ConfigError("no run folders given")
     out.mkdir(parents=True, exist_ok=True)
     methods = group_methods(runs)
+    evidence, notes = evidence_tables(runs, methods)
     content = ReportContent(
         title="fbl report",
         intro=[f"{_count(len(runs), 'run')}, {_count(len(methods), 'method')}: {', '.join(m.label for m in methods)}."],
-        tables=[*_method_tables(runs), _runs_table(methods)],
+        tables=[*_method_tables(runs), *evidence, _runs_table(methods)],
+        notes=notes,
     )
     for stem, title, caption, draw in FIGURES:
         path = out / f"{stem}.png"

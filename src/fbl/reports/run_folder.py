@@ -1,4 +1,5 @@
-"""Reading one training run folder: ``config.yaml``, ``metrics.jsonl`` and ``summary.json``.
+"""Reading one training run folder: ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and, when
+training kept them, the per-image predictions ``predictions/<split>.npz``.
 
 Reports read run folders only (no checkpoints, no retraining). Fields added to the run folder
 over time are optional here: :func:`require` turns a missing one into a one-line
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from fbl.errors import ConfigError
+from fbl.predictions import Predictions, load_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +68,21 @@ class Run:
     @property
     def class_counts(self) -> list[int]:
         return require(self, "class_counts")
+
+    @property
+    def reported_split(self) -> str:
+        """The split the headline numbers are on (``test``; ``val`` for datasets without a test list)."""
+        return self.summary.get("reported_on") or "test"
+
+    def predictions(self, split: str | None = None) -> Predictions | None:
+        """Per-image predictions at the last epoch on ``split`` (default the reported one); ``None`` for
+        runs that did not keep them."""
+        return load_predictions(self.path, split or self.reported_split)
+
+    @property
+    def provenance(self) -> dict | None:
+        """How the run ran (``summary.json``'s ``provenance``); ``None`` for older runs."""
+        return self.summary.get("provenance")
 
 
 def require(run: Run, dotted: str) -> Any:

@@ -1,0 +1,52 @@
+"""Plain-text lines for the terminal (``fbl eval``, the end of ``fbl train``, ``fbl compare``): long-tail
+summaries with their 95% intervals, accuracy under the test priors, and a paired difference.
+
+Each function takes the dicts evaluation and :mod:`fbl.reports.significance` return and prints nothing
+for numbers a dict lacks, so it works on results of older versions too.
+"""
+
+from __future__ import annotations
+
+from fbl.reports.label_shift import FORMS, PRIOR_NAMES, short_prior_name
+from fbl.reports.significance import format_difference, format_interval, format_p_values
+
+SUMMARY_KEYS = (
+    ("top1", "top-1"), ("few", "few"), ("worst", "worst class"), ("hmean", "h-mean"), ("gmean", "g-mean"),
+    ("macro_f1", "macro-F1"),
+)  # fmt: skip
+
+
+def format_long_tail(metrics: dict) -> str:
+    """``"top-1 70.12 [69.20, 71.05]  few 41.00 [...]  worst class 12.00 ..."``; intervals where ``ci95`` has them."""
+    intervals = metrics.get("ci95") or {}
+    parts = []
+    for key, title in SUMMARY_KEYS:
+        if metrics.get(key) is None:
+            continue
+        interval = f" {format_interval(intervals[key])}" if intervals.get(key) else ""
+        parts.append(f"{title} {metrics[key]:.2f}{interval}")
+    note = "  (95% intervals over the test images)" if intervals else ""
+    return "  ".join(parts) + note if parts else ""
+
+
+def format_test_priors(metrics: dict) -> str:
+    """A small table: accuracy under each test prior, without and (where recorded) with the prior correction."""
+    table = metrics.get("test_priors") or {}
+    if not table:
+        return ""
+    names = [name for name in PRIOR_NAMES if name in table]
+    lines = ["test prior   " + "".join(f"{short_prior_name(n):>7}" for n in names)]
+    for form in FORMS:
+        values = [table[n].get(form) for n in names]
+        if all(v is None for v in values):
+            continue
+        lines.append(f"{form:<12} " + "".join(f"{v:7.2f}" if v is not None else "      -" for v in values))
+    return "\n".join(lines)
+
+
+def format_paired(row: dict, metric: str = "top1") -> str:
+    """``"fbl λ=60 - ce, top1: +1.92 ± 0.30 [+0.64, +3.31] * (McNemar p 0.0031)"`` from a
+    :func:`~fbl.reports.significance.paired_rows` row (or :func:`~fbl.reports.significance.paired_difference`
+    with ``method`` and ``reference`` added)."""
+    tests = f" (McNemar p {format_p_values(row['mcnemar'])})" if metric == "top1" and row.get("mcnemar") else ""
+    return f"{row.get('method', 'A')} - {row.get('reference', 'B')}, {metric}: {format_difference(row[metric])}{tests}"

@@ -1,0 +1,146 @@
+"""The report's tables beyond mean ± std of the headline metrics: what a reader needs to trust a difference.
+
+* long-tail summaries per method (worst-class accuracy, harmonic and geometric mean of per-class
+  accuracy, macro-F1), mean ± std over seeds;
+* accuracy under SADE's eleven test priors, without and with the prior correction;
+* per run, 95% bootstrap intervals over the test images;
+* each method against a reference method on the same images: paired bootstrap interval and McNemar;
+* per run, how it ran (provenance).
+
+Each table is left out when no run folder has what it needs (older runs), so an old report looks as
+it did.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fbl.reports.aggregate import LONG_TAIL_KEYS, format_mean_std, method_table
+from fbl.reports.label_shift import FORMS, PRIOR_NAMES, method_prior_rows, short_prior_name
+from fbl.reports.methods import Method
+from fbl.reports.provenance import COLUMNS as PROVENANCE_COLUMNS
+from fbl.reports.provenance import provenance_rows
+from fbl.reports.run_folder import Run
+from fbl.reports.significance import (
+    PAIRED_METRICS,
+    format_difference,
+    format_interval,
+    format_p_values,
+    paired_rows,
+    run_intervals,
+)
+from fbl.reports.writers import Table
+
+LONG_TAIL_TITLES = {"worst": "Worst class", "hmean": "H-mean", "gmean": "G-mean", "macro_f1": "Macro-F1"}
+INTERVAL_TITLES = {"top1": "Top-1", "few": "Few", "worst": "Worst class", "macro_f1": "Macro-F1"}
+PAIRED_TITLES = {"top1": "Δ Top-1", "few": "Δ Few", "macro_f1": "Δ Macro-F1"}
+
+
+def evidence_tables(runs: list[Run], methods: list[Method]) -> tuple[list[Table], list[str]]:
+    """``(tables, notes)`` in report order; notes say which pairs could not be compared."""
+    paired, notes = _paired_table(methods)
+    tables = [_long_tail_table(runs), *_prior_tables(methods), _interval_table(methods), paired]
+    tables.append(_provenance_table(runs))
+    return [t for t in tables if t is not None], notes
+
+
+def _long_tail_table(runs: list[Run]) -> Table | None:
+    rows = method_table(runs, "last")
+    if all(row[f"{k}_mean"] is None for row in rows for k in LONG_TAIL_KEYS):
+        return None
+    cells = [
+        [r["method"], str(r["n"]), *(format_mean_std(r[f"{k}_mean"], r[f"{k}_std"]) for k in LONG_TAIL_KEYS)]
+        for r in rows
+    ]
+    return Table(
+        "Long-tail summaries (last epoch)",
+        ["Method", "n", *(LONG_TAIL_TITLES[k] for k in LONG_TAIL_KEYS)],
+        cells,
+        "Test set, percent, mean ± std over n seeds: the lowest per-class accuracy, the harmonic and geometric "
+        "mean of the per-class accuracies (0 when a class scores 0), and macro-F1 (mean over classes of "
+        "2·hits / (test images + predictions)).",
+    )
+
+
+def _prior_tables(methods: list[Method]) -> list[Table]:
+    rows = method_prior_rows(methods)
+    columns = ["Method", "n", *(short_prior_name(name) for name in PRIOR_NAMES)]
+    captions = {
+        "uncorrected": "Accuracy (%) of the same models if the test classes followed each prior: Σ_c π_c · acc_c of "
+        "the per-class test accuracies, exact (no subsampling). F: forward long-tailed (like training), U: uniform "
+        "(= mean per-class accuracy), B: backward; the number is the imbalance ρ, π_c ∝ ρ^(-rank_c/(C-1)) "
+        "(SADE, NeurIPS 2022). Mean ± std over n seeds.",
+        "corrected": "As above, with the post-hoc correction for a known test prior: argmax of z + log π_test - "
+        "log π_train (logits taken to estimate the training posterior). Mean ± std over n seeds.",
+    }
+    tables = []
+    for form in FORMS:
+        if all(row[form][name][0] is None for row in rows for name in PRIOR_NAMES):
+            continue
+        cells = [[row["method"], str(row["n"]), *(format_mean_std(*row[form][n]) for n in PRIOR_NAMES)] for row in rows]
+        title = "Accuracy under test class priors" + (", prior-corrected" if form == "corrected" else "")
+        tables.append(Table(title, columns, cells, captions[form]))
+    return tables
+
+
+def _interval_table(methods: list[Method]) -> Table | None:
+    cells = []
+    for method in methods:
+        for run in method.runs:
+            intervals = run_intervals(run)
+            if intervals is None:
+                continue
+            last = run.last
+            cells.append(
+                [method.label, str(run.seed)]
+                + [_value_with_interval(last.get(k), intervals.get(k)) for k in INTERVAL_TITLES]
+            )
+    if not cells:
+        return None
+    return Table(
+        "Per-run 95% intervals over the test images",
+        ["Method", "Seed", *INTERVAL_TITLES.values()],
+        cells,
+        "Last epoch; the interval is the bootstrap percentile interval (1,000 resamples of the test images): how "
+        "much the number would move on another test set like this one. Variation between seeds is the ± std above.",
+    )
+
+
+def _value_with_interval(value: float | None, interval: Sequence[float] | None) -> str:
+    return "–" if value is None else f"{value:.2f} {format_interval(interval)}"
+
+
+def _paired_table(methods: list[Method]) -> tuple[Table | None, list[str]]:
+    rows, notes = paired_rows(methods)
+    if not rows:
+        return None, notes
+    cells = [
+        [r["method"], r["reference"], ", ".join(f"{a}/{b}" if a != b else str(a) for a, b in r["pairs"])]
+        + [format_difference(r[k]) for k in PAIRED_METRICS]
+        + [format_p_values(r["mcnemar"])]
+        for r in rows
+    ]
+    table = Table(
+        f"Paired differences against {rows[0]['reference']}",
+        ["Method", "Against", "Seeds paired", *(PAIRED_TITLES[k] for k in PAIRED_METRICS), "McNemar p (top-1)"],
+        cells,
+        "Last epoch, same test images, percentage points (method minus the one it is against): mean ± std over "
+        "the seed pairs, then the 95% paired-bootstrap interval over the images (one draw of images for all "
+        "pairs); * marks an interval that excludes 0, a difference that is real at the 95% level. McNemar's "
+        "exact test per seed pair: small p means the two top-1 accuracies differ.",
+    )
+    return table, notes
+
+
+def _provenance_table(runs: list[Run]) -> Table | None:
+    rows = provenance_rows(runs)
+    if not rows:
+        return None
+    return Table(
+        "How each run ran",
+        list(PROVENANCE_COLUMNS),
+        rows,
+        "Recorded by training: processes (world size), the device, the CPU and its hardware bfloat16 units, "
+        "threads, versions, the commit of the code (+ local changes: the package's files differed from it), "
+        "and the precision, memory format and compile mode actually used.",
+    )

@@ -1,0 +1,47 @@
+"""Test-agnostic numbers of each method: accuracy under SADE's eleven test priors, from run folders.
+
+The uncorrected accuracy under a prior is :math:`\\sum_c \\pi_c \\mathrm{acc}_c` of the last epoch's
+per-class test accuracies (:mod:`fbl.label_shift`), so every run folder has it, old ones included.
+The prior-corrected accuracy needs the evaluation's logits and is read from ``last.test_priors``;
+runs from before it was recorded give ``None`` there.
+"""
+
+from __future__ import annotations
+
+from fbl.label_shift import SADE_PRIORS, accuracy_under_priors
+from fbl.reports.aggregate import mean_std
+from fbl.reports.methods import Method
+from fbl.reports.run_folder import Run, require
+
+PRIOR_NAMES = tuple(prior.name for prior in SADE_PRIORS)
+FORMS = ("uncorrected", "corrected")
+
+
+def run_prior_accuracies(run: Run) -> dict[str, dict[str, float | None]]:
+    """``{prior name: {"uncorrected", "corrected"}}`` of one run at its last epoch (percent)."""
+    table = accuracy_under_priors(require(run, "last.per_class_acc"), run.class_counts)
+    stored = run.last.get("test_priors") or {}
+    for name, row in table.items():
+        row["corrected"] = (stored.get(name) or {}).get("corrected")
+    return table
+
+
+def method_prior_rows(methods: list[Method]) -> list[dict]:
+    """Per method: ``{"method", "n", "uncorrected": {prior: (mean, std)}, "corrected": {prior: (mean, std)}}``
+    over its seeds (std ``None`` with one seed; ``(None, None)`` where no run has the number)."""
+    rows = []
+    for method in methods:
+        per_run = [run_prior_accuracies(run) for run in method.runs]
+        row = {"method": method.label, "n": len(method.runs)}
+        for form in FORMS:
+            row[form] = {name: mean_std([r[name][form] for r in per_run]) for name in PRIOR_NAMES}
+        rows.append(row)
+    return rows
+
+
+def short_prior_name(name: str) -> str:
+    """``"forward-50"`` -> ``"F50"``, ``"uniform"`` -> ``"U"``, ``"backward-2"`` -> ``"B2"`` (table and axis labels)."""
+    if name == "uniform":
+        return "U"
+    direction, _, rho = name.partition("-")
+    return direction[:1].upper() + rho
