@@ -7,8 +7,12 @@ for numbers a dict lacks, so it works on results of older versions too.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
+from fbl.errors import ConfigError
 from fbl.reports.label_shift import FORMS, PRIOR_NAMES, short_prior_name
-from fbl.reports.significance import format_difference, format_interval, format_p_values
+from fbl.reports.run_folder import Run
+from fbl.reports.significance import format_difference, format_interval, format_p_values, paired_difference
 
 SUMMARY_KEYS = (
     ("top1", "top-1"), ("few", "few"), ("worst", "worst class"), ("hmean", "h-mean"), ("gmean", "g-mean"),
@@ -50,3 +54,23 @@ def format_paired(row: dict, metric: str = "top1") -> str:
     with ``method`` and ``reference`` added)."""
     tests = f" (McNemar p {format_p_values(row['mcnemar'])})" if metric == "top1" and row.get("mcnemar") else ""
     return f"{row.get('method', 'A')} - {row.get('reference', 'B')}, {metric}: {format_difference(row[metric])}{tests}"
+
+
+def paired_lines(groups: Mapping[str, Sequence[Run]], reference: str | None = None, metric: str = "top1") -> list[str]:
+    """One :func:`format_paired` line per group against ``reference`` (``"ce"`` when a group has that
+    name, else the first); groups whose runs kept no predictions get no line."""
+    if len(groups) < 2:
+        return []
+    reference = reference or ("ce" if "ce" in groups else next(iter(groups)))
+    lines = []
+    for label, runs in groups.items():
+        if label == reference:
+            continue
+        try:
+            difference = paired_difference(runs, groups[reference])
+        except ConfigError as err:
+            lines.append(f"{label} - {reference}: not paired ({err})")
+            continue
+        if difference is not None:
+            lines.append(format_paired({"method": label, "reference": reference, **difference}, metric))
+    return lines

@@ -197,7 +197,7 @@ def confusion_matrices(methods: list[Method], path: Path) -> Path:
 def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
     """Test accuracy under SADE's test priors (forward-50 ... uniform ... backward-50), one line per method:
     solid without correction, dashed (same colour) with the prior correction where runs recorded it."""
-    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    fig = Figure(figsize=(7.2, 3.8), layout="constrained")
     ax = fig.add_subplot()
     positions = list(range(len(PRIOR_NAMES)))
     for i, row in enumerate(method_prior_rows(methods)):
@@ -210,7 +210,7 @@ def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
             ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, color=_color(i), label=label)
     ax.set_xticks(positions, [short_prior_name(name) for name in PRIOR_NAMES])
     ax.axvline(PRIOR_NAMES.index("uniform"), color="grey", linewidth=0.5)
-    ax.set_xlabel("test class prior (F: forward long-tailed, U: uniform, B: backward; number: imbalance)")
+    ax.set_xlabel("test class prior (F: forward, U: uniform, B: backward long-tailed; number: imbalance)")
     ax.set_ylabel("test top-1 accuracy (%)")
     _legend(ax, methods)
     return _save(fig, path)
