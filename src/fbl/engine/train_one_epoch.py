@@ -7,7 +7,7 @@ from itertools import islice
 
 import torch
 
-from fbl.engine.distributed import Distributed
+from fbl.engine.distributed import Distributed, find_ddp, gradient_sync
 from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.errors import TrainingDiverged
@@ -20,6 +20,16 @@ class StoppedMidEpoch(Exception):
     def __init__(self, partial: dict):
         super().__init__(f"stopped after step {partial['step']}")
         self.partial = partial
+
+
+def _nonfinite_anywhere(loss: torch.Tensor, dist: Distributed | None) -> bool:
+    """Whether ``loss`` is NaN or infinite on this rank or any other.
+
+    Every rank must skip together: a rank that ran backward alone would wait in DDP's all-reduce
+    for ranks that never join it.
+    """
+    bad = not bool(torch.isfinite(loss))
+    return dist.any(bad) if dist is not None and dist.enabled else bad
 
 
 def train_one_epoch(
@@ -50,6 +60,9 @@ def train_one_epoch(
     When ``stop_requested()`` turns true, the epoch stops after the current optimizer step and
     raises :class:`StoppedMidEpoch`; passing its ``partial`` back as ``resume_from`` replays the
     epoch's random draws up to that step and finishes it exactly as if it had not stopped.
+
+    Under DDP with ``accum_steps`` K, the first K - 1 micro-batches of a step run under DDP's
+    ``no_sync``: gradients are all-reduced once per optimizer step, not once per micro-batch.
     """
     execution = execution or Execution(next(model.parameters()).device)
     scaler = execution.grad_scaler()
@@ -67,28 +80,32 @@ def train_one_epoch(
     skipped = 0 if resume_from is None else int(resume_from["skipped"])
     batches = progress(islice(loader, total_batches), total=total_batches, desc=f"train {epoch}", leave=False)
     optimizer.zero_grad(set_to_none=True)
+    ddp = find_ddp(model)
     for index, (images, target) in enumerate(batches):
         images, target = execution.prepare_batch(images, target)
         if mixup_alpha:
             images, target_a, target_b, lam = mixup_batch(images, target, mixup_alpha, generator)
         if index < done:  # trained before the stop: its draws are replayed above, its step is not
             continue
-        with execution.autocast():
-            logits, features = model(images, return_features=True)
-        logits, features = logits.float(), features.float()
-        if mixup_alpha:
-            loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
-        else:
-            loss = criterion(logits, target, features=features)
-        if skip_nonfinite and not torch.isfinite(loss):  # --nan-policy skip: one host sync per step
-            skipped += 1
-            optimizer.zero_grad(set_to_none=True)
-            continue
-        first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad)
-        # K micro-batches of B/K make one step on the global batch B: each contributes 1/K of the mean.
-        scaled = loss / accum_steps if accum_steps > 1 else loss
-        (scaled if scaler is None else scaler.scale(scaled)).backward()
-        if (index + 1) % accum_steps == 0 or index + 1 == total_batches:
+        ends_step = (index + 1) % accum_steps == 0 or index + 1 == total_batches
+        # DDP reads its sync flag in forward and all-reduces in backward: both run inside the context.
+        with gradient_sync(ddp, sync=ends_step):
+            with execution.autocast():
+                logits, features = model(images, return_features=True)
+            logits, features = logits.float(), features.float()
+            if mixup_alpha:
+                loss = mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
+            else:
+                loss = criterion(logits, target, features=features)
+            if skip_nonfinite and _nonfinite_anywhere(loss, dist):  # --nan-policy skip: one host sync per step
+                skipped += 1
+                optimizer.zero_grad(set_to_none=True)
+                continue
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss.detach()), index, first_bad)
+            # K micro-batches of B/K make one step on the global batch B: each contributes 1/K of the mean.
+            scaled = loss / accum_steps if accum_steps > 1 else loss
+            (scaled if scaler is None else scaler.scale(scaled)).backward()
+        if ends_step:
             if scaler is None:
                 optimizer.step()
             else:
