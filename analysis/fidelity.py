@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
 
-from fbl.config import config_from_dict
 from fbl.data.shot_groups import shot_groups
-from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.evaluate import forward_batches
 from fbl.engine.execution import Execution
-from fbl.engine.trainer import build_experiment
+from fbl.engine.experiment import load_trained
 from fbl.posthoc import logit_adjust
 from fbl.reports.run_folder import load_run
 
@@ -96,18 +93,14 @@ def reporting_rule(run: Path) -> dict:
 
 
 def diagnose(run: Path, data_dir: str | None) -> dict:
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
-    cfg = config_from_dict(state["config"], f"the config in {run}")
-    cfg = replace(cfg, device="cpu", data_dir=data_dir or cfg.data_dir, pretrained=False, resume=None)
-    exp = build_experiment(cfg, load_stage1=False)
-    exp.model.load_state_dict(state["model"])
-    model = exp.model.eval()
-    counts = list(exp.data.class_counts)
+    trained = load_trained(str(run / "checkpoints" / "last.pt"), device=torch.device("cpu"), data_dir=data_dir)
+    cfg, model = trained.cfg, trained.model.eval()
+    counts = list(trained.data.class_counts)
     num_classes = len(counts)
 
-    scale = exp.criterion.logit_scale
-    test_logits, test_targets, test_images = collect(model, exp.eval_loader("test"), scale)
-    lossless_logits, lossless_targets, lossless_images = collect(model, exp.eval_loader("test_lossless"), scale)
+    scale = trained.logit_scale
+    test_logits, test_targets, test_images = collect(model, trained.eval_loader("test"), scale)
+    lossless_logits, lossless_targets, lossless_images = collect(model, trained.eval_loader("test_lossless"), scale)
     pair, worst_pair_distance = pair_with_jpeg(lossless_images, lossless_targets, test_images, test_targets)
     jpeg_pred, lossless_pred = test_logits[pair].argmax(1), lossless_logits.argmax(1)
 
@@ -117,9 +110,9 @@ def diagnose(run: Path, data_dir: str | None) -> dict:
     }
     return {
         "run": str(run),
-        "loss": cfg.loss,
-        "lambda": cfg.lambda_,
-        "epochs": cfg.epochs,
+        "loss": cfg.loss.loss.loss,
+        "lambda": cfg.loss.loss.lambda_,
+        "epochs": cfg.optim.epochs,
         "class_counts": counts,
         "paired_jpeg_vs_lossless": {
             "images": len(pair),

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-from dataclasses import replace
 
 from fbl.config import resolve_config
 from fbl.engine.trainer import train
@@ -31,7 +30,7 @@ def main() -> None:
                 cfg = resolve_config(
                     "digits-lt", overrides={"loss": loss, "seed": seed, "quiet": True, "device": "cpu"}
                 )
-                last = train(replace(cfg, out=f"{out}/{loss}-{seed}"))["last"]
+                last = train(cfg.replace(out=f"{out}/{loss}-{seed}"))["last"]
                 for k in KEYS:
                     results[loss][k].append(last[k])
     print(f"digits-lt, last epoch, {args.seeds} seeds (mean ± std)")

@@ -43,10 +43,11 @@ from torchvision import transforms
 from fbl.config import resolve_config
 from fbl.data import LongTailData, long_tail_counts
 from fbl.data.cifar import CIFAR_AUGMENT
+from fbl.engine.distributed import Distributed
 from fbl.engine.evaluate import evaluate
 from fbl.engine.execution import CompiledOrEager, Execution
+from fbl.engine.experiment import build_data, build_experiment
 from fbl.engine.train_one_epoch import train_one_epoch
-from fbl.engine.trainer import build_experiment
 from fbl.models import create_model
 
 BATCH, EPOCHS = 64, 200
@@ -186,7 +187,7 @@ class Trainer:
 
     def __init__(self, name: str, cfg, data):
         precision, channels_last, compile_ = TRAINER_VARIANTS[name]
-        self.name, self.exp = name, build_experiment(cfg, data=data)
+        self.name, self.exp = name, build_experiment(cfg, Distributed(device=torch.device("cpu")), data=data)
         self.loader = self.exp.train_loader()
         self.execution = Execution.resolve(self.exp.device, precision, channels_last, compile_)
         self.runner = self.execution.prepare_model(self.exp.model)
@@ -254,7 +255,7 @@ def main(argv=None) -> dict:
     overrides = {"device": "cpu", "epochs": EPOCHS, "data_dir": args.data_dir}
     cfg = resolve_config("cifar10-lt", overrides=overrides)
     if args.data_dir and Path(args.data_dir).is_dir():
-        data, source = build_experiment(cfg).data, f"CIFAR-10-LT (IF 100) read from {args.data_dir}"
+        data, source = build_data(cfg.data), f"CIFAR-10-LT (IF 100) read from {args.data_dir}"
     else:
         data, source = generated_cifar10_lt(), "GENERATED random uint8 data with CIFAR-10-LT's shapes and counts"
     machine = {**cpu_info(), "torch": torch.__version__, "threads": torch.get_num_threads()}
@@ -264,7 +265,7 @@ def main(argv=None) -> dict:
     benches, results = [], {}
     for name in args.variants:  # set up and warm up in this order; the peak RSS only ever grows
         rss_before, setup_s = rss_mib(), time.perf_counter()
-        bench = Reference(data, cfg.seed) if name == "reference" else Trainer(name, cfg, data)
+        bench = Reference(data, cfg.optim.seed) if name == "reference" else Trainer(name, cfg, data)
         setup_s = time.perf_counter() - setup_s
         first_step_s, _ = timed(bench.run, 1)
         if args.warmup > 1:

@@ -18,10 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from fbl.cli import build_parser, main
-from fbl.config import FIELD_NAMES, FIELD_TYPES, resolve_config
+from fbl.cli import main, train_parser
+from fbl.config import flatten, option_specs, resolve_config, runtime_keys
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
-from fbl.engine.trainer import RUNTIME_FIELDS, _flag
 from fbl.engine.two_stage import stage1_config
 from fbl.errors import ConfigError
 
@@ -60,7 +59,7 @@ CONFIG_CASES = {
     "epochs-zero": ("epochs: 0", ["epochs", "positive integer"]),
     "batch-size-zero": ("batch_size: 0", ["batch_size", "positive integer"]),
     "eval-every-zero": ("eval_every: 0", ["eval_every", "positive integer"]),
-    "lambda-negative": ("lambda_: -1", ["lambda_ >= 0"]),
+    "lambda-negative": ("lambda_: -1", ["lambda_", ">= 0 but got -1"]),
     "lr-negative": ("lr: -0.1", ["positive learning rate", "-0.1"]),
     "drw-epoch-past-the-run": ("epochs: 10\ndrw_epoch: 10", ["drw_epoch", "epochs (10)"]),
     "imb-factor-zero": ("imb_factor: 0", ["imb_factor in (0, 1]"]),
@@ -160,9 +159,8 @@ def test_eval_of_what_is_not_a_checkpoint_is_one_line(tmp_path, capsys, kind, ne
 
 
 def test_every_field_a_resume_may_refuse_is_named_by_a_real_flag():
-    train = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
-    spellings = {option for action in train._actions for option in action.option_strings}
-    assert {_flag(name) for name in FIELD_NAMES - set(RUNTIME_FIELDS)} <= spellings
+    spellings = {option for action in train_parser()._actions for option in action.option_strings}
+    assert {spec.flag for key, spec in option_specs().items() if key not in runtime_keys()} <= spellings
 
 
 # ---- runs: --resume and --stage2-from -------------------------------------------------------------
@@ -228,8 +226,8 @@ def test_resume_with_more_epochs_extends_the_run(run_copy, monkeypatch, caplog):
     # The alpha curriculum of the 3-epoch run: (e / (0.95 E))^2 with E = 3 (it was E = 2 before).
     assert records[2]["alpha"] == pytest.approx((2 / 2.85) ** 2)
     assert records[1]["alpha"] == pytest.approx((1 / 1.9) ** 2)
-    assert load_checkpoint(run_copy)["config"]["epochs"] == 3
-    assert yaml.safe_load((run_copy / "config.yaml").read_text())["epochs"] == 3
+    assert load_checkpoint(run_copy)["config"]["optim"]["epochs"] == 3
+    assert flatten(yaml.safe_load((run_copy / "config.yaml").read_text()))["epochs"] == 3
 
 
 def test_resume_from_an_older_best_checkpoint_is_refused(run_copy, capsys):
@@ -257,7 +255,7 @@ def test_stage2_on_another_dataset_is_refused(run, tmp_path, capsys):
     assert_no_results(out)
     # The same dataset, in any spelling, is what stage 2 does anyway.
     overrides = {"stage2_from": str(run), "dataset": "Digits_LT"}
-    assert resolve_config(overrides=overrides, stage1_config=stage1_config(None, overrides)).dataset == "digits-lt"
+    assert resolve_config(overrides=overrides, stage1_config=stage1_config(None, overrides)).data.dataset == "digits-lt"
 
 
 # ---- the config loader never fails with anything but a ConfigError ----------------------------------
@@ -271,7 +269,7 @@ _values = st.recursive(
     _scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=6,
 )  # fmt: skip
-_keys = st.one_of(st.sampled_from(sorted(FIELD_NAMES)), st.text(max_size=12))
+_keys = st.one_of(st.sampled_from(sorted(option_specs())), st.text(max_size=12))
 _yaml_docs = st.dictionaries(_keys, _values, max_size=5).map(lambda d: yaml.safe_dump(d).encode())
 
 
@@ -292,10 +290,14 @@ def _typed(expected):
 
 
 _typed_docs = st.lists(
-    st.sampled_from(sorted(FIELD_TYPES)).flatmap(lambda name: st.tuples(st.just(name), _typed(FIELD_TYPES[name]))),
+    st.sampled_from(sorted(option_specs())).flatmap(
+        lambda name: st.tuples(st.just(name), _typed(option_specs()[name].type))
+    ),
     max_size=6,
 ).map(lambda pairs: yaml.safe_dump(dict(pairs)).encode())
-_yamlish = st.lists(st.sampled_from([*sorted(FIELD_NAMES), ":", " ", "\n", "- ", "[", "]", "{", "}", "'", "1", ".5"]))
+_yamlish = st.lists(
+    st.sampled_from([*sorted(option_specs()), ":", " ", "\n", "- ", "[", "]", "{", "}", "'", "1", ".5"])
+)
 _config_files = st.one_of(
     _yaml_docs,
     _typed_docs,

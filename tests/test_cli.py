@@ -5,8 +5,9 @@ import shlex
 import pytest
 import torch
 
-from fbl.cli import _drop_lone_slashes, build_parser, format_summary, main, train_overrides
+from fbl.cli import _drop_lone_slashes, build_parser, main, train_overrides, train_parser
 from fbl.config import resolve_config
+from fbl.reports.console import format_summary
 
 # The paper's README commands as published: continuation lines end in ' /' (not ' \').
 SEED_COMMANDS = {
@@ -48,18 +49,35 @@ def resolved(argv):
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_seed_cifar_commands_resolve_to_the_paper_settings(name):
     cfg = resolved(seed_argv(name))
-    assert (cfg.dataset, cfg.arch, cfg.loss, cfg.device) == (name, "resnet32", "fbl", "cuda:3")
-    assert (cfg.batch_size, cfg.lr, cfg.lambda_, cfg.epochs, cfg.seed) == (64, 0.1, 60.0, 200, 123)
-    assert (cfg.momentum, cfg.weight_decay, cfg.imb_factor, cfg.imb_type) == (0.9, 2e-4, 0.01, "exp")
-    assert cfg.data_dir == "./dataset/data_img"
-    assert cfg.alpha_schedule == "parabolic"
+    assert (cfg.data.dataset, cfg.model.arch, cfg.loss.loss, cfg.run.device) == (name, "resnet32", "fbl", "cuda:3")
+    assert (cfg.optim.batch_size, cfg.optim.lr, cfg.loss.lambda_, cfg.optim.epochs, cfg.optim.seed) == (
+        64,
+        0.1,
+        60.0,
+        200,
+        123,
+    )
+    assert (cfg.optim.momentum, cfg.optim.weight_decay, cfg.data.imb_factor, cfg.data.imb_type) == (
+        0.9,
+        2e-4,
+        0.01,
+        "exp",
+    )
+    assert cfg.data.data_dir == "./dataset/data_img"
+    assert cfg.loss.alpha_schedule == "parabolic"
 
 
 @pytest.mark.parametrize("name", ["imagenet", "inat", "place365"])
 def test_seed_large_dataset_commands_parse(name):
     cfg = resolved(seed_argv(name))
-    assert (cfg.dataset, cfg.loss, cfg.batch_size, cfg.lr, cfg.lambda_) == (name, "fbl", 512, 0.2, 150.0)
-    assert cfg.img_path.startswith("/home/datasets/")
+    assert (cfg.data.dataset, cfg.loss.loss, cfg.optim.batch_size, cfg.optim.lr, cfg.loss.lambda_) == (
+        name,
+        "fbl",
+        512,
+        0.2,
+        150.0,
+    )
+    assert cfg.data.img_path.startswith("/home/datasets/")
 
 
 def test_lone_slashes_are_dropped_with_a_warning(caplog):
@@ -99,7 +117,7 @@ def test_large_datasets_without_their_lists_say_which_file(name, capsys):
     ],
 )
 def test_booleans_are_real_booleans(flags, expected):
-    assert resolved(["--dataset", "cifar10", *flags]).mixup is expected
+    assert resolved(["--dataset", "cifar10", *flags]).loss.mixup is expected
 
 
 @pytest.mark.parametrize(
@@ -140,7 +158,7 @@ def test_yaml_config_then_flags(tmp_path):
     namespace = build_parser().parse_args(["train", "--config", str(path), "--epochs", "40"])
     overrides, preset, config_file = train_overrides(namespace)
     cfg = resolve_config(preset, config_file, overrides)
-    assert (cfg.dataset, cfg.arch, cfg.epochs, cfg.lambda_) == ("cifar100", "resnet32", 40, 10.0)
+    assert (cfg.data.dataset, cfg.model.arch, cfg.optim.epochs, cfg.loss.lambda_) == ("cifar100", "resnet32", 40, 10.0)
 
 
 def test_seed_flags_without_effect_say_so(tmp_path, caplog):
@@ -177,19 +195,16 @@ def test_root_train_py_runs_the_same_cli():
 
 def test_every_config_field_has_a_flag_and_every_flag_a_field():
     # The flags and TrainConfig are two lists; this keeps them in step.
-    from fbl.cli import build_parser
-    from fbl.config import FIELD_NAMES
+    from fbl.config import option_specs
 
-    parser = build_parser()
-    train = next(a for a in parser._actions if a.dest == "command").choices["train"]
-    dests = {a.dest for a in train._actions if a.dest != "help"}
-    assert dests - FIELD_NAMES == {"config", "gpu"}  # resolved by the CLI itself
-    assert FIELD_NAMES - dests == set()
+    dests = {a.dest for a in train_parser()._actions if a.dest != "help"}
+    assert dests - set(option_specs()) == {"config", "gpu"}  # resolved by the CLI itself
+    assert set(option_specs()) - dests == set()
 
 
 def test_lr_schedule_flags_take_lists():
     cfg = resolved(["--lr-milestones", "0.6,0.8", "--lr-decay", "0.1,0.01", "--epochs", "10"])
-    assert cfg.lr_milestones == [0.6, 0.8] and cfg.lr_decay == [0.1, 0.01]
+    assert cfg.optim.lr_milestones == [0.6, 0.8] and cfg.optim.lr_decay == [0.1, 0.01]
 
 
 def test_a_list_flag_with_a_word_in_it_is_one_line(capsys):

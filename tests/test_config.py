@@ -28,9 +28,9 @@ PAPER_CIFAR = {
 def test_paper_presets_hold_the_paper_hyper_parameters(name):
     cfg = resolve_config(name)
     for key, value in PAPER_CIFAR.items():
-        assert getattr(cfg, key) == value, key
-    assert (cfg.loss, cfg.lambda_, cfg.alpha_schedule) == ("fbl", 60.0, "parabolic")
-    assert cfg.lr_milestones == [0.8, 0.9] and cfg.lr_decay == [0.01, 0.0001]
+        assert cfg.flat()[key] == value, key
+    assert (cfg.loss.loss, cfg.loss.lambda_, cfg.loss.alpha_schedule) == ("fbl", 60.0, "parabolic")
+    assert cfg.optim.lr_milestones == [0.8, 0.9] and cfg.optim.lr_decay == [0.01, 0.0001]
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -47,8 +47,8 @@ def test_tuned_preset_is_the_lambda_validation_chose_and_the_run_it_was_chosen_w
     record = json.loads((LAMBDA_SWEEP / "chosen.json").read_text())["fbl"]
     assert record["chosen_on_seeds"] == [123] and record["confirmed_on_seeds"] == [124, 125]
     chosen = record["point"]["lambda_"]
-    tuned = dataclasses.asdict(resolve_config("cifar10-lt-tuned"))
-    paper = dataclasses.asdict(resolve_config("cifar10-lt"))
+    tuned = resolve_config("cifar10-lt-tuned").flat()
+    paper = resolve_config("cifar10-lt").flat()
     assert tuned["lambda_"] == chosen == 30
     assert {k for k in tuned if tuned[k] != paper[k]} == {"lambda_", "val_split", "preset"}
     # every setting that shapes training equals the recorded run's (not where it ran or wrote)
@@ -61,21 +61,21 @@ def test_tuned_preset_is_the_lambda_validation_chose_and_the_run_it_was_chosen_w
 
 def test_method_presets_extend_the_dataset_preset():
     cfg = resolve_config("cifar100-lt-ldam-drw")
-    assert (cfg.dataset, cfg.arch, cfg.epochs) == ("cifar100", "resnet32", 200)
-    assert (cfg.loss, cfg.train_rule, cfg.classifier) == ("ldam", "drw", "normed")
-    assert cfg.loss_options == {"max_m": 0.5, "s": 30.0}
-    assert resolve_config("cifar10-lt-focal").loss_options == {"gamma": 1.0}
+    assert (cfg.data.dataset, cfg.model.arch, cfg.optim.epochs) == ("cifar100", "resnet32", 200)
+    assert (cfg.loss.loss, cfg.loss.train_rule, cfg.model.classifier) == ("ldam", "drw", "normed")
+    assert cfg.loss.loss_options == {"max_m": 0.5, "s": 30.0}
+    assert resolve_config("cifar10-lt-focal").loss.loss_options == {"gamma": 1.0}
 
 
 def test_flags_override_preset_and_method_presets_rescale():
     cfg = resolve_config("cifar10-lt-ldam-drw", overrides={"epochs": 20})
-    assert cfg.epochs == 20  # DRW epoch follows the run length (0.8 of it), not a hard-coded 160
+    assert cfg.optim.epochs == 20  # DRW epoch follows the run length (0.8 of it), not a hard-coded 160
 
 
 def test_classifier_follows_the_loss_unless_given():
-    assert resolve_config("digits-lt", overrides={"loss": "ldam"}).classifier == "normed"
-    assert resolve_config("digits-lt", overrides={"loss": "fbl"}).classifier == "linear"
-    assert resolve_config("digits-lt", overrides={"loss": "ldam", "classifier": "linear"}).classifier == "linear"
+    assert resolve_config("digits-lt", overrides={"loss": "ldam"}).model.classifier == "normed"
+    assert resolve_config("digits-lt", overrides={"loss": "fbl"}).model.classifier == "linear"
+    assert resolve_config("digits-lt", overrides={"loss": "ldam", "classifier": "linear"}).model.classifier == "linear"
 
 
 @pytest.mark.parametrize(
@@ -88,7 +88,7 @@ def test_classifier_follows_the_loss_unless_given():
 def test_bad_loss_option_values_fail_when_the_experiment_is_built(overrides, needle):
     # Option keys are checked against the loss's signature up front; values by the loss itself,
     # which is built before the first step.
-    from fbl.engine.trainer import build_experiment
+    from fbl.engine.experiment import build_experiment
 
     cfg = resolve_config("digits-lt", overrides={**overrides, "device": "cpu"})
     with pytest.raises(ConfigError, match=needle):
@@ -115,3 +115,111 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
     path.write_text("epochz: 3\n")
     with pytest.raises(ConfigError, match="epochz"):
         resolve_config(config_file=str(path))
+
+
+# ---- one declaration per option ---------------------------------------------------------------------
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+RECORDED_RUNS = sorted(p.parent for p in RESULTS.rglob("config.yaml"))
+
+
+def test_the_recorded_runs_are_there():
+    assert len(RECORDED_RUNS) >= 8
+
+
+@pytest.mark.parametrize("run", RECORDED_RUNS, ids=[str(r.relative_to(RESULTS)) for r in RECORDED_RUNS])
+def test_version_1_run_configs_load_into_sections_unchanged(run):
+    from fbl.config import config_from_dict
+
+    flat = yaml.safe_load((run / "config.yaml").read_text())
+    assert "config_version" not in flat and "lr" in flat  # the flat layout of version 1
+    cfg = config_from_dict(flat, str(run))
+    assert cfg.flat() == flat  # every value where it was, none lost, none added
+    assert (cfg.loss.loss, cfg.optim.lr, cfg.data.dataset) == (flat["loss"], flat["lr"], flat["dataset"])
+    saved = cfg.to_dict()
+    assert saved["config_version"] == 2 and saved["optim"]["epochs"] == flat["epochs"]
+    assert config_from_dict(saved, "round trip") == cfg
+
+
+def test_a_config_file_may_group_options_by_section(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("lr: 0.05\nloss:\n  loss: fbl\n  lambda_: 30\noptim:\n  epochs: 7\n")
+    cfg = resolve_config(config_file=str(path))
+    assert (cfg.optim.lr, cfg.loss.loss, cfg.loss.lambda_, cfg.optim.epochs) == (0.05, "fbl", 30.0, 7)
+
+
+def test_a_newer_config_version_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("config_version: 3\nlr: 0.05\n")
+    with pytest.raises(ConfigError, match="config_version 3"):
+        resolve_config(config_file=str(path))
+
+
+def test_stage2_values_follow_the_declarations():
+    from fbl.config import stage2_values
+
+    stage1 = resolve_config("cifar10-lt-ldam-drw", overrides={"seed": 7, "lr": 0.3, "mixup": True}).to_dict()
+    values = stage2_values(stage1)
+    # inherited: the data and backbone the stage-1 run trained (and its optimiser settings)
+    assert (values["dataset"], values["arch"], values["seed"], values["lr"]) == ("cifar10", "resnet32", 7, 0.3)
+    assert values["classifier"] == "normed" and values["lr_milestones"] == [0.8, 0.9]
+    # the cRT recipe (Kang et al., ICLR 2020)
+    assert (values["loss"], values["train_rule"], values["epochs"], values["warmup_epochs"]) == (
+        "ce",
+        "balanced-rs",
+        10,
+        0,
+    )
+    assert values["mixup"] is False and values["drw_epoch"] is None and values["loss_options"] == {}
+    # neither inherited nor set: the option's default
+    assert "precision" not in values and "pretrained" not in values
+
+
+def test_a_new_field_is_a_flag_a_yaml_key_and_a_help_line_without_touching_the_cli(monkeypatch, tmp_path, capsys):
+    import fbl.config as config
+    from fbl.cli import main, train_overrides, train_parser
+
+    @dataclasses.dataclass
+    class RunWithKnob(config.RunConfig):
+        """Where and how it runs."""
+
+        knob_size: int = config.option(3, "--knob-size", "--knob_size", help="how large the knob is")
+
+    @dataclasses.dataclass
+    class WithKnob(config.TrainConfig):
+        run: RunWithKnob = dataclasses.field(default_factory=RunWithKnob)
+
+    monkeypatch.setattr(config, "TrainConfig", WithKnob)
+    with pytest.raises(SystemExit, match="0"):
+        main(["train", "--help"])
+    assert "--knob-size KNOB_SIZE, --knob_size KNOB_SIZE" in capsys.readouterr().out.replace("\n ", " ")
+    overrides, preset, _ = train_overrides(train_parser().parse_args(["--knob_size", "5"]))
+    assert config.resolve_config(preset, overrides=overrides).run.knob_size == 5
+    path = tmp_path / "c.yaml"
+    path.write_text("knob_size: 7\n")
+    assert config.resolve_config(config_file=str(path)).run.knob_size == 7
+    path.write_text("knob_size: seven\n")
+    with pytest.raises(ConfigError, match="knob_size"):
+        config.resolve_config(config_file=str(path))
+    assert config.resolve_config().run.knob_size == 3
+
+
+def test_help_shows_every_default_and_every_seed_spelling(capsys):
+    from fbl.cli import main
+
+    with pytest.raises(SystemExit, match="0"):
+        main(["train", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for words in ("--learning_rate LR, --lr LR", "--lambda_ LAMBDA_, --lambda LAMBDA_", "--loss_type LOSS, --loss LOSS",
+                  "(default: 0.1)", "(default: 0.8,0.9)", "(default: parabolic)", "--no-channels-last"):  # fmt: skip
+        assert words in text, words
+
+
+def test_choices_are_declared_once_and_checked_for_flags_and_files_alike(tmp_path):
+    with pytest.raises(ConfigError, match="Unknown precision 'bf17'; choose one of: auto, fp32, bf16, fp16"):
+        resolve_config("digits-lt", overrides={"precision": "bf17"})
+    path = tmp_path / "c.yaml"
+    path.write_text("nan_policy: sometimes\n")
+    with pytest.raises(ConfigError, match="Unknown nan_policy 'sometimes'; choose one of: stop, skip"):
+        resolve_config(config_file=str(path))
+    assert resolve_config("digits-lt", overrides={"precision": "BF16"}).run.precision == "bf16"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import typing
 from contextlib import nullcontext
 
 from fbl.errors import ConfigError, TrainingDiverged, TrainingInterrupted
@@ -78,176 +79,71 @@ _float_list = _comma_list(float, "numbers")
 _int_list = _comma_list(int, "integers")
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    s = argparse.SUPPRESS  # only flags the user gave become overrides
-    p.add_argument(
-        "--preset", default=s, help="named preset (see `fbl presets`); default from --dataset, else digits-lt"
-    )
-    p.add_argument("--config", default=s, help="YAML file of options, applied after the preset")
-    g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=s, help="digits-lt | cifar10 | cifar100 | imagenet | inat | place365 | folder")
-    g.add_argument(
-        "--data_path", "--data-dir", "--data_dir", dest="data_dir", default=s, help="folder holding the dataset"
-    )
-    g.add_argument("--img_path", "--img-path", dest="img_path", default=s, help="image root of the large datasets")
-    g.add_argument("--download", action=BoolFlag, default=s, help="fetch CIFAR when missing (needs network)")
-    g.add_argument("--imb_type", "--imb-type", dest="imb_type", default=s, help="exp | step")
-    g.add_argument(
-        "--imb_factor", "--imb-factor", dest="imb_factor", type=float, default=s, help="n_min/n_max, 0.01 = ratio 100"
-    )
-    g.add_argument(
-        "--val-split", "--val_split", dest="val_split", default=s,
-        help="balanced validation split from the train images the LT subset left out: "
-        "auto (50 per class on CIFAR, as many as digits-lt allows), N per class, or none",
-    )  # fmt: skip
-    g.add_argument(
-        "--rand_number", "--rand-number", dest="rand_number", type=int, default=s, help="seed of the LT subsampling"
-    )
-    g.add_argument(
-        "--image-size", dest="image_size", type=int, default=s,
-        help="image files: crop side of the train/eval transforms (default 224)",
-    )  # fmt: skip
-    g.add_argument(
-        "--skip-bad-images",
-        dest="skip_bad_images",
-        action=BoolFlag,
-        default=s,
-        help="image files: drop and count unreadable images instead of stopping",
-    )
-    g.add_argument(
-        "--allow-outside-root",
-        dest="allow_outside_root",
-        action=BoolFlag,
-        default=s,
-        help="let split lists name files outside --img_path ('..' or absolute paths)",
-    )
-    g = p.add_argument_group("model and loss")
-    g.add_argument("--arch", "-a", default=s, help="model name (see fbl.models.list_models)")
-    g.add_argument("--pretrained", action=BoolFlag, default=s, help="torchvision ImageNet weights (torch cache)")
-    g.add_argument(
-        "--pretrained-weights",
-        dest="pretrained_weights",
-        default=s,
-        metavar="PATH",
-        help="torchvision-format ImageNet state dict on disk (resnet152_p)",
-    )
-    g.add_argument("--classifier", default=s, help="linear | normed (cosine) | auto: normed for LDAM, else linear")
-    g.add_argument("--loss_type", "--loss", dest="loss", default=s, help="fbl (FeaBal), ce (CE), ... case-insensitive")
-    g.add_argument("--lambda_", "--lambda", dest="lambda_", type=float, default=s, help="FBL stimulus strength A")
-    g.add_argument(
-        "--alpha-schedule", "--schedule", dest="alpha_schedule", default=s, help="FBL curriculum (default parabolic)"
-    )
-    g.add_argument(
-        "--loss-option",
-        "--loss-options",
-        dest="loss_options",
-        type=_key_value,
-        action="append",
-        default=s,
-        metavar="KEY=VALUE",
-        help="extra keyword for the loss, e.g. gamma=2",
-    )
-    g.add_argument("--train_rule", "--train-rule", dest="train_rule", default=s, help="re-sampling / re-weighting rule")
-    g.add_argument(
-        "--samples-per-class", dest="samples_per_class", type=int, default=s, help="k of the class-aware sampler"
-    )
-    g.add_argument(
-        "--stage2-from",
-        dest="stage2_from",
-        default=s,
-        help="cRT: retrain the classifier of this stage-1 run (folder or checkpoint) on a frozen backbone",
-    )
-    g.add_argument("--drw-epoch", dest="drw_epoch", type=int, default=s, help="epoch at which DRW weights switch on")
-    g.add_argument("--beta", type=float, default=s, help="effective-number beta")
-    g.add_argument("--mixup", action=BoolFlag, default=s, help="input mixup (off by default)")
-    g.add_argument("--mixup-alpha", dest="mixup_alpha", type=float, default=s)
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=s)
-    g.add_argument("--batch_size", "--batch-size", "-b", dest="batch_size", type=int, default=s)
-    g.add_argument("--learning_rate", "--lr", dest="lr", type=float, default=s)
-    g.add_argument("--momentum", type=float, default=s)
-    g.add_argument("--weight_decay", "--weight-decay", "--wd", dest="weight_decay", type=float, default=s)
-    g.add_argument(
-        "--accum-steps",
-        dest="accum_steps",
-        type=int,
-        default=s,
-        help="accumulate K micro-batches of batch_size/K per step (the global batch on fewer devices)",
-    )
-    g.add_argument("--warmup-epochs", dest="warmup_epochs", type=int, default=s)
-    g.add_argument(
-        "--lr-milestones",
-        dest="lr_milestones",
-        type=_float_list,
-        default=s,
-        metavar="F,F",
-        help="epochs (fractions of the run) after which the lr decays, e.g. 0.8,0.9",
-    )
-    g.add_argument(
-        "--lr-decay",
-        dest="lr_decay",
-        type=_float_list,
-        default=s,
-        metavar="F,F",
-        help="lr factor after each milestone, e.g. 0.01,0.0001",
-    )
-    g.add_argument("--seed", type=int, default=s)
-    g = p.add_argument_group("running")
-    g.add_argument("--device", default=s, help="auto | cpu | cuda | cuda:N")
-    g.add_argument(
-        "--sync-bn",
-        dest="sync_bn",
-        action=BoolFlag,
-        default=s,
-        help="torchrun on GPUs: BatchNorm statistics over the global batch",
-    )
-    g.add_argument("--precision", default=s, help="auto | fp32 | bf16 | fp16 (CUDA); auto = bf16 where native")
-    g.add_argument(
-        "--channels-last",
-        dest="channels_last",
-        action=BoolFlag,
-        default=s,
-        help="channels-last memory format (default on)",
-    )
-    g.add_argument(
-        "--compile",
-        action=BoolFlag,
-        default=s,
-        help="torch.compile the model; default: on for runs of at least 200,000 training images "
-        "(about 16 CIFAR-10-LT epochs), where its minute of start-up on a CPU pays for itself",
-    )
-    g.add_argument("--gpu", type=int, default=s, help="the seed's flag: same as --device cuda:N")
-    g.add_argument(
-        "--nan-policy",
-        dest="nan_policy",
-        default=s,
-        choices=["stop", "skip"],
-        help="a non-finite loss: stop the run (default; the last good checkpoint stays) or skip that step",
-    )
-    g.add_argument("--eval-every", dest="eval_every", type=int, default=s)
-    g.add_argument(
-        "--limit-batches", dest="limit_batches", type=int, default=s, help="cap batches per epoch (smoke runs)"
-    )
-    g.add_argument("--out", default=s, help="run folder (default runs/<dataset>-<loss>-<time>)")
-    g.add_argument(
-        "--overwrite",
-        action=BoolFlag,
-        default=s,
-        help="let --out replace a folder that already holds a run (else: refused; or --resume it)",
-    )
-    g.add_argument("--root_log", "--root-log", dest="root_log", default=s, help="parent of default run folders")
-    g.add_argument("--exp_str", "--exp-str", dest="exp_str", default=s, help="suffix of the run folder name")
-    g.add_argument("--print_freq", "--print-freq", "-p", dest="print_freq", type=int, default=s)
-    g.add_argument("--workers", "-j", dest="workers", type=int, default=s)
-    g.add_argument("--resume", default=s, help="checkpoint or run folder to continue")
-    g.add_argument("--start_epoch", "--start-epoch", dest="start_epoch", type=int, default=s)
-    g.add_argument("--quiet", action=BoolFlag, default=s, help="no progress bars or per-epoch lines")
+def _argument(spec) -> dict:
+    """argparse keywords of one option, from its annotation and metadata."""
+    meta, kind = spec.meta, spec.type
+    options: set = set(typing.get_args(kind)) or {kind}
+    kwargs: dict = {"dest": spec.key, "default": argparse.SUPPRESS}  # only flags the user gave become overrides
+    if bool in options:
+        kwargs["action"] = BoolFlag
+    elif kind is dict:
+        kwargs.update(type=_key_value, action="append")
+    elif typing.get_origin(kind) is list:
+        kwargs.update(type=_float_list, metavar="F,F")
+    elif int in options and str not in options:
+        kwargs["type"] = int
+    elif float in options:
+        kwargs["type"] = float
+    if meta["metavar"]:
+        kwargs["metavar"] = meta["metavar"]
+    kwargs["help"] = _help(spec)
+    return kwargs
+
+
+def _help(spec) -> str:
+    default = spec.default
+    if isinstance(default, bool):
+        default = str(default).lower()
+    elif isinstance(default, list):
+        default = ",".join(f"{v:g}" for v in default)
+    shown = "" if default in (None, "", {}) else f" (default: {default})"
+    return (spec.meta["help"] + shown).strip() or None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per config option (every spelling it declares), grouped by section, plus ``--config``."""
+    from fbl.config import option_specs
+
+    parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML file of options, applied after the preset")
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for spec in option_specs().values():
+        if spec.section not in groups:
+            groups[spec.section] = parser.add_argument_group(spec.section_title)
+        groups[spec.section].add_argument(*spec.flags, **_argument(spec))
+    groups["run"].add_argument("--gpu", type=int, default=argparse.SUPPRESS, help="the seed's flag: --device cuda:N")
+
+
+def train_parser(prog: str = "fbl train") -> argparse.ArgumentParser:
+    """The parser of ``fbl train``'s flags, also used for the training flags ``compare`` and ``data`` pass on."""
+    parser = _Parser(prog=prog, description=TRAIN_DESCRIPTION)
+    add_config_arguments(parser)
+    return parser
+
+
+TRAIN_DESCRIPTION = (
+    "Train a model; accepts the paper's train.py flags. Defaults shown are before any preset: "
+    "--dataset picks its paper preset (see `fbl presets`)."
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fbl", description="Feature-Balanced Loss for long-tailed recognition")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    _add_train_arguments(sub.add_parser("train", help="train a model (accepts the paper's train.py flags)"))
+    add_config_arguments(
+        sub.add_parser(
+            "train", help="train a model (accepts the paper's train.py flags)", description=TRAIN_DESCRIPTION
+        )
+    )
     p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
     p.add_argument("checkpoint", help="checkpoint file or run folder")
     p.add_argument("--data_path", "--data-dir", dest="data_dir", default=None)
@@ -387,24 +283,24 @@ def _logging_context(bars: bool):
     return logging_redirect_tqdm(loggers=[logger])
 
 
-def cmd_train(namespace) -> int:
+def cmd_train(namespace, extra=()) -> int:
     from fbl.config import load_yaml_file, resolve_config
     from fbl.engine.trainer import train
     from fbl.engine.two_stage import stage1_config
+    from fbl.reports.console import format_summary
 
     overrides, preset, config_file = train_overrides(namespace)
     cfg = resolve_config(preset, config_file, overrides, stage1_config=stage1_config(config_file, overrides))
     # What the user set (not what a preset filled in): a resumed run refuses those that would change it.
     given = {*overrides, *(["preset"] if preset else []), *(load_yaml_file(config_file) if config_file else [])}
-    _setup_logging(cfg.quiet)
+    _setup_logging(cfg.run.quiet)
     for flag in sorted(set(IGNORED_SEED_FLAGS) & set(overrides)):
         logger.warning("--%s has no effect: %s", flag, IGNORED_SEED_FLAGS[flag])
-    bars = _bars_wanted(cfg.quiet)
+    bars = _bars_wanted(cfg.run.quiet)
     with _logging_context(bars):
         summary = train(cfg, progress=_progress(bars), given=frozenset(given))
     if _rank() == 0:
         print(format_summary(summary))
-    _leave_process_group()
     return 0
 
 
@@ -414,13 +310,6 @@ def _rank() -> int:
     return int(os.environ.get("RANK", 0))
 
 
-def _leave_process_group() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
-
 class _MainRankOnly(logging.Filter):
     """Under torchrun every process logs the same lines; rank 0 speaks for the job (errors still show)."""
 
@@ -428,8 +317,9 @@ class _MainRankOnly(logging.Filter):
         return _rank() == 0 or record.levelno >= logging.ERROR
 
 
-def cmd_eval(namespace) -> int:
+def cmd_eval(namespace, extra=()) -> int:
     from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
+    from fbl.reports.console import format_metrics_table
 
     _setup_logging(namespace.quiet)
     result = evaluate_checkpoint(
@@ -459,19 +349,18 @@ def cmd_eval(namespace) -> int:
 def cmd_data(namespace, extra: list[str]) -> int:
     from fbl.config import resolve_config
     from fbl.data.check import check_dataset
-    from fbl.engine.trainer import data_from_config
+    from fbl.engine.experiment import build_data
 
     _setup_logging(False)
-    train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
-    overrides, preset, config_file = train_overrides(train_parser.parse_args(extra))
+    overrides, preset, config_file = train_overrides(train_parser("fbl data check").parse_args(extra))
     cfg = resolve_config(preset, config_file, overrides)
-    data = data_from_config(cfg)
+    data = build_data(cfg.data)
     counts = f"{max(data.class_counts)}..{min(data.class_counts)}"
     groups = ", ".join(f"{g} {len(m)}" for g, m in data.groups.items())
-    print(f"{cfg.dataset}: {data.num_classes} classes, training counts {counts}, {groups}")
+    print(f"{cfg.data.dataset}: {data.num_classes} classes, training counts {counts}, {groups}")
     bars = _bars_wanted(False)
     with _logging_context(bars):
-        report = check_dataset(data, namespace.split, cfg.workers, progress=_progress(bars))
+        report = check_dataset(data, namespace.split, cfg.data.workers, progress=_progress(bars))
     bad = 0
     for split, entry in report.items():
         print(f"{split}: {entry['images']} images, {len(entry['bad'])} unreadable")
@@ -481,7 +370,7 @@ def cmd_data(namespace, extra: list[str]) -> int:
     return 1 if bad else 0
 
 
-def cmd_report(namespace) -> int:
+def cmd_report(namespace, extra=()) -> int:
     from fbl.reports import write_report
 
     print(f"report: {write_report(namespace.runs, namespace.out)}")
@@ -492,8 +381,7 @@ def cmd_compare(namespace, extra: list[str]) -> int:
     from fbl.compare import compare, parse_grid
 
     _setup_logging(False)
-    train_parser = next(a for a in build_parser()._actions if a.dest == "command").choices["train"]
-    overrides, _, _ = train_overrides(train_parser.parse_args(extra))
+    overrides, _, _ = train_overrides(train_parser("fbl compare").parse_args(extra))
     overrides.setdefault("quiet", True)
     bars = _bars_wanted(False)
     with _logging_context(bars):
@@ -506,7 +394,7 @@ def cmd_compare(namespace, extra: list[str]) -> int:
     return 0
 
 
-def cmd_presets(namespace) -> int:
+def cmd_presets(namespace, extra=()) -> int:
     from fbl.config import list_presets, load_preset
 
     keys = ("dataset", "arch", "loss", "lambda_", "epochs", "batch_size", "lr", "imb_factor")
@@ -519,7 +407,7 @@ def cmd_presets(namespace) -> int:
     return 0
 
 
-def cmd_demo(namespace) -> int:
+def cmd_demo(namespace, extra=()) -> int:
     from fbl.demo import run_demo
 
     _setup_logging(True)
@@ -529,37 +417,17 @@ def cmd_demo(namespace) -> int:
     return 0
 
 
-def _fmt(value) -> str:
-    return f"{value:6.2f}" if value is not None else "     -"
-
-
-def format_metrics_table(rows: dict) -> str:
-    """``rows`` maps a label to a metrics dict; one line each with the headline numbers."""
-    width = max(len(label) for label in rows) + 2
-    lines = [f"{'':{width}}{'top1':>7}{'top5':>7}{'many':>7}{'medium':>7}{'few':>7}"]
-    for label, m in rows.items():
-        lines.append(
-            f"{label:{width}}" + "".join(f" {_fmt(m.get(k))}" for k in ("top1", "top5", "many", "medium", "few"))
-        )
-    return "\n".join(lines)
-
-
-def format_summary(summary: dict) -> str:
-    """The end-of-training table: the last epoch, any extra evaluation split at it, and the selected epoch."""
-    best = summary["best"]
-    rows = {"last epoch": summary["last"]}
-    rows.update({f"last epoch, {split}": m for split, m in (summary.get("last_extra") or {}).items()})
-    rows[f"best (epoch {best['epoch']})*"] = best
-    table = format_metrics_table(rows)
-    return f"{table}\n* selected on {summary['best_selected_on']}\nrun folder: {summary['run_dir']}"
-
-
 # Seed flags that are accepted so the paper's commands run, but mean nothing on this input path.
 IGNORED_SEED_FLAGS = {
     "print_freq": "progress shows as a bar on a terminal and as one line per epoch otherwise",
 }
 
-COMMANDS = {"train": cmd_train, "eval": cmd_eval, "presets": cmd_presets, "demo": cmd_demo, "report": cmd_report}
+#: Every subcommand; ``compare`` and ``data`` also take training flags (the unparsed ``extra``).
+COMMANDS = {
+    "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "report": cmd_report, "compare": cmd_compare,
+    "presets": cmd_presets, "demo": cmd_demo,
+}  # fmt: skip
+TAKES_TRAIN_FLAGS = {"compare", "data"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -570,16 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(_drop_lone_slashes(argv))
-        if args.command == "compare":
-            return cmd_compare(args, extra)
-        if args.command == "data":
-            return cmd_data(args, extra)
-        if extra:
+        if extra and args.command not in TAKES_TRAIN_FLAGS:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 0
-        return COMMANDS[args.command](args)
+        return COMMANDS[args.command](args, extra)
     except ConfigError as exc:
         print(f"fbl: error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fbl.config import resolve_config
+from fbl.config import check_keys, option_specs, resolve_config
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
 from fbl.losses import loss_parameters
@@ -42,28 +42,41 @@ class GridRun:
         return "-".join([self.loss, *(f"{k}={v}" for k, v in self.point)])
 
 
+#: Options ``fbl compare`` sets itself for every run: a grid over them would be silently overridden.
+SET_BY_COMPARE = {"loss": "--losses", "seed": "--seeds", "out": "--out", "resume": "(resumed automatically)",
+                  "overwrite": "(never: finished runs are kept)"}  # fmt: skip
+
+
 def parse_grid(items: list[str]) -> dict[str, list]:
-    """``["lambda_=15,30,60"]`` -> ``{"lambda_": [15, 30, 60]}`` (values read as YAML scalars)."""
+    """``["lambda_=15,30,60"]`` -> ``{"lambda_": [15, 30, 60]}`` (values read as YAML scalars).
+
+    Keys are option keys (checked, with a suggestion for a misspelt one); a key given twice, or one
+    ``fbl compare`` sets itself, is refused.
+    """
     import yaml
 
     grid = {}
     for item in items:
         if "=" not in item:
             raise ConfigError(f"Expected --grid KEY=V1,V2,... but got {item!r}")
-        key, values = item.split("=", 1)
-        grid[key.strip()] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
-        if not grid[key.strip()]:
+        key, values = (part.strip() for part in item.split("=", 1))
+        if key not in option_specs():
+            check_keys({key: None}, "--grid")  # one line naming the closest option
+        if key in SET_BY_COMPARE:
+            raise ConfigError(f"--grid {key} is set by fbl compare itself: use {SET_BY_COMPARE[key]}")
+        if key in grid:
+            raise ConfigError(f"--grid {key} is given twice; list every value once: --grid {key}=V1,V2,...")
+        grid[key] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        if not grid[key]:
             raise ConfigError(f"--grid {key} has no values")
     return grid
 
 
-#: Config fields that only some losses use (the loss keyword they become): a grid over them is
-#: applied to those losses only, so ``--grid lambda_=15,30,60`` does not train CE three times.
-LOSS_SETTINGS = {"lambda_": "lambda_", "alpha_schedule": "schedule"}
-
-
 def _applies(key: str, loss: str) -> bool:
-    return key not in LOSS_SETTINGS or LOSS_SETTINGS[key] in loss_parameters(loss)
+    """Options that only some losses use (declared with a ``loss_setting``, e.g. ``lambda_``) are swept
+    for those losses only, so ``--grid lambda_=15,30,60`` does not train CE three times."""
+    setting = option_specs()[key].meta["loss_setting"]
+    return setting is None or setting in loss_parameters(loss)
 
 
 def plan(losses: list[str], seeds: list[int], grid: dict[str, list], out: Path) -> list[GridRun]:
@@ -88,7 +101,7 @@ def run_all(runs: list[GridRun], preset: str | None, overrides: dict, progress=N
         values["overwrite"] = True  # without a checkpoint there is nothing to resume: start the run afresh
         cfg = resolve_config(preset, overrides=values)
         if (run.folder / "checkpoints" / "last.pt").is_file():
-            cfg = replace(cfg, resume=str(run.folder))
+            cfg = cfg.replace(resume=str(run.folder))
             logger.info("[%d/%d] %s: resuming", index, len(runs), run.folder.name)
         else:
             logger.info("[%d/%d] %s: training", index, len(runs), run.folder.name)

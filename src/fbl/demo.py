@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 from fbl.config import resolve_config
@@ -16,10 +15,10 @@ def run_demo(out: str = "runs/demo", epochs: int | None = None, progress: Progre
     """Train each method with the digits-lt preset; return the many/medium/few comparison table."""
     rows = {}
     for label, loss in METHODS.items():
-        cfg = resolve_config("digits-lt", overrides={"loss": loss, "quiet": True, "overwrite": True})
+        overrides = {"loss": loss, "quiet": True, "overwrite": True, "out": str(Path(out) / loss)}
         if epochs is not None:
-            cfg = replace(cfg, epochs=epochs)
-        summary = train(replace(cfg, out=str(Path(out) / loss)), progress=progress)
+            overrides["epochs"] = epochs
+        summary = train(resolve_config("digits-lt", overrides=overrides), progress=progress)
         rows[label] = summary
     return format_demo(rows)
 

@@ -39,7 +39,7 @@ def test_loss_and_rule_compose(loss, rule, tmp_path):
 
 
 def test_drw_epoch_alone_defers_the_loss_weights():
-    from fbl.engine.trainer import build_experiment
+    from fbl.engine.experiment import build_experiment
 
     cfg = resolve_config("digits-lt", overrides={"loss": "focal", "drw_epoch": 3, "epochs": 5, "device": "cpu"})
     rule = build_experiment(cfg).rule
@@ -50,7 +50,7 @@ def test_drw_epoch_alone_defers_the_loss_weights():
 
 def test_a_cb_loss_is_weighted_through_the_train_rule():
     from fbl.class_weights import effective_number_weights
-    from fbl.engine.trainer import build_experiment
+    from fbl.engine.experiment import build_experiment
 
     cfg = resolve_config("digits-lt", overrides={"loss": "cb-focal", "epochs": 5, "device": "cpu"})
     exp = build_experiment(cfg)

@@ -8,6 +8,7 @@ import torch
 import yaml
 
 from fbl.cli import main
+from fbl.config import flatten
 from fbl.engine.checkpoint import load_checkpoint
 
 FAST = ["--epochs", "3", "--device", "cpu", "--quiet", "--warmup-epochs", "1"]
@@ -25,7 +26,7 @@ def fbl_run(tmp_path_factory):
 
 
 def test_run_folder_holds_every_artefact(fbl_run):
-    cfg = yaml.safe_load((fbl_run / "config.yaml").read_text())
+    cfg = flatten(yaml.safe_load((fbl_run / "config.yaml").read_text()))
     assert cfg["loss"] == "fbl" and cfg["dataset"] == "digits-lt" and cfg["epochs"] == 3
     records = read_jsonl(fbl_run / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1, 2]

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from fbl.cli import main
+from fbl.config import flatten
 from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
 
@@ -31,7 +32,7 @@ def stage2(stage1, tmp_path_factory):
 
 
 def test_stage2_config_inherits_data_and_uses_crt_defaults(stage1, stage2):
-    cfg = yaml.safe_load((stage2 / "config.yaml").read_text())
+    cfg = flatten(yaml.safe_load((stage2 / "config.yaml").read_text()))
     assert cfg["stage2_from"] == str(stage1)
     assert (cfg["dataset"], cfg["arch"], cfg["loss"], cfg["train_rule"]) == (
         "digits-lt",
@@ -59,13 +60,11 @@ def test_eval_of_stage2_checkpoint_matches_its_summary(stage2):
 
 
 def _longhand_predictions(run, classifier_weight_fn, logit_fn):
-    from dataclasses import replace
-
-    from fbl.config import TrainConfig
-    from fbl.engine.trainer import build_experiment
+    from fbl.config import config_from_dict
+    from fbl.engine.experiment import build_experiment
 
     state = load_checkpoint(run)
-    exp = build_experiment(replace(TrainConfig(**state["config"]), device="cpu"))
+    exp = build_experiment(config_from_dict(state["config"], "test").replace(device="cpu"))
     exp.model.load_state_dict(state["model"])
     exp.model.eval()
     hits, total = 0, 0

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import nn
 
-from fbl.config import config_from_dict
-from fbl.engine.checkpoint import load_checkpoint
+from fbl.engine.device import resolve_device
 from fbl.engine.evaluate import evaluate
 from fbl.engine.execution import Execution
+from fbl.engine.experiment import load_trained
 from fbl.engine.progress import Progress, no_progress
-from fbl.engine.trainer import build_experiment
 from fbl.errors import ConfigError
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
@@ -51,29 +48,26 @@ def evaluate_checkpoint(
         logit_adjust_tau: post-hoc logit adjustment ``z - tau log pi`` (Menon et al., ICLR 2021).
         tau_norm: classifier rows rescaled to ``W_j / ||W_j||^p`` (Kang et al., ICLR 2020).
     """
-    state = load_checkpoint(checkpoint)
-    cfg = config_from_dict(state["config"], f"the config in {checkpoint}")
-    cfg = replace(cfg, device=device, data_dir=data_dir or cfg.data_dir, pretrained=False, resume=None)
-    exp = build_experiment(cfg, load_stage1=False)
-    if split not in exp.data.eval_splits:
-        raise ConfigError(f"{exp.data.name} has no {split!r} split here; it has: {', '.join(exp.data.eval_splits)}")
-    exp.model.load_state_dict(state["model"])
-    model = exp.model
+    trained = load_trained(checkpoint, device=resolve_device(device), data_dir=data_dir)
+    data = trained.data
+    if split not in data.eval_splits:
+        raise ConfigError(f"{data.name} has no {split!r} split here; it has: {', '.join(data.eval_splits)}")
+    model = trained.model
     if tau_norm is not None:
         model = _ReplacedHead(model, tau_normalized_classifier(model.get_classifier(), tau_norm))
     transform = None
     if logit_adjust_tau is not None:
-        counts = exp.data.class_counts
+        counts = data.class_counts
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
-    execution = Execution(exp.device)  # fp32 eager; on CUDA without TF32, like an fp32 training run
+    execution = Execution(trained.dist.device)  # fp32 eager; on CUDA without TF32, like an fp32 training run
     execution.configure_backends()
     return evaluate(
         model,
-        exp.eval_loader(split),
-        exp.data.class_counts,
+        trained.eval_loader(split),
+        data.class_counts,
         execution=execution,
         limit_batches=limit_batches,
-        logit_scale=exp.criterion.logit_scale,
+        logit_scale=trained.logit_scale,
         logit_transform=transform,
         progress=progress,
     )

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import torch
 
-from fbl.config import PRECISIONS
 from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -100,9 +99,7 @@ class Execution:
     ) -> Execution:
         """Settings for ``device``: ``precision="auto"`` -> :func:`native_precision`; ``compile=None`` ->
         :func:`compile_pays` for a run of ``images`` training images."""
-        precision = str(precision).lower()
-        if precision not in PRECISIONS:
-            raise ConfigError(f"Unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
+        precision = str(precision).lower()  # one of config.PRECISIONS, checked with the config
         if precision == "auto":
             precision = native_precision(device)
         if precision == "fp16" and device.type != "cuda":
@@ -133,11 +130,13 @@ class Execution:
             torch.backends.cudnn.allow_tf32 = False
             torch.set_float32_matmul_precision("highest")
 
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """``model`` in the chosen memory format, compiled when asked; the returned module is what the
-        loops call. Parameters are shared, so checkpoints are written from the uncompiled ``model``."""
+    def prepare_model(self, model: torch.nn.Module, wrap=None) -> torch.nn.Module:
+        """``model`` in the chosen memory format (in place), then ``wrap``-ped (DDP) and compiled when
+        asked; the returned module is what the loops call. Parameters are shared, so checkpoints are
+        written from ``model`` itself."""
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        model = wrap(model) if wrap is not None else model
         return CompiledOrEager(model) if self.compile else model
 
     def prepare_batch(self, images: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -30,6 +30,8 @@ class LongTailLoss(nn.Module):
     #: logits). Evaluation multiplies by it too, so that probabilities, calibration and post-hoc
     #: adjustments see the logits the model was trained with; predictions do not change.
     logit_scale: float = 1.0
+    #: The curriculum's factor this epoch (FBL's ``alpha``), recorded with every epoch; ``None``: no curriculum.
+    alpha: float | None = None
 
     def __init__(self, class_counts: Counts, weight=None, reduction: str = "mean"):
         super().__init__()

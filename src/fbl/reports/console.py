@@ -1,4 +1,5 @@
-"""Plain-text lines for the terminal (``fbl eval``, the end of ``fbl train``, ``fbl compare``): long-tail
+"""Plain-text lines for the terminal (``fbl eval``, the end of ``fbl train``, ``fbl compare``): the headline
+metrics table, long-tail
 summaries with their 95% intervals, accuracy under the test priors, and a paired difference.
 
 Each function takes the dicts evaluation and :mod:`fbl.reports.significance` return and prints nothing
@@ -74,3 +75,28 @@ def paired_lines(groups: Mapping[str, Sequence[Run]], reference: str | None = No
         if difference is not None:
             lines.append(format_paired({"method": label, "reference": reference, **difference}, metric))
     return lines
+
+
+def _fmt(value) -> str:
+    return f"{value:6.2f}" if value is not None else "     -"
+
+
+def format_metrics_table(rows: dict) -> str:
+    """``rows`` maps a label to a metrics dict; one line each with the headline numbers."""
+    width = max(len(label) for label in rows) + 2
+    lines = [f"{'':{width}}{'top1':>7}{'top5':>7}{'many':>7}{'medium':>7}{'few':>7}"]
+    for label, m in rows.items():
+        lines.append(
+            f"{label:{width}}" + "".join(f" {_fmt(m.get(k))}" for k in ("top1", "top5", "many", "medium", "few"))
+        )
+    return "\n".join(lines)
+
+
+def format_summary(summary: dict) -> str:
+    """The end-of-training table: the last epoch, any extra evaluation split at it, and the selected epoch."""
+    best = summary["best"]
+    rows = {"last epoch": summary["last"]}
+    rows.update({f"last epoch, {split}": m for split, m in (summary.get("last_extra") or {}).items()})
+    rows[f"best (epoch {best['epoch']})*"] = best
+    table = format_metrics_table(rows)
+    return f"{table}\n* selected on {summary['best_selected_on']}\nrun folder: {summary['run_dir']}"

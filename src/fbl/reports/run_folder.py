@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from fbl.config import flatten
 from fbl.errors import ConfigError
 from fbl.predictions import Predictions, load_predictions
 
@@ -114,6 +115,7 @@ def load_run(path: str | Path) -> Run:
         raise ConfigError(f"run {path}: {CONFIG} is not a mapping")
     if not isinstance(summary, dict):
         raise ConfigError(f"run {path}: {SUMMARY} is not a JSON object")
+    config = flatten(config, f"run {path}: {CONFIG}")  # either layout; reports read options by their flat keys
     return Run(path=path, config=config, epochs=_read_epochs(path / METRICS), summary=summary)
 
 
