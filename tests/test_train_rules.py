@@ -245,7 +245,6 @@ def test_each_rule_is_data(name, sample_weighting, class_aware, loss_weighting, 
         loss_weighting,
         deferred,
     )
-    assert rule.class_weight == loss_weighting  # the older spelling, still read by callers
 
 
 def test_registering_a_rule_refuses_duplicates_and_unknown_weightings():

@@ -10,7 +10,9 @@ import argparse
 import logging
 import sys
 import typing
+from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 
 from fbl.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 
@@ -139,81 +141,66 @@ TRAIN_DESCRIPTION = (
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fbl", description="Feature-Balanced Loss for long-tailed recognition")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
-    add_config_arguments(
-        sub.add_parser(
-            "train", help="train a model (accepts the paper's train.py flags)", description=TRAIN_DESCRIPTION
-        )
-    )
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its test split")
+    for name, command in SUBCOMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.help, description=command.description))
+    return parser
+
+
+def _eval_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("checkpoint", help="checkpoint file or run folder")
     p.add_argument("--data_path", "--data-dir", dest="data_dir", default=None)
     p.add_argument("--device", default="auto")
     p.add_argument("--limit-batches", dest="limit_batches", type=int, default=None)
     p.add_argument(
-        "--logit-adjust",
-        dest="logit_adjust",
-        type=float,
-        default=None,
-        metavar="TAU",
+        "--logit-adjust", dest="logit_adjust", type=float, default=None, metavar="TAU",
         help="post-hoc logit adjustment z - TAU log(prior); a negative TAU moves towards frequent classes",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--tau-norm",
-        dest="tau_norm",
-        type=float,
-        default=None,
-        metavar="P",
+        "--tau-norm", dest="tau_norm", type=float, default=None, metavar="P",
         help="tau-normalised classifier W_j / ||W_j||^P",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--split",
-        default="test",
-        help="test (default), val, or another split the dataset has "
-        "(CIFAR-10 from ../shared: test_lossless, the lossless 1,000-image subset)",
-    )
+        "--split", default="test",
+        help="test (default), val, or another split the dataset has (CIFAR-10 from ../shared: test_lossless, the "
+        "lossless 1,000-image subset; lossless_estimate, the balanced estimate from unused lossless train images)",
+    )  # fmt: skip
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
-    p = sub.add_parser("data", help="dataset tools: `fbl data check` reads every image before a long run")
+
+
+def _data_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("action", choices=["check"], help="check: count, decode and report every split")
     p.add_argument("--split", action="append", default=None, help="only this split (repeatable)")
-    p = sub.add_parser("report", help="tables and figures (report.md, report.html) from run folders")
+
+
+def _report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run folders, or folders holding run folders")
     p.add_argument("--out", required=True, help="folder for report.md, report.html and the PNG figures")
-    p = sub.add_parser(
-        "compare",
-        help="losses x grid x seeds, chosen on validation, reported on test (other train flags pass through)",
-    )
+
+
+def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="preset every run starts from (e.g. cifar10-lt, digits-lt)")
     p.add_argument("--losses", required=True, help="comma-separated losses, e.g. ce,fbl")
     p.add_argument("--seeds", type=_int_list, default="0", help="comma-separated seeds (default 0)")
     p.add_argument(
-        "--grid",
-        action="append",
-        default=[],
-        metavar="KEY=V1,V2",
-        help="values to sweep, e.g. lambda_=15,30,60 (repeatable)",
-    )
+        "--grid", action="append", default=[], metavar="KEY=V1,V2",
+        help="values to sweep, e.g. lambda_=15,30,60 (repeatable, one key each)",
+    )  # fmt: skip
     p.add_argument(
-        "--select-on",
-        dest="select_on",
-        default="val-top1",
+        "--select-on", dest="select_on", default="val-top1",
         help="validation metric that chooses the grid point: val-top1 | val-many | val-medium | val-few",
-    )
+    )  # fmt: skip
     p.add_argument(
-        "--confirm-seeds",
-        dest="confirm_seeds",
-        type=_int_list,
-        default="",
-        metavar="S1,S2",
+        "--confirm-seeds", dest="confirm_seeds", type=_int_list, default="", metavar="S1,S2",
         help="comma-separated seeds the chosen grid point is then trained on too (chosen on --seeds only)",
-    )
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="folder of the runs and the report")
-    sub.add_parser("presets", help="list presets and their hyper-parameters")
-    p = sub.add_parser("demo", help="train CE and FBL on digits-lt and compare many/medium/few")
+
+
+def _demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quiet", action=BoolFlag, default=False)
-    return parser
 
 
 def _drop_lone_slashes(argv: list[str]) -> list[str]:
@@ -319,7 +306,7 @@ class _MainRankOnly(logging.Filter):
 
 def cmd_eval(namespace, extra=()) -> int:
     from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
-    from fbl.reports.console import format_metrics_table
+    from fbl.reports.console import format_long_tail, format_metrics_table, format_test_priors
 
     _setup_logging(namespace.quiet)
     result = evaluate_checkpoint(
@@ -343,6 +330,12 @@ def cmd_eval(namespace, extra=()) -> int:
     if namespace.tau_norm is not None:
         label += f" +tau-norm {namespace.tau_norm:g}"
     print(format_metrics_table({label: result}))
+    for line in (format_long_tail(result), format_test_priors(result)):
+        if line:
+            print(line)
+    if result.get("se") is not None:
+        partial = " (partial: some classes have no held-out images)" if result.get("partial") else ""
+        print(f"balanced estimate: top-1 {result['top1']:.2f} ± {result['se']:.2f} (standard error){partial}")
     return 0
 
 
@@ -422,12 +415,39 @@ IGNORED_SEED_FLAGS = {
     "print_freq": "progress shows as a bar on a terminal and as one line per epoch otherwise",
 }
 
-#: Every subcommand; ``compare`` and ``data`` also take training flags (the unparsed ``extra``).
-COMMANDS = {
-    "train": cmd_train, "eval": cmd_eval, "data": cmd_data, "report": cmd_report, "compare": cmd_compare,
-    "presets": cmd_presets, "demo": cmd_demo,
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``fbl`` subcommand: its help, its arguments, and the function that runs it.
+
+    ``takes_train_flags``: the flags it does not know are ``fbl train``'s, passed on (``compare``, ``data``).
+    """
+
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[..., int]
+    takes_train_flags: bool = False
+    description: str | None = None
+
+
+SUBCOMMANDS = {
+    "train": Subcommand(
+        "train a model (accepts the paper's train.py flags)", add_config_arguments, cmd_train,
+        description=TRAIN_DESCRIPTION,
+    ),
+    "eval": Subcommand("evaluate a checkpoint on its test split", _eval_arguments, cmd_eval),
+    "data": Subcommand(
+        "dataset tools: `fbl data check` reads every image before a long run", _data_arguments, cmd_data,
+        takes_train_flags=True,
+    ),
+    "report": Subcommand("tables and figures (report.md, report.html) from run folders", _report_arguments, cmd_report),
+    "compare": Subcommand(
+        "losses x grid x seeds, chosen on validation, reported on test (other train flags pass through)",
+        _compare_arguments, cmd_compare, takes_train_flags=True,
+    ),
+    "presets": Subcommand("list presets and their hyper-parameters", lambda p: None, cmd_presets),
+    "demo": Subcommand("train CE and FBL on digits-lt and compare many/medium/few", _demo_arguments, cmd_demo),
 }  # fmt: skip
-TAKES_TRAIN_FLAGS = {"compare", "data"}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,12 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args, extra = parser.parse_known_args(_drop_lone_slashes(argv))
-        if extra and args.command not in TAKES_TRAIN_FLAGS:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         if args.command is None:
             parser.print_help()
             return 0
-        return COMMANDS[args.command](args, extra)
+        command = SUBCOMMANDS[args.command]
+        if extra and not command.takes_train_flags:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        return command.run(args, extra)
     except ConfigError as exc:
         print(f"fbl: error: {exc}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ from fbl.errors import ConfigError
 from fbl.losses import LOSSES, SCHEDULES, check_loss_options, loss_class, loss_weighting
 from fbl.models import MODELS
 from fbl.models.registry import CLASSIFIERS
-from fbl.train_rules import TRAIN_RULES, get_train_rule
+from fbl.train_rules import TRAIN_RULES, check_weighting
 
 #: Numeric precisions of the forward pass (``auto``: bf16 where the device runs it natively).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -118,7 +118,10 @@ class DataConfig:
         False, "--skip-bad-images", help="image files: drop and count unreadable images instead of stopping"
     )
     allow_outside_root: bool = option(
-        False, "--allow-outside-root", help="let split lists name files outside --img_path ('..' or absolute paths)"
+        False,
+        "--allow-outside-root",
+        help="let split lists name files outside --img_path ('..' or absolute paths) "
+        "and follow symbolic links out of the data root",
     )
     workers: int = option(4, "--workers", "-j", runtime=True, help="data-loading processes (image files)")
 
@@ -209,6 +212,11 @@ class RunConfig:
         "(about 16 CIFAR-10-LT epochs), where its minute of start-up on a CPU pays for itself",
     )  # fmt: skip
     eval_every: int = option(1, "--eval-every", runtime=True, help="evaluate every N epochs (and the last)")
+    estimate_every: int = option(
+        0, "--estimate-every", runtime=True,
+        help="also evaluate the costly end-of-run splits (CIFAR-LT: lossless_estimate, about 3.7 test sets) "
+        "every K epochs; 0: only at the end of the run",
+    )  # fmt: skip
     nan_policy: str = option(
         "stop", "--nan-policy", choices=NAN_POLICIES,
         help="a non-finite loss: stop the run (the last good checkpoint stays) or skip that step",
@@ -575,7 +583,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_choices(cfg)
     _canonical_names(cfg)
     _at_least(cfg, 1, "epochs", "batch_size", "eval_every", "image_size", "limit_batches", "samples_per_class")
-    _at_least(cfg, 0, "workers", "warmup_epochs")
+    _at_least(cfg, 0, "workers", "warmup_epochs", "estimate_every")
     _check_ranges(cfg.data, cfg.optim)
     _check_optim(cfg.optim)
     _check_loss(cfg.loss, cfg.optim)
@@ -612,18 +620,9 @@ def _check_optim(optim: OptimConfig) -> None:
 def _check_loss(loss: LossConfig, optim: OptimConfig) -> None:
     if loss.mixup and not loss.mixup_alpha > 0:
         raise ConfigError(f"Expected mixup_alpha > 0 but got {loss.mixup_alpha}")
-    if loss.drw_epoch is not None and not 0 <= loss.drw_epoch < optim.epochs:
-        raise ConfigError(
-            f"Expected 0 <= drw_epoch < epochs ({optim.epochs}) but got {loss.drw_epoch}: DRW would never switch on"
-        )
     check_beta(loss.beta)
     check_loss_options(loss.loss, loss.loss_options)
-    weighting = loss_weighting(loss.loss)
-    if weighting is not None and get_train_rule(loss.train_rule).class_weight is not None:
-        raise ConfigError(
-            f"Loss {loss.loss!r} is weighted by {weighting} and train rule {loss.train_rule!r} re-weights it too: "
-            "use one of them, not both"
-        )
+    check_weighting(loss.train_rule, loss_weighting(loss.loss), loss.drw_epoch, optim.epochs)
 
 
 def loss_settings(cfg: TrainConfig) -> dict:

@@ -80,8 +80,6 @@ def register_train_rule(name: str, *aliases: str):
                 raise ValueError(f"train rule {name!r}: unknown weighting {weighting!r}")
         register(rule)
         rule.name = name
-        # The spelling callers used before loss_weighting (tests/engine/test_compose.py); same value.
-        rule.class_weight = rule.loss_weighting
         return rule
 
     return wrap

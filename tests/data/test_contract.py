@@ -27,6 +27,7 @@ MEMBERS = {
     "groups",
     "input_shape",
     "eval_splits",
+    "end_of_run_splits",
     "split_size",
     "split_indices",
     "split_files",

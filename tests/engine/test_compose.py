@@ -26,7 +26,7 @@ def test_loss_and_rule_compose(loss, rule, tmp_path):
         "mixup": loss == "ce",
         "out": str(tmp_path / "run"),
     }
-    if loss.startswith("cb-") and get_train_rule(rule).class_weight is not None:
+    if loss.startswith("cb-") and get_train_rule(rule).loss_weighting is not None:
         # Two sources of class weights (the cb- loss and a re-weighting rule): refused up front.
         with pytest.raises(ConfigError, match="not both"):
             resolve_config("digits-lt", overrides=overrides)
@@ -38,12 +38,17 @@ def test_loss_and_rule_compose(loss, rule, tmp_path):
     assert summary["last"]["top1"] is not None
 
 
-def test_drw_epoch_alone_defers_the_loss_weights():
+def test_drw_epoch_alone_is_one_line_naming_the_drw_rule():
+    with pytest.raises(ConfigError, match="use --train_rule drw"):
+        resolve_config("digits-lt", overrides={"loss": "focal", "drw_epoch": 3, "epochs": 5, "device": "cpu"})
+
+
+def test_drw_epoch_defers_the_weights_of_a_cb_loss():
     from fbl.engine.experiment import build_experiment
 
-    cfg = resolve_config("digits-lt", overrides={"loss": "focal", "drw_epoch": 3, "epochs": 5, "device": "cpu"})
+    cfg = resolve_config("digits-lt", overrides={"loss": "cb-focal", "drw_epoch": 3, "epochs": 5, "device": "cpu"})
     rule = build_experiment(cfg).rule
-    assert rule.weight_at(2) is None
+    assert rule.weight_at(2) is None and rule.weighting == "effective-number"
     weight = rule.weight_at(3)
     assert weight is not None and weight[-1] > weight[0]  # tail weighted up
 

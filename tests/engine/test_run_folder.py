@@ -133,8 +133,6 @@ def test_folder_with_a_users_file_named_like_fbls_is_refused(tmp_path, name, ove
     assert one_line(err) == expected
     with pytest.raises(ConfigError):
         run.open_new(CONFIG, overwrite=overwrite)
-    with pytest.raises(ConfigError):
-        run.open(CONFIG, 0)  # the method the trainer calls today refuses too
     assert snapshot(folder) == before
 
 

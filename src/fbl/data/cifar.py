@@ -209,6 +209,26 @@ def _download(root: Path, fmt: CifarFormat) -> None:
         raise ConfigError(f"Could not download {fmt.title} into {root}: {err}") from err
 
 
+def _check_labels(folder, fmt: CifarFormat, class_names: list, train_y: np.ndarray, test_y: np.ndarray) -> None:
+    """Labels within the classes the meta file names, and at least one training image per class
+    (losses and per-class metrics divide by n_c): say which class is missing rather than let the
+    long-tail profile fail on it."""
+    num_classes = len(class_names)
+    for split, y in (("train", train_y), ("test", test_y)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ConfigError(
+                f"{folder}: {split} labels outside 0..{num_classes - 1} ({fmt.meta_file} names {num_classes} classes)"
+            )
+    empty = np.flatnonzero(np.bincount(train_y, minlength=num_classes) == 0)
+    if empty.size:
+        first = int(empty[0])
+        others = f" (and {empty.size - 1} more classes)" if empty.size > 1 else ""
+        raise ConfigError(
+            f"{folder}: class {first} ({class_names[first]!r}) has no training images in "
+            f"{', '.join(fmt.train_files)}{others}"
+        )
+
+
 def build_cifar(
     fmt: CifarFormat,
     data_dir: PathLike | None = None,
@@ -236,21 +256,7 @@ def build_cifar(
     num_classes = len(class_names)
     train_x, train_y = read_cifar(folder, fmt, train=True)
     test_x, test_y = read_cifar(folder, fmt, train=False)
-    for split, y in (("train", train_y), ("test", test_y)):
-        if y.size and (y.min() < 0 or y.max() >= num_classes):
-            raise ConfigError(
-                f"{folder}: {split} labels outside 0..{num_classes - 1} ({fmt.meta_file} names {num_classes} classes)"
-            )
-    # Every class needs at least one training image (losses and per-class metrics divide by n_c);
-    # say which class is missing rather than let the long-tail profile fail on it.
-    empty = np.flatnonzero(np.bincount(train_y, minlength=num_classes) == 0)
-    if empty.size:
-        first = int(empty[0])
-        others = f" (and {empty.size - 1} more classes)" if empty.size > 1 else ""
-        raise ConfigError(
-            f"{folder}: class {first} ({class_names[first]!r}) has no training images in "
-            f"{', '.join(fmt.train_files)}{others}"
-        )
+    _check_labels(folder, fmt, class_names, train_y, test_y)
 
     # The reference takes n_max = len(train) / C, which is the (equal) class size of the official
     # split; the largest class gives the same value there and also works on smaller copies.
@@ -264,14 +270,8 @@ def build_cifar(
         counts = np.bincount(train_y[indices], minlength=num_classes).tolist()
     logger.info(
         "%s-LT (%s, imb_factor %g, seed %d): %d of %d train images, %d test images",
-        fmt.title,
-        imb_type,
-        imb_factor,
-        rand_number,
-        len(indices),
-        len(train_y),
-        len(test_y),
-    )
+        fmt.title, imb_type, imb_factor, rand_number, len(indices), len(train_y), len(test_y),
+    )  # fmt: skip
     extra_eval = _extra_eval_splits(folder, fmt, num_classes)
     return LongTailDataWithEstimate(
         name=fmt.name,

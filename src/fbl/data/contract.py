@@ -77,6 +77,12 @@ class LongTailDataset(Protocol):
         """Splits :meth:`eval_loader` serves, in the order they are reported (``"val"`` first when present)."""
         ...
 
+    @property
+    def end_of_run_splits(self) -> tuple[str, ...]:
+        """Splits too costly to evaluate every epoch, evaluated at the end of a run and on request
+        (CIFAR-LT's ``lossless_estimate``); :meth:`eval_loader` serves them too."""
+        ...
+
     def split_size(self, split: str) -> int:
         """Images in ``split``: ``"train"`` or one of :attr:`eval_splits`."""
         ...

@@ -127,6 +127,11 @@ class LongTailData:
         own = ("val", "test") if self.val_images is not None else ("test",)
         return own + tuple(self.extra_eval)
 
+    @property
+    def end_of_run_splits(self) -> tuple[str, ...]:
+        """None here: every split is cheap enough to evaluate every epoch."""
+        return ()
+
     def split_size(self, split: str) -> int:
         """Number of images in ``split`` (``"train"`` or one of :attr:`eval_splits`)."""
         return self.train_images.shape[0] if split == "train" else self._eval_tensors(split)[0].shape[0]

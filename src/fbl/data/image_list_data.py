@@ -176,6 +176,11 @@ class ImageListData:
     def eval_splits(self) -> tuple[str, ...]:
         return tuple(split for split in ("val", "test") if split in self.splits)
 
+    @property
+    def end_of_run_splits(self) -> tuple[str, ...]:
+        """None here: every split is cheap enough to evaluate every epoch."""
+        return ()
+
     def split_size(self, split: str) -> int:
         self._check_split(split)
         return len(self.splits[split].paths)

@@ -5,14 +5,16 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fbl.balanced_estimate import balanced_estimate_of
 from fbl.engine.device import resolve_device
-from fbl.engine.evaluate import evaluate
+from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution
 from fbl.engine.experiment import load_trained
 from fbl.engine.progress import Progress, no_progress
 from fbl.errors import ConfigError
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
+from fbl.statistics import bootstrap_intervals
 
 
 class _ReplacedHead(ForwardWithFeatures, nn.Module):
@@ -50,8 +52,9 @@ def evaluate_checkpoint(
     """
     trained = load_trained(checkpoint, device=resolve_device(device), data_dir=data_dir)
     data = trained.data
-    if split not in data.eval_splits:
-        raise ConfigError(f"{data.name} has no {split!r} split here; it has: {', '.join(data.eval_splits)}")
+    splits = (*data.eval_splits, *data.end_of_run_splits)
+    if split not in splits:
+        raise ConfigError(f"{data.name} has no {split!r} split here; it has: {', '.join(splits)}")
     model = trained.model
     if tau_norm is not None:
         model = _ReplacedHead(model, tau_normalized_classifier(model.get_classifier(), tau_norm))
@@ -61,7 +64,7 @@ def evaluate_checkpoint(
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
     execution = Execution(trained.dist.device)  # fp32 eager; on CUDA without TF32, like an fp32 training run
     execution.configure_backends()
-    return evaluate(
+    metrics, predictions = evaluate_with_predictions(
         model,
         trained.eval_loader(split),
         data.class_counts,
@@ -71,3 +74,7 @@ def evaluate_checkpoint(
         logit_transform=transform,
         progress=progress,
     )
+    metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
+    if split in data.end_of_run_splits:  # a skewed class mix: only the balanced estimate means anything
+        metrics = {**metrics, **balanced_estimate_of(metrics, data.class_counts), "top5": None, "ece": None}
+    return metrics

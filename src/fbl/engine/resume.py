@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from fbl.config import TrainConfig, config_from_dict, option_specs, runtime_keys, validate
 from fbl.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from fbl.engine.run_folder import RunFolder
 from fbl.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -32,12 +34,25 @@ def starting_point(cfg: TrainConfig, given: frozenset = frozenset()) -> Starting
     """``cfg`` itself for a fresh run; for ``--resume``, the checkpoint's config with this invocation's
     runtime options, after checking that nothing in ``given`` (what the user set) would change the run."""
     if not cfg.run.resume:
-        return StartingPoint(cfg, folder=Path(cfg.run.out) if cfg.run.out else None)
+        folder = Path(cfg.run.out) if cfg.run.out else None
+        # A default folder is named later (rank 0's clock); its parent must take it all the same.
+        RunFolder(folder or default_run_dir(cfg), writer=False).check_new_run(overwrite=cfg.run.overwrite)
+        return StartingPoint(cfg, folder=folder)
     path = resolve_checkpoint_path(cfg.run.resume)
     checkpoint = load_checkpoint(path)
     folder = path.parent.parent
     _check_resumes_the_last_epoch(path, checkpoint, folder)
-    return StartingPoint(_resume_config(cfg, checkpoint, folder, given), checkpoint, folder)
+    resumed = _resume_config(cfg, checkpoint, folder, given)
+    RunFolder(folder, writer=False).check_resumable()
+    return StartingPoint(resumed, checkpoint, folder)
+
+
+def default_run_dir(cfg: TrainConfig) -> Path:
+    """``runs/<dataset>-<loss>[-crt]-<time>[-<exp_str>]``."""
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    suffix = f"-{cfg.run.exp_str}" if cfg.run.exp_str else ""
+    stage = "-crt" if cfg.model.stage2_from else ""
+    return Path(cfg.run.root_log) / f"{cfg.data.dataset}-{cfg.loss.loss}{stage}-{stamp}{suffix}"
 
 
 def _resume_config(cfg: TrainConfig, checkpoint: dict, folder: Path, given: frozenset) -> TrainConfig:

@@ -34,9 +34,11 @@ from pathlib import Path
 import yaml
 
 from fbl.atomic_files import append_line, check_writable_folder, temporary_prefix, write_atomic
+from fbl.config import flatten
 from fbl.engine.checkpoint import save_checkpoint
 from fbl.engine.manifest import RUN_MARKER, Manifest
 from fbl.errors import ConfigError
+from fbl.predictions import save_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +50,7 @@ SPLITS, SUMMARY = "splits.json", "summary.json"
 #: Every file name fbl writes in a run folder, relative to it (TensorBoard's are matched by EVENTS_PATTERN).
 FBL_FILES = (CONFIG, RESUMES, METRICS, SPLITS, SUMMARY, "checkpoints/last.pt", "checkpoints/best.pt")
 EVENTS_PATTERN = "events.out.tfevents.*"
-SUBFOLDERS = ("checkpoints", "tb")
+SUBFOLDERS = ("checkpoints", "tb", "predictions")
 
 
 class RunFolder:
@@ -182,23 +184,6 @@ class RunFolder:
         self._append_resume(record)
         return record
 
-    def open(self, config: dict, start_epoch: int) -> None:
-        """Deprecated: :meth:`open_new` (new run) or :meth:`open_resumed` (resume) instead.
-
-        Create the folder, write ``config.yaml``, drop metrics of epochs that will run again, open
-        TensorBoard. A file named like fbl's that fbl did not write is refused, not overwritten.
-        """
-        if not self.writes:
-            return
-        self._check_writable()
-        self._refuse_foreign_files()
-        self._make_folder()
-        self._adopt_files_of_an_older_fbl()
-        self._manifest.record(CONFIG)
-        write_atomic(self.config_path, _yaml(config))
-        self._truncate_metrics(start_epoch)
-        self._open_tensorboard(purge_step=start_epoch)
-
     def _make_folder(self) -> None:
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -276,6 +261,13 @@ class RunFolder:
         self._manifest.record(SPLITS)
         write_atomic(path, text)
 
+    def write_predictions(self, split: str, predictions) -> None:
+        """``predictions/<split>.npz``: every image's label and prediction at the last epoch (paired tests)."""
+        if not self.writes:
+            return
+        self._manifest.record(f"predictions/{split}.npz")
+        save_predictions(self.path, split, predictions)
+
     def write_summary(self, summary: dict) -> None:
         if not self.writes:
             return
@@ -314,8 +306,9 @@ class RunFolder:
         return config
 
     def effective_config(self) -> dict:
-        """``config.yaml`` with the changes of every resume applied: what the run's last part ran with."""
-        config = self.read_config()
+        """``config.yaml`` with the changes of every resume applied, by flat option key: what the run's
+        last part ran with."""
+        config = flatten(self.read_config(), str(self.config_path))
         for record in self.read_resumes():
             config.update({name: change["to"] for name, change in record.get("changed", {}).items()})
         return config
@@ -323,7 +316,7 @@ class RunFolder:
     # ---- helpers ------------------------------------------------------------------------------------
 
     def _resume_record(self, config: dict, start_epoch: int) -> dict:
-        config = json.loads(json.dumps(config))  # the types the record holds once read back (tuples -> lists)
+        config = flatten(json.loads(json.dumps(config)))  # the types the record holds once read back (tuples -> lists)
         before = self.effective_config() if self.config_path.is_file() else config
         missing = object()
         changed = {

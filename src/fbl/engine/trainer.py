@@ -12,26 +12,27 @@ import logging
 import signal
 import threading
 import time
-from datetime import datetime
-from pathlib import Path
 
 import torch
 
+from fbl.balanced_estimate import balanced_estimate_of
 from fbl.config import TrainConfig
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint
 from fbl.engine.device import resolve_device
 from fbl.engine.distributed import distributed_session
-from fbl.engine.evaluate import evaluate
+from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution
 from fbl.engine.experiment import Experiment, build_experiment
 from fbl.engine.lr_schedule import step_lr_with_warmup
 from fbl.engine.progress import Progress, no_progress
-from fbl.engine.resume import StartingPoint, starting_point
+from fbl.engine.provenance import provenance
+from fbl.engine.resume import StartingPoint, default_run_dir, starting_point
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.summary import best_by_split, build_summary, reported_and_selected_splits
 from fbl.engine.train_one_epoch import StoppedMidEpoch, train_one_epoch
-from fbl.errors import ConfigError, TrainingInterrupted
+from fbl.errors import TrainingInterrupted
 from fbl.seeding import MIXUP_STREAM, epoch_generator
+from fbl.statistics import bootstrap_intervals
 
 logger = logging.getLogger(__name__)
 
@@ -49,26 +50,11 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
         return Training(exp, _run_folder(start, exp), start.checkpoint, progress).run()
 
 
-def default_run_dir(cfg: TrainConfig) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    suffix = f"-{cfg.run.exp_str}" if cfg.run.exp_str else ""
-    stage = "-crt" if cfg.model.stage2_from else ""
-    return Path(cfg.run.root_log) / f"{cfg.data.dataset}-{cfg.loss.loss}{stage}-{stamp}{suffix}"
-
-
 def _run_folder(start: StartingPoint, exp: Experiment) -> RunFolder:
     """The run's folder; only rank 0 writes, and every rank agrees on it (a default name holds rank 0's clock)."""
     path = start.folder if start.folder is not None else exp.dist.broadcast(str(default_run_dir(start.cfg)))
-    run = RunFolder(path, writer=exp.dist.is_main)
-    if start.checkpoint is None and run.holds_a_run():
-        if not start.cfg.run.overwrite:
-            raise ConfigError(
-                f"{run.path} already holds a run; continue it with --resume {run.path}, "
-                "pick another --out, or pass --overwrite to replace it"
-            )
-        run.clear()
     exp.dist.barrier()
-    return run
+    return RunFolder(path, writer=exp.dist.is_main)
 
 
 class Training:
@@ -78,7 +64,10 @@ class Training:
         cfg = exp.cfg
         self.exp, self.cfg, self.folder, self.progress = exp, cfg, run, progress
         self.train_loader = exp.train_loader()
+        self.started = time.time()
         self.eval_loaders = {split: exp.eval_loader(split) for split in exp.data.eval_splits}
+        self.estimate_loaders = {split: exp.eval_loader(split) for split in exp.data.end_of_run_splits}
+        self.predictions = {}
         self.report_on, self.select_on = reported_and_selected_splits(self.eval_loaders)
         steps = len(self.train_loader) if cfg.run.limit_batches is None else min(
             len(self.train_loader), cfg.run.limit_batches
@@ -96,6 +85,7 @@ class Training:
             weight_decay=cfg.optim.weight_decay, **self.execution.optimizer_options(),
         )  # fmt: skip
         self.start_epoch, self.best, self.partial = cfg.run.start_epoch, None, None
+        self.resumed = checkpoint is not None
         if checkpoint is not None:
             self._restore(checkpoint)
 
@@ -113,6 +103,8 @@ class Training:
                     last = self.evaluate_splits()
                     self.record_evaluation(record, last)
                     self.select(epoch, last)
+                if self._estimate_due(epoch):
+                    record["estimates"] = self.estimates()
                 logger.info(_epoch_line(record, epochs, last if "eval" in record else None))
                 self.record(epoch, record, started)
         except KeyboardInterrupt:
@@ -157,18 +149,37 @@ class Training:
             "skipped_steps": stats["skipped_steps"],
         }  # fmt: skip
 
-    def evaluate_on(self, loader) -> dict:
-        return evaluate(
+    def evaluate_on(self, loader, split: str | None = None) -> dict:
+        """Metrics of one split; with ``split``, its per-image predictions are kept (the last ones are saved)."""
+        metrics, predictions = evaluate_with_predictions(
             self.runner, loader, self.exp.data.class_counts, execution=self.execution, dist=self.exp.dist,
             limit_batches=self.cfg.run.limit_batches, logit_scale=self.exp.criterion.logit_scale,
             progress=self.progress,
         )  # fmt: skip
+        if split is not None:
+            self.predictions[split] = predictions
+        return metrics
 
     def evaluate_splits(self) -> dict:
         started = time.perf_counter()
-        metrics = {split: self.evaluate_on(loader) for split, loader in self.eval_loaders.items()}
+        metrics = {split: self.evaluate_on(loader, split) for split, loader in self.eval_loaders.items()}
         self._eval_seconds = time.perf_counter() - started
         return metrics
+
+    def _estimate_due(self, epoch: int) -> bool:
+        """Every ``--estimate-every`` epochs before the last (the last one is in the summary)."""
+        every = self.cfg.run.estimate_every
+        return (
+            bool(self.estimate_loaders) and every > 0 and (epoch + 1) % every == 0 and epoch < self.cfg.optim.epochs - 1
+        )
+
+    def estimates(self) -> dict:
+        """The balanced top-1 ± its standard error on each end-of-run split (CIFAR-LT's lossless estimate)."""
+        counts = self.exp.data.class_counts
+        return {
+            split: balanced_estimate_of(self.evaluate_on(loader), counts)
+            for split, loader in self.estimate_loaders.items()
+        }
 
     def record_evaluation(self, record: dict, metrics: dict) -> None:
         """The reported split as ``eval``, the others (``val``, extra splits) under their names."""
@@ -198,12 +209,25 @@ class Training:
         )
         if hasattr(self.train_loader, "skipped"):  # image files read with --skip-bad-images (this process's count)
             summary["skipped_train_images"] = self.train_loader.skipped
+        if self.estimate_loaders:
+            summary["last_estimate"] = self.estimates()
+        summary["last"]["ci95"] = bootstrap_intervals(
+            self.predictions[summary["reported_on"]], self.exp.data.class_counts
+        )
+        summary["provenance"] = provenance(
+            self.execution, self.exp.dist.world_size, self.exp.device, started_at=self.started, model=self.runner
+        )
+        for split, predictions in self.predictions.items():
+            self.folder.write_predictions(split, predictions)
         self.folder.write_summary(summary)
         return summary
 
     def _open(self) -> None:
         data, cfg = self.exp.data, self.cfg
-        self.folder.open(cfg.to_dict(), self.start_epoch)
+        if self.resumed:  # config.yaml keeps how the run started; resumes.jsonl records what changed
+            self.folder.open_resumed(cfg.to_dict(), self.start_epoch)
+        else:
+            self.folder.open_new(cfg.to_dict(), overwrite=cfg.run.overwrite)
         self.folder.write_splits(data.split_indices())
         counts = data.class_counts
         sizes = " / ".join(f"{data.split_size(split)} {split}" for split in self.eval_loaders)
