@@ -202,6 +202,11 @@ class RunConfig:
 
     device: str = option("auto", "--device", runtime=True, help="auto | cpu | cuda | cuda:N")
     sync_bn: bool = option(False, "--sync-bn", help="torchrun on GPUs: BatchNorm statistics over the global batch")
+    dist_timeout: float = option(
+        300.0, "--dist-timeout", metavar="SECONDS", runtime=True,
+        help="torchrun: a collective waiting longer (a frozen or lost rank) ends the job; it must cover the "
+        "slowest rank's data loading and compile",
+    )  # fmt: skip
     precision: str = option(
         "auto", "--precision", choices=PRECISIONS, help="auto | fp32 | bf16 | fp16 (CUDA); auto = bf16 where native"
     )
@@ -584,6 +589,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _canonical_names(cfg)
     _at_least(cfg, 1, "epochs", "batch_size", "eval_every", "image_size", "limit_batches", "samples_per_class")
     _at_least(cfg, 0, "workers", "warmup_epochs", "estimate_every")
+    if not cfg.run.dist_timeout > 0:
+        raise ConfigError(f"Expected dist_timeout > 0 seconds but got {cfg.run.dist_timeout}")
     _check_ranges(cfg.data, cfg.optim)
     _check_optim(cfg.optim)
     _check_loss(cfg.loss, cfg.optim)

@@ -45,7 +45,9 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     """
     start = starting_point(cfg, given)
     run_cfg = start.cfg.run
-    with distributed_session(resolve_device(run_cfg.device), sync_bn=run_cfg.sync_bn) as dist:
+    device = resolve_device(run_cfg.device)
+    with distributed_session(device, sync_bn=run_cfg.sync_bn, timeout_s=run_cfg.dist_timeout) as dist:
+        dist.check_same(start.cfg.flat())  # ranks launched with other flags: one line naming the first difference
         exp = build_experiment(start.cfg, dist)
         return Training(exp, _run_folder(start, exp), start.checkpoint, progress).run()
 
