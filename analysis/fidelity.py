@@ -110,8 +110,8 @@ def diagnose(run: Path, data_dir: str | None) -> dict:
     }
     return {
         "run": str(run),
-        "loss": cfg.loss.loss.loss,
-        "lambda": cfg.loss.loss.lambda_,
+        "loss": cfg.loss.loss,
+        "lambda": cfg.loss.lambda_,
         "epochs": cfg.optim.epochs,
         "class_counts": counts,
         "paired_jpeg_vs_lossless": {

@@ -21,6 +21,7 @@ from PIL import Image
 from fbl.cli import main, train_parser
 from fbl.config import flatten, option_specs, resolve_config, runtime_keys
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint, save_checkpoint
+from fbl.engine.run_folder import RunFolder
 from fbl.engine.two_stage import stage1_config
 from fbl.errors import ConfigError
 
@@ -227,7 +228,9 @@ def test_resume_with_more_epochs_extends_the_run(run_copy, monkeypatch, caplog):
     assert records[2]["alpha"] == pytest.approx((2 / 2.85) ** 2)
     assert records[1]["alpha"] == pytest.approx((1 / 1.9) ** 2)
     assert load_checkpoint(run_copy)["config"]["optim"]["epochs"] == 3
-    assert flatten(yaml.safe_load((run_copy / "config.yaml").read_text()))["epochs"] == 3
+    # config.yaml keeps how the run started; the resume that extended it is recorded beside it
+    assert flatten(yaml.safe_load((run_copy / "config.yaml").read_text()))["epochs"] == 2
+    assert RunFolder(run_copy).effective_config()["epochs"] == 3
 
 
 def test_resume_from_an_older_best_checkpoint_is_refused(run_copy, capsys):

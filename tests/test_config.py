@@ -54,7 +54,7 @@ def test_tuned_preset_is_the_lambda_validation_chose_and_the_run_it_was_chosen_w
     # every setting that shapes training equals the recorded run's (not where it ran or wrote)
     recorded = yaml.safe_load((LAMBDA_SWEEP / f"fbl-lambda_={chosen}-seed123" / "config.yaml").read_text())
     bookkeeping = {"data_dir", "device", "out", "overwrite", "quiet", "preset"}
-    assert {k: v for k, v in tuned.items() if k not in bookkeeping} == {
+    assert {k: tuned[k] for k in recorded if k not in bookkeeping} == {
         k: v for k, v in recorded.items() if k not in bookkeeping
     }
 
@@ -129,12 +129,14 @@ def test_the_recorded_runs_are_there():
 
 @pytest.mark.parametrize("run", RECORDED_RUNS, ids=[str(r.relative_to(RESULTS)) for r in RECORDED_RUNS])
 def test_version_1_run_configs_load_into_sections_unchanged(run):
-    from fbl.config import config_from_dict
+    from fbl.config import config_from_dict, option_specs
 
     flat = yaml.safe_load((run / "config.yaml").read_text())
     assert "config_version" not in flat and "lr" in flat  # the flat layout of version 1
     cfg = config_from_dict(flat, str(run))
-    assert cfg.flat() == flat  # every value where it was, none lost, none added
+    assert {key: cfg.flat()[key] for key in flat} == flat  # every value where it was, none lost
+    newer = {key: spec.default for key, spec in option_specs().items() if key not in flat}
+    assert {key: cfg.flat()[key] for key in newer} == newer  # options added since: their defaults
     assert (cfg.loss.loss, cfg.optim.lr, cfg.data.dataset) == (flat["loss"], flat["lr"], flat["dataset"])
     saved = cfg.to_dict()
     assert saved["config_version"] == 2 and saved["optim"]["epochs"] == flat["epochs"]

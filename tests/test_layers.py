@@ -9,8 +9,22 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fbl"
 
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS = [
-    {"errors", "registry", "checks", "seeding"},
-    {"class_weights", "samplers", "mixup", "metrics", "posthoc", "train_rules", "data", "losses", "models"},
+    {"errors", "registry", "checks", "seeding", "atomic_files"},
+    {
+        "class_weights",
+        "samplers",
+        "mixup",
+        "metrics",
+        "posthoc",
+        "train_rules",
+        "data",
+        "losses",
+        "models",
+        "label_shift",
+        "predictions",
+        "statistics",
+        "balanced_estimate",
+    },  # fmt: skip
     {"config"},
     {"engine"},
     {"reports"},

@@ -7,9 +7,11 @@ import shlex
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from fbl.cli import main
+from fbl.config import flatten
 from tests.test_cli import SEED_COMMANDS
 
 NUM_CLASSES = {"imagenet": 1000, "inat": 8142, "place365": 365}
@@ -69,8 +71,31 @@ def test_seed_command_trains_on_a_generated_tree(name, tmp_path):
     assert len(summary["class_counts"]) == NUM_CLASSES[name]
     assert summary["class_counts"] == sorted(summary["class_counts"], reverse=True)  # re-indexed by count
     assert summary["reported_on"] == ("val" if name == "inat" else "test")
-    cfg = json.loads(json.dumps(__import__("yaml").safe_load((out / "config.yaml").read_text())))
+    cfg = flatten(yaml.safe_load((out / "config.yaml").read_text()))
     assert (cfg["batch_size"], cfg["lambda_"], cfg["lr"]) == (2, 150.0, 0.2)
+
+
+def test_eval_and_crt_of_a_pretrained_places_run_need_no_imagenet_weights_again(tmp_path, capsys):
+    # Stage 1 starts from ImageNet weights (required); evaluating it and its cRT stage 2 load every
+    # weight from the run's own checkpoint, so neither asks for --pretrained-weights again.
+    from torchvision.models import resnet152
+
+    _write_lists(tmp_path, "place365")
+    weights = tmp_path / "resnet152.pth"
+    torch.save(resnet152().state_dict(), weights)
+    stage1 = tmp_path / "places"
+    flags = [*SMALL, "--pretrained-weights", str(weights), "--no-pretrained", "--out", str(stage1)]
+    assert main(["train", *_seed_argv("place365", tmp_path), *flags]) == 0
+    weights.unlink()  # gone: nothing after stage 1 may need it
+    capsys.readouterr()
+    assert main(["eval", str(stage1), "--device", "cpu", "--limit-batches", "2", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] is not None
+    crt = tmp_path / "crt"
+    stage2 = ["--stage2-from", str(stage1), "--epochs", "1", "--limit-batches", "2", "--workers", "0", "--quiet"]
+    assert main(["train", *stage2, "--no-compile", "--device", "cpu", "--out", str(crt)]) == 0
+    config = flatten(yaml.safe_load((crt / "config.yaml").read_text()))
+    assert (config["arch"], config["loss"], config["train_rule"]) == ("resnet152_p", "ce", "balanced-rs")
+    assert config["img_path"] == str(tmp_path / "images")
 
 
 def test_image_folder_dataset_trains(tmp_path):
