@@ -328,3 +328,32 @@ def test_a_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_pat
     expected = read_jsonl(tmp_path / "whole" / "metrics.jsonl")
     got = read_jsonl(out / "metrics.jsonl")
     assert [r["train_loss"] for r in got] == [r["train_loss"] for r in expected]
+
+
+def test_a_run_written_before_config_sections_is_evaluated_and_resumed(tmp_path, fbl_run, capsys):
+    # A run folder as fbl wrote it before checkpoint format 2: flat config.yaml, flat config inside a
+    # format-1 checkpoint, no .fbl-run list. It still evaluates to its summary and resumes.
+    import shutil
+
+    from fbl.config import flatten
+    from fbl.engine.checkpoint import save_checkpoint
+
+    old = tmp_path / "old"
+    shutil.copytree(fbl_run, old)
+    (old / ".fbl-run").unlink()
+    flat = flatten(yaml.safe_load((old / "config.yaml").read_text()))
+    (old / "config.yaml").write_text(yaml.safe_dump(flat, sort_keys=False))
+    for name in ("last", "best"):
+        state = load_checkpoint(old / "checkpoints" / f"{name}.pt")
+        save_checkpoint(
+            {**state, "format_version": 1, "config": flatten(state["config"])}, old / "checkpoints" / f"{name}.pt"
+        )
+    assert load_checkpoint(old)["format_version"] == 1
+    summary = json.loads((old / "summary.json").read_text())
+    capsys.readouterr()
+    assert main(["eval", str(old), "--device", "cpu", "--quiet", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["per_class_acc"] == pytest.approx(summary["last"]["per_class_acc"])
+    assert main(["train", "--resume", str(old), "--epochs", "4", "--device", "cpu", "--quiet"]) == 0
+    resumed = load_checkpoint(old)
+    assert resumed["epoch"] == 4 and resumed["format_version"] == 2 and resumed["config"]["optim"]["epochs"] == 4
+    assert yaml.safe_load((old / "config.yaml").read_text()) == flat  # the record of how it started stays

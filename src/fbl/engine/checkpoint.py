@@ -18,7 +18,8 @@ from fbl.atomic_files import atomic_output
 from fbl.errors import ConfigError
 
 #: Layout of the dict :func:`save_checkpoint` is given by the trainer; raise it when that layout changes.
-CHECKPOINT_FORMAT_VERSION = 1
+#: 1: the config flat; 2: the config by section (``fbl.config`` reads both).
+CHECKPOINT_FORMAT_VERSION = 2
 
 #: Keys every checkpoint the trainer writes has.
 CHECKPOINT_KEYS = ("format_version", "epoch", "model", "optimizer", "config", "best", "torch_rng_state")
