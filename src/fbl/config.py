@@ -146,6 +146,15 @@ class ModelConfig:
         None, "--stage2-from",
         help="cRT: retrain the classifier of this stage-1 run (folder or checkpoint) on a frozen backbone",
     )  # fmt: skip
+    num_experts: int | None = option(
+        None, "--num-experts", stage2=INHERIT,
+        help="multi-expert models (resnet32-ride, resnet32-experts): K experts; default the model's, 3",
+    )  # fmt: skip
+    decoupled: str = option(
+        "crt", "--decoupled", choices=("crt", "lws"),
+        help="stage 2 (--stage2-from): crt retrains the classifier, lws learns one scale per class of the "
+        "stage-1 classifier (Kang et al., ICLR 2020)",
+    )  # fmt: skip
 
 
 @dataclass
@@ -157,6 +166,10 @@ class LossConfig:
     alpha_schedule: str = option(
         "parabolic", "--alpha-schedule", "--schedule", loss_setting="schedule", help="FBL curriculum"
     )
+    expert_lambdas: list[float] = option(
+        [15.0, 30.0, 60.0], "--expert-lambdas", metavar="F,F,F", loss_setting="expert_lambdas",
+        help="fbl-experts: one FBL stimulus strength per expert (as many as --num-experts)",
+    )  # fmt: skip
     loss_options: dict = option(
         {}, "--loss-option", "--loss-options", metavar="KEY=VALUE", stage2={},
         help="extra keyword for the loss, e.g. gamma=2 (repeatable)",

@@ -4,6 +4,9 @@
   Menon et al., ICLR 2021).
 * :func:`tau_normalize` / :func:`tau_normalized_classifier` rescale each class's classifier
   weights by a power of their norm (tau-normalisation, Kang et al., ICLR 2020).
+* :class:`LearnableWeightScaling` rescales each class's classifier weights by a learnt factor
+  (LWS, Kang et al., ICLR 2020): the one correction here that is trained, in a decoupled stage 2
+  (``fbl train --stage2-from RUN --decoupled lws``, see :mod:`fbl.models.classifier_retraining`).
 
 Both follow the device and dtype of their inputs and do not change them in place.
 """
@@ -11,13 +14,14 @@ Both follow the device and dtype of their inputs and do not change them in place
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fbl.checks import Counts, check_class_counts, check_finite, check_non_negative
 from fbl.errors import ConfigError
 from fbl.losses.functional import class_log_prior
 
-__all__ = ["logit_adjust", "tau_normalize", "tau_normalized_classifier"]
+__all__ = ["LearnableWeightScaling", "logit_adjust", "tau_normalize", "tau_normalized_classifier"]
 
 
 def logit_adjust(logits: torch.Tensor, class_counts: Counts, tau: float = 1.0) -> torch.Tensor:
@@ -106,3 +110,39 @@ def tau_normalized_classifier(linear: nn.Linear, p: float, *, keep_bias: bool = 
         if with_bias:
             out.bias.copy_(linear.bias.detach())
     return out
+
+
+class LearnableWeightScaling(nn.Module):
+    r"""Learnable weight scaling, LWS (Kang et al., ICLR 2020): a frozen classifier whose class ``j``
+    weight is scaled by a learnt :math:`f_j` (initially 1).
+
+    .. math:: z_j = f_j\, w_j^\top x + b_j
+
+    For an ``nn.Linear`` the bias is kept as it is, as the paper scales the weights only. Any other
+    classifier (a cosine head, a multi-expert model's heads) has its outputs, classes on the last
+    dimension, multiplied by :math:`f`. The classifier's own parameters are frozen here.
+
+    Example:
+        >>> layer = nn.Linear(2, 3)
+        >>> lws = LearnableWeightScaling(layer)
+        >>> torch.equal(lws(torch.ones(1, 2)), layer(torch.ones(1, 2)))  # the scales start at 1
+        True
+    """
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        num_classes = getattr(classifier, "out_features", None)
+        if not isinstance(num_classes, int):
+            raise ConfigError(f"Expected a classifier with out_features but got {type(classifier).__name__}")
+        self.classifier = classifier
+        for parameter in classifier.parameters():
+            parameter.requires_grad_(False)
+        weight = next(classifier.parameters(), None)
+        device, dtype = (None, None) if weight is None else (weight.device, weight.dtype)
+        self.scales = nn.Parameter(torch.ones(num_classes, device=device, dtype=dtype))
+        self.in_features, self.out_features = getattr(classifier, "in_features", None), num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.classifier, nn.Linear):
+            return F.linear(x, self.classifier.weight * self.scales[:, None], self.classifier.bias)
+        return self.classifier(x) * self.scales

@@ -121,3 +121,14 @@ def forward_batches(
         with execution.autocast():
             logits, features = model(images, return_features=True)
         yield images, target, logits.float() * logit_scale, features.float()
+
+
+def forward_expert_batches(model: torch.nn.Module, batches: Iterable, execution: Execution, logit_scale: float = 1.0):
+    """``(target, experts)`` for each batch of a multi-expert model: its
+    :class:`~fbl.models.multi_expert_resnet.ExpertOutputs` (every expert's logits times ``logit_scale``
+    and features, float32) from the same one forward call as :func:`forward_batches`."""
+    for images, target in batches:
+        images, target = execution.prepare_batch(images, target)
+        with execution.autocast():
+            experts = model(images, return_features=True, return_experts=True)[2]
+        yield target, experts._replace(logits=experts.logits.float() * logit_scale, features=experts.features.float())

@@ -104,14 +104,23 @@ def train_one_epoch(
 
 
 def _forward(model, criterion, execution: Execution, images, target, mixed) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32) and the loss of one micro-batch; with mixup, against both targets."""
+    """Logits (float32) and the loss of one micro-batch; with mixup, against both targets. A loss that
+    ``needs_experts`` (an ensemble's) also gets every expert's outputs of the same forward pass."""
+    needs_experts = getattr(criterion, "needs_experts", False)
     with execution.autocast():
-        logits, features = model(images, return_features=True)
-    logits, features = logits.float(), features.float()
+        outputs = model(images, return_features=True, **({"return_experts": True} if needs_experts else {}))
+    logits, features = outputs[0].float(), outputs[1].float()
+    loss_of = criterion
+    if needs_experts:
+        experts = outputs[2].float()
+
+        def loss_of(z, y, *, features=None):
+            return criterion(z, y, features=features, experts=experts)
+
     if mixed is not None:
         _, target_a, target_b, lam = mixed
-        return logits, mixup_loss(criterion, logits, target_a, target_b, lam, features=features)
-    return logits, criterion(logits, target, features=features)
+        return logits, mixup_loss(loss_of, logits, target_a, target_b, lam, features=features)
+    return logits, loss_of(logits, target, features=features)
 
 
 def _optimizer_step(optimizer: torch.optim.Optimizer, scaler) -> None:

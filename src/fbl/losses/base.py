@@ -32,6 +32,10 @@ class LongTailLoss(nn.Module):
     logit_scale: float = 1.0
     #: The curriculum's factor this epoch (FBL's ``alpha``), recorded with every epoch; ``None``: no curriculum.
     alpha: float | None = None
+    #: Whether the loss trains a multi-expert model's experts: the training loop then calls the model
+    #: with ``return_experts=True`` and passes its :class:`~fbl.models.multi_expert_resnet.ExpertOutputs`
+    #: as ``forward(..., experts=...)`` (see :class:`~fbl.losses.ensemble_loss.EnsembleLoss`).
+    needs_experts: bool = False
 
     def __init__(self, class_counts: Counts, weight=None, reduction: str = "mean"):
         super().__init__()

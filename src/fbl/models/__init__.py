@@ -1,7 +1,7 @@
 """Backbones under one contract: ``forward_features`` -> pooled vector, ``forward_head`` -> logits.
 
 ``create_model(name, num_classes, **options)`` builds any registered model; importing this package
-registers the CIFAR ResNets, the digits CNN and the torchvision ResNets.
+registers the CIFAR ResNets, the multi-expert ResNets, the digits CNN and the torchvision ResNets.
 """
 
 from fbl.models._helpers import ForwardWithFeatures
@@ -10,6 +10,7 @@ from fbl.models._helpers import ForwardWithFeatures
 from fbl.models.cifar_resnet import CifarResNet
 from fbl.models.classifier_retraining import ClassifierRetraining
 from fbl.models.digits_cnn import DigitsCNN
+from fbl.models.multi_expert_resnet import ExpertOutputs, MultiExpertResNet
 from fbl.models.registry import MODELS, create_model, list_models, register_model
 from fbl.models.torchvision_resnet import TorchvisionResNet
 
@@ -22,5 +23,7 @@ __all__ = [
     "CifarResNet",
     "ClassifierRetraining",
     "DigitsCNN",
+    "ExpertOutputs",
+    "MultiExpertResNet",
     "TorchvisionResNet",
 ]
