@@ -107,3 +107,11 @@ def test_lws_through_stage_2_of_a_single_model():
     assert [n for n, p in retrained.named_parameters() if p.requires_grad] == ["model.fc.scales"]
     with pytest.raises(Exception, match="decoupled method"):
         ClassifierRetraining(create_model("resnet20", num_classes=10), 10, method="tau")
+
+
+def test_the_listed_multi_expert_names_are_the_registered_ones():
+    from fbl.models import MODELS
+    from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS, MultiExpertResNet
+
+    built = {name for name in MODELS.names() if isinstance(create_model(name, num_classes=3), MultiExpertResNet)}
+    assert built == set(MULTI_EXPERT_ARCHS)

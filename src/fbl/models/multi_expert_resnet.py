@@ -36,6 +36,8 @@ from fbl.models.registry import register_model
 RIDE_WIDTHS = (16, 24, 48)
 #: The plain CIFAR ResNet-32 widths, each expert keeping a full copy of stages 2 and 3 (BalPoE).
 FULL_WIDTHS = (16, 32, 64)
+#: The registered multi-expert models (what an ensemble loss needs; ``resnet32-sade`` is an alias).
+MULTI_EXPERT_ARCHS = ("resnet32-ride", "resnet32-experts", "digits-experts")
 
 
 class ExpertOutputs(NamedTuple):
