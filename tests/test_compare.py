@@ -6,7 +6,8 @@ import json
 import pytest
 
 from fbl.cli import main
-from fbl.compare import choose, plan
+from fbl.compare import choose, folder_name, plan
+from fbl.errors import ConfigError
 
 ARGS = ["compare", "--preset", "digits-lt", "--losses", "ce,fbl", "--seeds", "0,1", "--grid", "lambda_=15,30"]
 TRAIN = ["--epochs", "2", "--device", "cpu"]
@@ -82,3 +83,140 @@ def test_seeds_that_are_not_integers_are_one_line(tmp_path, capsys, flag):
     assert main([*ARGS, flag, "1,x", "--out", str(tmp_path), *TRAIN]) == 2
     assert f"argument {flag}: expected comma-separated integers but got '1,x'" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # refused before anything trained
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    return err.removeprefix("fbl: error: ").rstrip("\n")
+
+
+def _summaries(out):
+    return {p.name: (p / "summary.json").stat().st_mtime_ns for p in out.iterdir() if (p / "summary.json").is_file()}
+
+
+@pytest.mark.parametrize(
+    "flags, difference",
+    [
+        (["--epochs", "3", "--device", "cpu"], "--epochs 2, not 3"),
+        ([*TRAIN, "--lr", "0.5"], "--lr 0.05, not 0.5"),  # the digits-lt preset's lr is 0.05
+    ],
+)
+def test_a_rerun_with_other_settings_is_refused_naming_the_difference(compared, capsys, flags, difference):
+    before = _summaries(compared)
+    assert main([*ARGS, "--out", str(compared), *flags]) == 2
+    assert _one_line_error(capsys) == (
+        f"{compared / 'ce-seed0'} holds a run trained with {difference} as asked now: pick another --out, "
+        "or pass --overwrite to train it again"
+    )
+    assert _summaries(compared) == before  # nothing trained, nothing reported from the old numbers
+
+
+def test_runtime_options_do_not_make_a_run_another_one(compared, capsys):
+    before = _summaries(compared)
+    assert main([*ARGS, "--out", str(compared), *TRAIN, "--eval-every", "2", "--workers", "1"]) == 0
+    assert _summaries(compared) == before
+
+
+ONE = ["compare", "--preset", "digits-lt", "--losses", "ce", "--seeds", "0"]
+
+
+def test_an_interrupted_run_is_resumed_only_with_its_own_settings(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*ONE, "--out", str(out), "--epochs", "1", "--device", "cpu"]) == 0
+    (out / "ce-seed0" / "summary.json").unlink()  # as if killed after its checkpoint
+    capsys.readouterr()
+    assert main([*ONE, "--out", str(out), "--epochs", "1", "--device", "cpu", "--lr", "0.5"]) == 2
+    assert "holds a run trained with --lr 0.05, not 0.5 as asked now" in _one_line_error(capsys)
+    assert not (out / "ce-seed0" / "summary.json").exists()
+
+
+def test_overwrite_retrains_fbls_runs_with_the_new_settings_and_keeps_a_users_files(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*ONE, "--out", str(out), "--epochs", "1", "--device", "cpu"]) == 0
+    (out / "ce-seed0" / "my-notes.txt").write_text("mine")
+    assert main([*ONE, "--out", str(out), "--epochs", "2", "--device", "cpu", "--overwrite"]) == 0
+    summary = json.loads((out / "ce-seed0" / "summary.json").read_text())
+    assert summary["last"]["epoch"] == 1  # the second of two epochs, as an index from 0
+    assert (out / "ce-seed0" / "my-notes.txt").read_text() == "mine"
+
+
+def test_a_folder_fbl_did_not_write_is_never_cleared(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "ce-seed0").mkdir(parents=True)
+    (out / "ce-seed0" / "config.yaml").write_text("loss: ce\n")  # a user's file: no .fbl-run, no run
+    assert main([*ONE, "--out", str(out), "--epochs", "1", "--device", "cpu", "--overwrite"]) == 2
+    assert _one_line_error(capsys).startswith(f"{out / 'ce-seed0' / 'config.yaml'} was not written by fbl")
+    assert (out / "ce-seed0" / "config.yaml").read_text() == "loss: ce\n"
+    assert sorted(p.name for p in out.rglob("*")) == ["ce-seed0", "config.yaml"]
+
+
+def test_folder_names_keep_safe_characters_and_encode_the_rest():
+    assert folder_name("fbl-lambda_=15-seed0") == "fbl-lambda_=15-seed0"
+    assert folder_name("ce-exp_str=../../..-seed0") == "ce-exp_str=..%2F..%2F..-seed0"
+    assert folder_name("..") == "%2E."
+    assert folder_name("ce-x=a b%/λ") == "ce-x=a%20b%25%2F%CE%BB"
+    long = folder_name("ce-x=" + "a" * 300)
+    assert len(long) == 200 and long.startswith("ce-x=aaa") and long[183] == "~"
+
+
+def test_a_grid_value_cannot_put_a_run_outside_out(tmp_path):
+    out = tmp_path / "a" / "b" / "out"
+    runs = plan(["ce"], [0], {"exp_str": ["../../..", "/etc"]}, out)
+    assert [r.folder for r in runs] == [
+        out / "ce-exp_str=..%2F..%2F..-seed0",
+        out / "ce-exp_str=%2Fetc-seed0",
+    ]
+    (out).mkdir(parents=True)
+    (out / "ce-seed0").symlink_to(tmp_path)  # a link inside --out leading out of it
+    with pytest.raises(ConfigError, match="leads outside --out"):
+        plan(["ce"], [0], {}, out)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--seeds", "0,0"], "--seeds lists seed 0 more than once; one run per seed, give each seed once"),
+        (
+            ["--confirm-seeds", "1,1"],
+            "--confirm-seeds lists seed 1 more than once; one run per seed, give each seed once",
+        ),
+        (["--seeds", ""], "--seeds names no seed; give one or more, e.g. --seeds 0,1,2"),
+        (["--losses", ","], "--losses names no loss; give one or more, e.g. --losses ce,fbl"),
+        (["--select-on", "val-top2"], "Expected --select-on val-<top1|many|medium|few> but got 'val-top2'"),
+        (
+            ["--val-split", "none"],
+            "--select-on val-top1 chooses on the validation split, but --val-split none trains without one; "
+            "drop --val-split none (the test split never chooses)",
+        ),
+        (["--losses", "ce,fbll"], "Unknown loss 'fbll'"),
+    ],
+)
+def test_a_bad_request_is_refused_before_anything_trains(tmp_path, capsys, flags, message):
+    out = tmp_path / "out"
+    assert main([*ONE, *flags, "--out", str(out), *TRAIN]) == 2
+    assert _one_line_error(capsys).startswith(message)
+    assert not out.exists()
+
+
+def test_out_that_is_a_file_or_holds_a_users_report_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "file").write_text("mine")
+    assert main([*ONE, "--out", str(tmp_path / "file"), *TRAIN]) == 2
+    assert _one_line_error(capsys) == (
+        f"cannot use {tmp_path / 'file'} as the comparison folder: it is an existing file, not a folder"
+    )
+    (tmp_path / "out" / "report").mkdir(parents=True)
+    (tmp_path / "out" / "report" / "report.md").write_text("my report")
+    capsys.readouterr()
+    assert main([*ONE, "--out", str(tmp_path / "out"), *TRAIN]) == 2
+    assert "report.md was not written by fbl" in _one_line_error(capsys)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report"]
+
+
+def test_a_torn_summary_is_one_line_when_choosing(tmp_path):
+    run = plan(["ce"], [0], {}, tmp_path)[0]
+    run.folder.mkdir()
+    (run.folder / "config.yaml").write_text("loss: ce\n")
+    (run.folder / "summary.json").write_text('{"last_val": {"top1": 5')
+    with pytest.raises(ConfigError, match=r"summary.json is not valid JSON \(line 1\)"):
+        choose([run], "val-top1")

@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fbl"
 
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS = [
-    {"errors", "registry", "checks", "seeding", "atomic_files"},
+    {"errors", "registry", "checks", "seeding", "atomic_files", "manifest"},
     {
         "class_weights",
         "samplers",

@@ -1,31 +1,65 @@
 """``fbl compare``: methods x grid points x seeds, run (resumably), chosen on validation, reported.
 
-Each run gets its own folder ``OUT/<loss>[-<key>=<value>...]-seed<k>``. A folder that holds a
-``summary.json`` is finished and skipped; one with ``checkpoints/last.pt`` is resumed; anything
-else starts fresh. For each loss, the grid point with the best mean validation metric at the last
-epoch is chosen (``--select-on val-top1``, ``val-few``, ...), and its *test* metrics are reported,
-so no number that is reported was used to choose it. ``--confirm-seeds`` trains the chosen point on
-more seeds after the choice.
+Each run gets its own folder ``OUT/<loss>[-<key>=<value>...]-seed<k>`` (characters other than
+letters, digits and ``._-=+,`` are percent-encoded, so a grid value can never name a folder outside
+``OUT``). Everything is checked before the first run trains: the seeds and losses, ``--select-on``
+and that every run has a validation split to choose on, the folders, and what each folder already
+holds. A folder that holds a run trained with the configuration asked for now is kept: finished
+(``summary.json``), it is skipped; interrupted (``checkpoints/last.pt``), it is resumed. A run trained
+with another configuration (``--epochs 2`` then ``--epochs 4``) is refused in one line naming the
+first option that differs, or, with ``--overwrite``, trained again (fbl's files only are replaced).
+
+For each loss, the grid point with the best mean validation metric at the last epoch is chosen
+(``--select-on val-top1``, ``val-few``, ...), and its *test* metrics are reported, so no number that
+is reported was used to choose it. ``--confirm-seeds`` trains the chosen point on more seeds after
+the choice.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
+import string
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from fbl.config import check_keys, option_specs, resolve_config
+from fbl.atomic_files import check_writable_folder, write_atomic
+from fbl.config import TrainConfig, check_keys, config_from_dict, option_specs, resolve_config, runtime_keys
+from fbl.data.validation_split import validation_size
+from fbl.engine.checkpoint import load_checkpoint
+from fbl.engine.data_paths import DATA_PATH_KEYS, absolute_path
+from fbl.engine.run_folder import RunFolder
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
 from fbl.losses import loss_parameters
-from fbl.reports import highest_mean, load_run, method_table, write_report
+from fbl.reports import highest_mean, load_run, method_table, report_folder, write_report
 
 logger = logging.getLogger(__name__)
 
 SELECTABLE = ("top1", "many", "medium", "few")
+#: Characters a run folder's name keeps as they are; every other byte is written %XX.
+NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-=+,")
+#: Longer names are cut and end in a hash of the whole name (file systems allow 255 bytes).
+MAX_NAME = 200
+#: Options that do not change what a run computes: a kept run may differ in them.
+BOOKKEEPING = frozenset({"out", "resume", "overwrite", "quiet", "start_epoch", "preset"})
+
+
+def folder_name(label: str) -> str:
+    """``label`` as one folder name: letters, digits and ``._-=+,`` kept, any other byte ``%XX``.
+
+    ``%`` itself is encoded, so two labels never share a name; a leading ``.`` is encoded too, so a
+    name is never ``..`` nor hidden.
+    """
+    name = "".join(c if c in NAME_CHARACTERS else "".join(f"%{b:02X}" for b in c.encode()) for c in label)
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name) > MAX_NAME:
+        name = f"{name[: MAX_NAME - 17]}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+    return name
 
 
 @dataclass(frozen=True)
@@ -44,7 +78,7 @@ class GridRun:
 
 #: Options ``fbl compare`` sets itself for every run: a grid over them would be silently overridden.
 SET_BY_COMPARE = {"loss": "--losses", "seed": "--seeds", "out": "--out", "resume": "(resumed automatically)",
-                  "overwrite": "(never: finished runs are kept)"}  # fmt: skip
+                  "overwrite": "(pass --overwrite to retrain runs whose configuration changed)"}  # fmt: skip
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -80,43 +114,150 @@ def _applies(key: str, loss: str) -> bool:
 
 
 def plan(losses: list[str], seeds: list[int], grid: dict[str, list], out: Path) -> list[GridRun]:
-    """Every run of the comparison, in the order they are trained."""
+    """Every run of the comparison, in the order they are trained; each folder is checked to lie in ``out``."""
     runs = []
     for loss in losses:
         keys = sorted(k for k in grid if _applies(k, loss))
         points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
         for point, seed in itertools.product(points or [()], seeds):
             run = GridRun(loss, point, seed, out)
-            runs.append(replace(run, folder=out / f"{run.label}-seed{seed}"))
+            runs.append(replace(run, folder=_inside(out, folder_name(f"{run.label}-seed{seed}"))))
     return runs
 
 
-def run_all(runs: list[GridRun], preset: str | None, overrides: dict, progress=None) -> None:
-    """Train every run that has not finished; resume the interrupted ones."""
-    for index, run in enumerate(runs, 1):
-        if (run.folder / "summary.json").is_file():
-            logger.info("[%d/%d] %s: finished, skipped", index, len(runs), run.folder.name)
+def _inside(out: Path, name: str) -> Path:
+    """``out / name``, refused when it leads elsewhere (a link in ``out`` pointing out of it)."""
+    folder = out / name
+    if folder.resolve().parent != out.resolve():
+        raise ConfigError(f"the run folder {folder} leads outside --out {out} (to {folder.resolve()}); remove it")
+    return folder
+
+
+def check_request(losses: Sequence[str], seeds: Sequence[int], confirm_seeds: Sequence[int], select_on: str) -> None:
+    """The parts of a comparison that need no run folder: at least one loss and seed, no seed twice,
+    a metric to choose on."""
+    if not losses:
+        raise ConfigError("--losses names no loss; give one or more, e.g. --losses ce,fbl")
+    if not seeds:
+        raise ConfigError("--seeds names no seed; give one or more, e.g. --seeds 0,1,2")
+    for flag, given in (("--seeds", seeds), ("--confirm-seeds", confirm_seeds)):
+        twice = sorted({seed for seed in given if list(given).count(seed) > 1})
+        if twice:
+            raise ConfigError(f"{flag} lists seed {twice[0]} more than once; one run per seed, give each seed once")
+    _selected_metric(select_on)
+
+
+def _selected_metric(select_on: str) -> str:
+    split, _, metric = select_on.partition("-")
+    if split != "val" or metric not in SELECTABLE:
+        raise ConfigError(f"Expected --select-on val-<{'|'.join(SELECTABLE)}> but got {select_on!r}")
+    return metric
+
+
+def requested_config(run: GridRun, preset: str | None, overrides: dict) -> TrainConfig:
+    """The configuration ``run`` is asked to train with (checked: a misspelt loss stops before any training)."""
+    values = {**overrides, **dict(run.point), "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
+    values.pop("overwrite", None)
+    return resolve_config(preset, overrides=values)
+
+
+def _check_chooses_on_validation(cfg: TrainConfig, select_on: str) -> None:
+    if not validation_size(cfg.data.val_split, 1):
+        raise ConfigError(
+            f"--select-on {select_on} chooses on the validation split, but --val-split {cfg.data.val_split} "
+            "trains without one; drop --val-split none (the test split never chooses)"
+        )
+
+
+def first_difference(recorded: TrainConfig, asked: TrainConfig) -> str | None:
+    """The first option (in declaration order) whose value differs, as ``--lr 0.1, not 0.5``; ``None``: same run.
+
+    Runtime options (device, workers, ...) and bookkeeping (``out``, ``resume``, ...) do not count;
+    data folders are compared as absolute paths.
+    """
+    ignored = BOOKKEEPING | set(runtime_keys())
+    before, now = _comparable(recorded), _comparable(asked)
+    for key, value in now.items():
+        if key not in ignored and before.get(key) != value:
+            flag = option_specs()[key].flag
+            return f"{flag} {_shown(before.get(key))}, not {_shown(value)}"
+    return None
+
+
+def _comparable(cfg: TrainConfig) -> dict:
+    flat = json.loads(json.dumps(cfg.flat()))  # as read back from config.yaml: tuples are lists
+    return {**flat, **{key: absolute_path(flat[key]) for key in DATA_PATH_KEYS}}
+
+
+def _shown(value: object) -> str:
+    return json.dumps(value) if isinstance(value, (dict, list)) or value is None else str(value)
+
+
+def recorded_config(folder: RunFolder) -> TrainConfig:
+    """The configuration the run in ``folder`` last ran with (``config.yaml`` and its resumes, else the checkpoint)."""
+    if folder.config_path.is_file():
+        return config_from_dict(folder.effective_config(), str(folder.config_path))
+    checkpoint = folder.checkpoint_path()
+    return config_from_dict(load_checkpoint(checkpoint)["config"], f"the config in {checkpoint}")
+
+
+def decide(run: GridRun, asked: TrainConfig, overwrite: bool) -> str:
+    """What to do with ``run``: ``"skip"`` (finished as asked), ``"resume"``, ``"train"`` or ``"retrain"``.
+
+    Writes nothing; a folder that cannot take the run, or holds another configuration's run
+    (without ``overwrite``), is a one-line ConfigError.
+    """
+    folder = RunFolder(run.folder, writer=False)
+    finished, started = folder.summary_path.is_file(), folder.checkpoint_path().is_file()
+    if not (finished or started):
+        folder.check_new_run(overwrite=folder.written_by_fbl())  # fbl's leftovers of a run killed early go
+        return "train"
+    foreign = folder.foreign_files()
+    if foreign:  # a user's config.yaml or summary.json would be read as a run's
+        raise ConfigError(f"{run.folder / foreign[0]} was not written by fbl; move it away or pick another --out")
+    difference = first_difference(recorded_config(folder), asked)
+    if difference is None:
+        if not finished:
+            folder.check_resumable()
+        return "skip" if finished else "resume"
+    if not overwrite:
+        raise ConfigError(
+            f"{run.folder} holds a run trained with {difference} as asked now: pick another --out, "
+            "or pass --overwrite to train it again"
+        )
+    folder.check_new_run(overwrite=True)  # refuses a folder holding files of a user's named like fbl's
+    return "retrain"
+
+
+def run_all(runs: list[GridRun], preset: str | None, overrides: dict, progress=None, select_on: str = "") -> None:
+    """Train every run that is not finished as asked; resume the interrupted ones.
+
+    Every run is checked (configuration, folder, what it holds) before the first one trains.
+    """
+    overwrite = bool(overrides.get("overwrite"))
+    configs = [requested_config(run, preset, overrides) for run in runs]
+    if select_on:
+        for cfg in configs:
+            _check_chooses_on_validation(cfg, select_on)
+    actions = [decide(run, cfg, overwrite) for run, cfg in zip(runs, configs, strict=True)]
+    for index, (run, cfg, action) in enumerate(zip(runs, configs, actions, strict=True), 1):
+        name = f"[{index}/{len(runs)}] {run.folder.name}"
+        if action == "skip":
+            logger.info("%s: finished with this configuration, skipped", name)
             continue
-        values = {**overrides, **dict(run.point), "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
-        values["overwrite"] = True  # without a checkpoint there is nothing to resume: start the run afresh
-        cfg = resolve_config(preset, overrides=values)
-        if (run.folder / "checkpoints" / "last.pt").is_file():
+        if action == "resume":
             cfg = cfg.replace(resume=str(run.folder))
-            logger.info("[%d/%d] %s: resuming", index, len(runs), run.folder.name)
-        else:
-            logger.info("[%d/%d] %s: training", index, len(runs), run.folder.name)
+        cfg = cfg.replace(overwrite=action == "retrain" or RunFolder(run.folder, writer=False).written_by_fbl())
+        logger.info("%s: %s", name, {"resume": "resuming", "train": "training", "retrain": "training again"}[action])
         train(cfg, **({"progress": progress} if progress else {}))
 
 
 def choose(runs: list[GridRun], select_on: str) -> dict[str, tuple]:
     """For each loss, the grid point with the best mean validation ``select_on`` at the last epoch."""
-    split, _, metric = select_on.partition("-")
-    if split != "val" or metric not in SELECTABLE:
-        raise ConfigError(f"Expected --select-on val-<{'|'.join(SELECTABLE)}> but got {select_on!r}")
+    metric = _selected_metric(select_on)
     scores: dict[str, dict[tuple, list[float]]] = {}
     for run in runs:
-        summary = json.loads((run.folder / "summary.json").read_text())
-        value = (summary.get("last_val") or {}).get(metric)
+        value = (load_run(run.folder).summary.get("last_val") or {}).get(metric)
         if value is None:
             raise ConfigError(f"{run.folder} has no validation {metric} to select on (trained with --val-split none?)")
         scores.setdefault(run.loss, {}).setdefault(run.point, []).append(value)
@@ -134,8 +275,11 @@ def compare(
     the chosen point's test metrics are reported over all its seeds.
     """
     out = Path(out)
+    check_writable_folder(out, "comparison folder")
+    check_request(losses, seeds, confirm_seeds, select_on)
+    report_folder(out / "report").check()  # a user's own report.md there is refused before hours of training
     runs = plan(losses, seeds, grid, out)
-    run_all(runs, preset, overrides, progress)
+    run_all(runs, preset, overrides, progress, select_on)
     chosen = choose(runs, select_on)
     extra_seeds = [s for s in confirm_seeds if s not in seeds]
     confirmations = [
@@ -143,6 +287,16 @@ def compare(
     ]
     run_all(confirmations, preset, overrides, progress)
     runs = runs + confirmations
+    record = {
+        loss: {"point": dict(point), "val": score, "chosen_on_seeds": list(seeds), "confirmed_on_seeds": extra_seeds}
+        for loss, (point, score) in chosen.items()
+    }
+    write_atomic(out / "chosen.json", json.dumps(record, indent=2))
+    html = write_report([r.folder for r in runs], out / "report")
+    return "\n".join([*_chosen_lines(runs, chosen, seeds, select_on), f"report: {html}"])
+
+
+def _chosen_lines(runs: list[GridRun], chosen: dict[str, tuple], seeds: Sequence[int], select_on: str) -> list[str]:
     on = ", ".join(map(str, seeds))
     lines = [f"chosen on {select_on} (mean over seeds {on}, last epoch); test metrics of the chosen point:"]
     for loss, (point, score) in chosen.items():
@@ -155,11 +309,4 @@ def compare(
         )
         label = ", ".join(f"{k}={v}" for k, v in point) or "no grid"
         lines.append(f"  {loss} ({label}; val {score:.2f}; n={row['n']}): {cells}")
-    record = {
-        loss: {"point": dict(point), "val": score, "chosen_on_seeds": list(seeds), "confirmed_on_seeds": extra_seeds}
-        for loss, (point, score) in chosen.items()
-    }
-    (out / "chosen.json").write_text(json.dumps(record, indent=2))
-    html = write_report([r.folder for r in runs], out / "report")
-    lines.append(f"report: {html}")
-    return "\n".join(lines)
+    return lines

@@ -1,11 +1,15 @@
+import json
 import logging
 import re
 import statistics
 
-from fbl.reports import write_report
+import pytest
+
+from fbl.errors import ConfigError
+from fbl.reports import report, write_report
 from fbl.reports.report import FIGURES, format_mean_std
 
-from ._fake_runs import HEADLINE, write_run, write_two_methods
+from ._fake_runs import HEADLINE, SELECTED_SHIFT, write_run, write_two_methods
 from ._png import assert_valid_png
 
 FIGURE_FILES = [f"{stem}.png" for stem, *_ in FIGURES]
@@ -34,8 +38,10 @@ def test_report_from_a_folder_of_runs(tmp_path):
     assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES)
     # the table: fbl λ=60 top-1 and ECE over three seeds, computed longhand
     top1, ece = _cell("fbl60", 0), _cell("fbl60", 4)
-    assert re.search(rf"<td>fbl λ=60</td><td>3</td><td>3</td><td>{top1}</td>.*<td>{ece}</td>", html)
-    assert f"| ce | 3 | 3 | {_cell('ce', 0)} | {_cell('ce', 1)} | {_cell('ce', 2)} |" in markdown
+    # n = 3 seeds; epoch 4: the last of the 4 epochs, counted from 1 as the training log counts them
+    assert re.search(rf"<td>fbl λ=60</td><td>3</td><td>4</td><td>{top1}</td>.*<td>{ece}</td>", html)
+    assert f"| ce | 3 | 4 | {_cell('ce', 0)} | {_cell('ce', 1)} | {_cell('ce', 2)} |" in markdown
+    assert "epochs counted from 1, as in the training log" in markdown
     assert "Notes" not in markdown
 
 
@@ -44,7 +50,7 @@ def test_extra_evaluation_split_gets_its_own_table(tmp_path):
     write_report([tmp_path / "runs"], tmp_path / "report")
     markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     section = markdown.split("## Last epoch on test_lossless", 1)[1].split("## ", 1)[0]
-    assert f"| ce | 3 | 3 | {_cell('ce', 0, shift=2.0)} | {_cell('ce', 1, shift=2.0)} |" in section
+    assert f"| ce | 3 | 4 | {_cell('ce', 0, shift=2.0)} | {_cell('ce', 1, shift=2.0)} |" in section
 
 
 def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
@@ -65,7 +71,7 @@ def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
         assert any(str(old) in r.getMessage() and field in r.getMessage() for r in caplog.records)
     # the table still holds all four ce seeds
     values = [HEADLINE[("ce", s)][0] for s in (1, 2, 3)] + [68.0]
-    assert f"| ce | 4 | 3 | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} |" in markdown
+    assert f"| ce | 4 | 4 | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} |" in markdown
     assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES) - 3
 
 
@@ -79,3 +85,78 @@ def test_sweep_table_shows_the_validation_score_and_marks_the_point_it_chooses(t
     assert "| 30 | fbl λ=30 | 1 | 82.60 ± – (chosen) | 70.90 ± – |" in section
     assert "| 60 | fbl λ=60 | 1 | 81.00 ± – | 72.00 ± – |" in section  # best on test, not chosen
     assert section.count("(chosen)") == 1 and "seeds every point has (123)" in section
+
+
+def test_the_selected_epoch_is_counted_from_1_too(tmp_path):
+    write_two_methods(tmp_path / "runs")
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    section = markdown.split("## Selected epoch", 1)[1].split("## ", 1)[0]
+    # summary.json's index 2 (of 0..3) is the third epoch
+    assert f"| ce | 3 | val | 3 | {_cell('ce', 0, shift=SELECTED_SHIFT)} |" in section
+
+
+@pytest.mark.parametrize("name", ["report.md", "report.html", "confusion.png"])
+def test_a_users_own_report_file_is_refused_and_left_alone(tmp_path, name):
+    write_two_methods(tmp_path / "runs")
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / name).write_text("my own notes\n")
+    with pytest.raises(ConfigError) as err:
+        write_report([tmp_path / "runs"], out)
+    assert str(err.value) == (
+        f"{out / name} was not written by fbl: a report in {out} would overwrite it; move it away or pick another --out"
+    )
+    assert (out / name).read_text() == "my own notes\n"
+    assert sorted(p.name for p in out.iterdir()) == [name]  # nothing written, no marker
+
+
+def test_fbl_replaces_its_own_report_and_removes_its_figures_not_drawn_again(tmp_path):
+    write_two_methods(tmp_path / "runs")
+    out = tmp_path / "report"
+    write_report([tmp_path / "runs"], out)
+    assert json.loads((out / ".fbl-report").read_text())["written_by"] == "fbl"
+    (out / "notes.txt").write_text("kept")
+    old = write_run(tmp_path / "old" / "ce-seed4", "ce", 4, (68.0, 88.0, 60.0, 35.0, 14.0), new_fields=False)
+    write_report([tmp_path / "runs", old], out)  # the old run lacks calibration: no reliability diagram now
+    assert not (out / "reliability.png").exists()
+    assert_valid_png(out / "per_class_accuracy.png")
+    assert (out / "notes.txt").read_text() == "kept"
+    assert not [p for p in out.iterdir() if p.name.startswith(".fbl-report-")]  # no staging folder left
+
+
+def test_a_report_folder_from_before_the_marker_is_fbls(tmp_path):
+    write_two_methods(tmp_path / "runs")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "report.md").write_text("# fbl report\n\n3 runs.\n")
+    (out / "confusion.png").write_bytes(b"old figure")
+    write_report([tmp_path / "runs"], out)
+    assert_valid_png(out / "confusion.png")
+    assert (out / "report.md").read_text(encoding="utf-8").startswith("# fbl report\n")
+
+
+def test_a_figure_that_fails_to_draw_leaves_the_previous_report_as_it_was(tmp_path, monkeypatch):
+    write_two_methods(tmp_path / "runs")
+    out = tmp_path / "report"
+    write_report([tmp_path / "runs"], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def broken(methods, path):
+        raise ValueError("a bug while drawing")
+
+    stem, title, caption, _ = report.FIGURES[-1]
+    monkeypatch.setattr(report, "FIGURES", [*report.FIGURES[:-1], (stem, title, caption, broken)])
+    with pytest.raises(ValueError, match="a bug while drawing"):
+        write_report([tmp_path / "runs"], out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # every figure, report.md and html as they were
+
+
+def test_a_label_with_dollar_signs_is_drawn_literally_not_as_mathtext(tmp_path):
+    # "$\oops$" is mathtext with an unknown command: matplotlib fails to draw it unless the $ are escaped.
+    for seed in (1, 2):
+        write_run(tmp_path / "runs" / f"s{seed}", r"ce$\oops$", seed, HEADLINE[("ce", seed)])
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    for name in FIGURE_FILES:
+        assert_valid_png(tmp_path / "report" / name)
+    assert r"| ce$\oops$ | 2 |" in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")

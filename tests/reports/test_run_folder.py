@@ -95,3 +95,10 @@ def test_run_folder_written_by_training_is_read_by_reports(tmp_path):
     assert loaded.config == {"loss": "ce", "seed": 1, "epochs": 2}  # how the run was started
     assert [r["epoch"] for r in loaded.epochs] == [0, 1]
     assert loaded.last == {"top1": 20.0, "epoch": 1}
+
+
+def test_a_run_reached_through_a_symbolic_link_is_found_once(tmp_path):
+    folders = write_two_methods(tmp_path / "sweep")
+    (tmp_path / "link").symlink_to(tmp_path / "sweep")
+    found = find_run_dirs([tmp_path / "sweep", tmp_path / "link", tmp_path / "link" / "ce" / "seed1"])
+    assert found == sorted(folders)  # six runs, each once, under the path first given

@@ -9,7 +9,7 @@
 | ``summary.json`` | the last epoch (headline) and the selected epoch, labelled |
 | ``checkpoints/last.pt``, ``best.pt`` | model, optimizer, epoch, config |
 | ``tb/`` | TensorBoard events |
-| ``.fbl-run`` | the list of files above that fbl wrote (:class:`~fbl.engine.manifest.Manifest`) |
+| ``.fbl-run`` | the list of files above that fbl wrote (:class:`~fbl.manifest.Manifest`) |
 
 Every file is written through :mod:`fbl.atomic_files` (temp file, fsync, rename), so a full disk
 or a kill leaves the previous file or the new one, never a torn one; ``metrics.jsonl`` and
@@ -36,8 +36,8 @@ import yaml
 from fbl.atomic_files import append_line, check_writable_folder, temporary_prefix, write_atomic
 from fbl.config import flatten
 from fbl.engine.checkpoint import save_checkpoint
-from fbl.engine.manifest import RUN_MARKER, Manifest
 from fbl.errors import ConfigError
+from fbl.manifest import RUN_MARKER, Manifest
 from fbl.predictions import save_predictions
 
 logger = logging.getLogger(__name__)

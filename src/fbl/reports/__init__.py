@@ -3,7 +3,7 @@ over seeds and figures, written as ``report.md`` and a self-contained ``report.h
 
 from fbl.reports.aggregate import highest_mean, method_row, method_table, sweep_tables
 from fbl.reports.methods import Method, group_methods
-from fbl.reports.report import write_report
+from fbl.reports.report import report_folder, write_report
 from fbl.reports.run_folder import Run, find_run_dirs, load_run, load_runs
 from fbl.reports.significance import paired_difference, paired_rows, run_intervals
 
@@ -19,6 +19,7 @@ __all__ = [
     "method_table",
     "paired_difference",
     "paired_rows",
+    "report_folder",
     "run_intervals",
     "sweep_tables",
     "write_report",

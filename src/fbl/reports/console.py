@@ -97,6 +97,6 @@ def format_summary(summary: dict) -> str:
     best = summary["best"]
     rows = {"last epoch": summary["last"]}
     rows.update({f"last epoch, {split}": m for split, m in (summary.get("last_extra") or {}).items()})
-    rows[f"best (epoch {best['epoch']})*"] = best
+    rows[f"best (epoch {best['epoch'] + 1})*"] = best  # counted from 1, as in the per-epoch log lines
     table = format_metrics_table(rows)
     return f"{table}\n* selected on {summary['best_selected_on']}\nrun folder: {summary['run_dir']}"

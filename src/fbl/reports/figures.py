@@ -5,8 +5,11 @@ no GUI backend is ever selected (``savefig`` renders with Agg), nothing global i
 the caller's process, and no figure is kept alive by pyplot's registry.
 
 Each function takes the methods (see :func:`fbl.reports.methods.group_methods`) and a PNG path and
-returns that path. One that needs a field a run folder lacks raises a one-line
-:class:`~fbl.errors.ConfigError` naming the run folder and the field.
+returns that path; the PNG is written whole or not at all (:func:`fbl.atomic_files.atomic_output`).
+Text that comes from run folders (method labels) goes through :func:`_literal`, so a ``$`` in a
+label is a dollar sign, not the start of matplotlib mathtext (``$\\foo$`` would fail to draw).
+A figure that needs a field a run folder lacks raises a one-line :class:`~fbl.errors.ConfigError`
+naming the run folder and the field.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from fbl.atomic_files import atomic_output
 from fbl.errors import ConfigError
 from fbl.reports.aggregate import epoch_mean, per_class_mean
 from fbl.reports.calibration import add_bins, bin_accuracy_confidence, expected_calibration_error
@@ -33,9 +37,14 @@ def _color(index: int) -> str:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, format="png")
+    with atomic_output(path, "figure") as handle:
+        fig.savefig(handle, dpi=DPI, format="png")
     return path
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib shows it literally: an unescaped ``$`` would start mathtext."""
+    return str(text).replace("$", r"\$")
 
 
 def _legend(ax, methods: list[Method]) -> None:
@@ -61,7 +70,7 @@ def per_class_accuracy(methods: list[Method], path: Path) -> Path:
             marker="o",
             markersize=3,
             color=_color(i),
-            label=f"{method.label} (n={len(method.runs)})",
+            label=_literal(f"{method.label} (n={len(method.runs)})"),
         )
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class")
@@ -90,7 +99,7 @@ def feature_norms(methods: list[Method], path: Path, split: str = "test") -> Pat
             marker="o",
             markersize=3,
             color=_color(i),
-            label=f"{method.label} (n={len(method.runs)})",
+            label=_literal(f"{method.label} (n={len(method.runs)})"),
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("class index")
@@ -117,7 +126,7 @@ def training_curves(methods: list[Method], path: Path) -> Path:
         for i, method in enumerate(methods):
             epochs, values = epoch_mean(method.runs, value)
             if epochs:
-                ax.plot(epochs, values, color=_color(i), label=method.label)
+                ax.plot([e + 1 for e in epochs], values, color=_color(i), label=_literal(method.label))
         ax.set_title(title, fontsize="medium")
     for ax in axes[2:]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -159,7 +168,7 @@ def reliability_diagrams(methods: list[Method], path: Path) -> Path:
         ax.plot([x for x, _ in shown], [c for _, c in shown], "o", color="C3", markersize=3, label="confidence")
         ece = expected_calibration_error(bins)
         ece_text = f"{ece:.2f}%" if ece is not None else "–"
-        ax.set_title(f"{method.label}\nECE {ece_text} (n={len(method.runs)})", fontsize="small")
+        ax.set_title(_literal(f"{method.label}\nECE {ece_text} (n={len(method.runs)})"), fontsize="small")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
@@ -185,7 +194,7 @@ def confusion_matrices(methods: list[Method], path: Path) -> Path:
     image = None
     for ax, method, matrix in zip(axes, shown, matrices, strict=False):
         image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues", interpolation="nearest")
-        ax.set_title(f"{method.label} (n={len(method.runs)})", fontsize="small")
+        ax.set_title(_literal(f"{method.label} (n={len(method.runs)})"), fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("predicted class")
@@ -206,7 +215,7 @@ def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
             points = [(x, y) for x, y in points if y is not None]
             if not points:
                 continue
-            label = f"{row['method']} (n={row['n']})" + (", prior-corrected" if form == "corrected" else "")
+            label = _literal(f"{row['method']} (n={row['n']})" + (", prior-corrected" if form == "corrected" else ""))
             ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, color=_color(i), label=label)
     ax.set_xticks(positions, [short_prior_name(name) for name in PRIOR_NAMES])
     ax.axvline(PRIOR_NAMES.index("uniform"), color="grey", linewidth=0.5)

@@ -23,6 +23,7 @@ from fbl.reports import figures
 from fbl.reports.aggregate import METRIC_KEYS, extra_splits, format_mean_std, method_table, sweep_tables
 from fbl.reports.evidence_tables import evidence_tables
 from fbl.reports.methods import Method, group_methods
+from fbl.reports.report_folder import ReportFolder
 from fbl.reports.run_folder import Run, load_runs
 from fbl.reports.writers import FigureFile, ReportContent, Table, write_html, write_markdown
 
@@ -51,7 +52,7 @@ FIGURES: list[tuple[str, str, str, Callable[[list[Method], Path], Path]]] = [
     (
         "training_curves",
         "Training curves",
-        "Mean over seeds at each epoch; test top-1 where evaluated.",
+        "Mean over seeds at each epoch (counted from 1, as in the training log); test top-1 where evaluated.",
         figures.training_curves,
     ),
     (
@@ -84,7 +85,8 @@ METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Fe
 
 
 def _epochs_text(epochs: list) -> str:
-    known = sorted({e for e in epochs if e is not None})
+    """Epochs as people count them, from 1 as the training log does (run folders store the index from 0)."""
+    known = sorted({e + 1 for e in epochs if e is not None})
     if not known:
         return "–"
     return str(known[0]) if len(known) == 1 else f"{known[0]}–{known[-1]}"
@@ -110,7 +112,8 @@ def _method_tables(runs: list[Run]) -> list[Table]:
             runs,
             "last",
             "Last epoch (headline)",
-            "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 0.",
+            "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 1, as in the training "
+            "log.",
         )
     ]
     selected = method_table(runs, "selected")
@@ -167,17 +170,23 @@ def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
+def report_folder(out: str | Path) -> ReportFolder:
+    """The report folder at ``out``, holding the figures of :data:`FIGURES`; ``.check()`` it before long work."""
+    return ReportFolder(out, [stem for stem, *_ in FIGURES])
+
+
 def write_report(run_dirs: list[Path], out: Path) -> Path:
     """Write ``report.md``, ``report.html`` and one PNG per figure into ``out``; returns the HTML path.
 
     Each of ``run_dirs`` is a run folder (holding ``summary.json``) or a folder searched
-    recursively for run folders.
+    recursively for run folders. ``out`` is checked first (see :class:`ReportFolder`): a user's
+    own ``report.md`` there is refused before anything is read.
     """
-    out = Path(out)
+    folder = report_folder(out)
+    folder.check()
     runs = load_runs(run_dirs)
     if not runs:
         raise ConfigError("no run folders given")
-    out.mkdir(parents=True, exist_ok=True)
     methods = group_methods(runs)
     evidence, notes = evidence_tables(runs, methods)
     content = ReportContent(
@@ -186,14 +195,24 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
         tables=[*_method_tables(runs), *evidence, _runs_table(methods)],
         notes=notes,
     )
+    with folder.staging() as stage:
+        drawn = _draw_figures(methods, stage, content.notes)
+        placed = folder.publish([path for _, path, _ in drawn])
+    content.figures = [
+        FigureFile(title, path, caption) for (title, _, caption), path in zip(drawn, placed, strict=True)
+    ]
+    write_markdown(content, folder.path / "report.md")
+    return write_html(content, folder.path / "report.html")
+
+
+def _draw_figures(methods: list[Method], stage: Path, notes: list[str]) -> list[tuple[str, Path, str]]:
+    """``(title, path, caption)`` of every figure drawn into ``stage``; one that lacks a field is a note instead."""
+    drawn = []
     for stem, title, caption, draw in FIGURES:
-        path = out / f"{stem}.png"
-        path.unlink(missing_ok=True)  # never leave a previous report's figure looking current
         try:
-            content.figures.append(FigureFile(title, draw(methods, path), caption))
+            drawn.append((title, draw(methods, stage / f"{stem}.png"), caption))
         except ConfigError as err:
             note = f"{title} not drawn: {err}"
             logger.warning(note)
-            content.notes.append(note)
-    write_markdown(content, out / "report.md")
-    return write_html(content, out / "report.html")
+            notes.append(note)
+    return drawn

@@ -123,9 +123,11 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """Run folders among ``paths``: each is a run folder or a folder searched recursively for them.
 
     A run folder is a folder holding ``summary.json``. The result is sorted within each given path
-    and free of duplicates.
+    and free of duplicates: a run folder reached twice (given twice, or also through a symbolic link)
+    is one run, kept under the path it was first reached by, so no run is counted twice over seeds.
     """
     found: list[Path] = []
+    seen: set[Path] = set()
     for given in map(Path, paths):
         if not given.exists():
             raise ConfigError(f"{given} does not exist")
@@ -135,7 +137,10 @@ def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
             candidates = sorted(p.parent for p in given.rglob(SUMMARY))
             if not candidates:
                 raise ConfigError(f"{given} holds no run folder (no {SUMMARY} found under it)")
-        found.extend(c for c in candidates if c not in found)
+        for candidate in candidates:
+            if candidate.resolve() not in seen:
+                seen.add(candidate.resolve())
+                found.append(candidate)
     return found
 
 

@@ -1,12 +1,15 @@
-"""The list of files fbl wrote in a folder, kept in a marker file in that folder (``.fbl-run``).
+"""The list of files fbl wrote in a folder, kept in a marker file in that folder.
 
-It is what lets ``--overwrite`` remove fbl's own files and nothing else, and what tells a user's
-``config.yaml`` from one fbl wrote: a file is fbl's when the marker lists it. A name is listed
+A run folder's marker is ``.fbl-run`` (:mod:`fbl.engine.run_folder`), a report folder's
+``.fbl-report`` (:mod:`fbl.reports.report`). The list is what lets ``--overwrite`` remove fbl's own
+files and nothing else, and what tells a user's ``config.yaml`` or ``report.md`` from one fbl
+wrote: a file is fbl's when the marker lists it. A name is listed
 *before* its file is first written, so a kill between the two leaves a listed file that does not
 exist (harmless), never an unlisted file of fbl's. The marker itself is written atomically.
 
 Layout: ``{"written_by": "fbl", "kind": "run folder", "files": ["checkpoints/last.pt", ...]}``,
-paths relative to the folder, with ``/`` separators.
+paths relative to the folder, with ``/`` separators. This module sits beside :mod:`fbl.atomic_files`
+in the lowest layer, so the engine and the reports share it.
 """
 
 from __future__ import annotations
