@@ -167,3 +167,21 @@ def test_the_ensemble_losses_declare_that_they_need_the_experts():
     assert not build_loss("fbl", COUNTS).needs_experts and not build_loss("ldam", COUNTS).needs_experts
     assert RIDELoss(COUNTS).logit_scale == 30.0 and FBLExpertsLoss(COUNTS).logit_scale == 1.0
     assert build_loss("fbl-experts", COUNTS, settings={"expert_lambdas": [10.0, 20.0]}).expert_lambdas == (10.0, 20.0)
+
+
+@pytest.mark.parametrize("name", ["ride", "sade", "balpoe", "fbl-experts"])
+def test_every_ensemble_loss_follows_the_loss_contract(name):
+    logits, features, target = _inputs(torch.float32)
+    crit = build_loss(name, COUNTS, settings={"total_epochs": 10})
+    for epoch in (0, 3, 9):
+        crit.set_epoch(epoch)
+        assert _call(crit, logits, features, target).shape == ()
+    per_sample = build_loss(name, COUNTS, options={"reduction": "none"}, settings={"total_epochs": 10})
+    assert _call(per_sample, logits, features, target).shape == (N,) and not list(crit.parameters())
+    before = _call(crit, logits, features, target)
+    crit.set_weight([0.25, 0.5, 1.0, 2.25])
+    weighted = _call(crit, logits, features, target)
+    assert not torch.allclose(before, weighted)
+    as_double = crit.to(torch.float64)
+    out = _call(as_double, logits.double(), features.double(), target)
+    assert out.dtype == torch.float64 and torch.allclose(out.float(), weighted, rtol=1e-4, atol=1e-5)
