@@ -394,3 +394,80 @@ def test_bad_pretrained_weights_file_is_one_line(tmp_path, capsys, content, need
     line = one_error_line(capsys, main([*argv, "--out", str(out), *FAST]))
     assert line.startswith(f"fbl: error: Pretrained weights file {weights} {needle}"), line
     assert_no_results(out)
+
+
+# ---- fbl eval: the data must be the data the run was trained on ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    """A 1-epoch run on a two-class folder tree (3 and 1 training images) and the tree."""
+    tmp = tmp_path_factory.mktemp("folder_run")
+    root = _image_tree(tmp / "data", {"train": (3, 1), "test": (1, 1)})
+    out = tmp / "run"
+    argv = ["train", "--dataset", "folder", "--data-dir", str(root), "--arch", "resnet32", "--image-size", "32",
+            "--workers", "0", "--epochs", "1", "--batch_size", "2", "--no-compile", "--out", str(out)]  # fmt: skip
+    assert main([*argv, *FAST]) == 0
+    return out, root
+
+
+def _changed_tree(root: Path, tmp_path: Path, change) -> Path:
+    copy = tmp_path / "changed"
+    shutil.copytree(root, copy)
+    for split in ("train", "test"):
+        change(copy / split)
+    return copy
+
+
+def _swap(split: Path) -> None:
+    (split / "c0").rename(split / "tmp")
+    (split / "c1").rename(split / "c0")
+    (split / "tmp").rename(split / "c1")
+
+
+def _rename(split: Path) -> None:
+    (split / "c1").rename(split / "d1")
+
+
+def _add_class(split: Path) -> None:
+    shutil.copytree(split / "c1", split / "c2")
+
+
+def test_the_summary_records_the_data_the_run_was_trained_on(folder_run):
+    summary = json.loads((folder_run[0] / "summary.json").read_text())
+    assert summary["class_names"] == ["c0", "c1"] and summary["class_counts"] == [3, 1]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        (_swap, "class 0 of the run of {run} had 3 training images, in the data here it has 1"),
+        (_rename, "class 1 of the run of {run} is 'c1', in the data here it is 'd1'"),
+        (_add_class, "the run of {run} was trained on 2 classes, the folder data here has 3"),
+    ],
+    ids=["class-folders-swapped", "class-renamed", "another-class-count"],
+)
+def test_eval_on_other_data_than_the_run_was_trained_on_is_one_line(folder_run, tmp_path, capsys, change, words):
+    run, root = folder_run
+    changed = _changed_tree(root, tmp_path, change)
+    line = one_error_line(capsys, main(["eval", str(run), "--data-dir", str(changed), *FAST]))
+    assert line == f"fbl: error: {words.format(run=run)}; is the data folder the one the run of {run} was trained on?"
+
+
+def test_eval_of_an_unfinished_run_on_another_class_count_is_one_line(folder_run, tmp_path, capsys):
+    run, root = folder_run
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "summary.json").unlink()  # no record: the classifier's shape is what is left to check
+    changed = _changed_tree(root, tmp_path, _add_class)
+    line = one_error_line(capsys, main(["eval", str(unfinished), "--data-dir", str(changed), *FAST]))
+    assert line == (
+        f"fbl: error: the weights in {unfinished / 'checkpoints' / 'last.pt'} do not fit a resnet32 for the 3 classes "
+        "of the folder data here; is the data folder the one the run was trained on?"
+    )
+
+
+def test_eval_on_the_data_the_run_was_trained_on_still_works(folder_run, capsys):
+    run, root = folder_run
+    assert main(["eval", str(run), "--data-dir", str(root), "--json", *FAST]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] is not None

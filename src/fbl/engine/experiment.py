@@ -21,9 +21,10 @@ import torch
 
 from fbl.config import DataConfig, TrainConfig, config_from_dict, loss_settings
 from fbl.data import LongTailDataset, build_dataset
-from fbl.engine.checkpoint import load_checkpoint
+from fbl.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from fbl.engine.device import resolve_device
 from fbl.engine.distributed import Distributed
+from fbl.engine.trained_on import check_trained_on, recorded_data
 from fbl.errors import ConfigError
 from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.losses.base import LongTailLoss
@@ -184,14 +185,26 @@ class Trained:
 def load_trained(checkpoint: str, *, device: torch.device, data_dir: str | None = None) -> Trained:
     """The model saved in ``checkpoint`` (its weights, nothing downloaded) and the data it was trained on.
 
-    ``data_dir`` replaces the recorded data folder (the run may have been trained elsewhere).
+    ``data_dir`` replaces the recorded data folder (the run may have been trained elsewhere). Data that
+    is not what the run was trained on (other classes or class order, other training counts: the run's
+    ``summary.json`` records them) is a one-line ConfigError naming the first difference.
     """
-    state = load_checkpoint(checkpoint)
+    path = resolve_checkpoint_path(checkpoint)
+    state = load_checkpoint(path)
     cfg = config_from_dict(state["config"], f"the config in {checkpoint}")
     if data_dir:
         cfg = cfg.replace(data_dir=data_dir)
     data = build_data(cfg.data)
+    record = recorded_data(path)
+    if record is not None:
+        check_trained_on(data, record, f"the run of {checkpoint}")
     model = build_model(cfg, data, weights="none")
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:  # an unfinished run has no record: the weights' shapes are the check left
+        raise ConfigError(
+            f"the weights in {path} do not fit a {cfg.model.arch} for the {data.num_classes} classes of the "
+            f"{data.name} data here; is the data folder the one the run was trained on?"
+        ) from None
     logit_scale = build_criterion(cfg, data.class_counts).logit_scale  # LDAM's s: probabilities as trained
     return Trained(cfg, data, model.to(device), logit_scale, Distributed(device=device))

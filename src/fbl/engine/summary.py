@@ -2,10 +2,13 @@
 
 The reported split is ``test`` (iNaturalist 2018 has none: its ``val`` list). The selected epoch is
 chosen on ``val`` where that is not the reported split, else on the reported split itself, and the
-summary says which.
+summary says which. The summary also records the data the run was trained on (class names and
+training images per class), which ``fbl eval`` checks the data it rebuilds against.
 """
 
 from __future__ import annotations
+
+from fbl.engine.trained_on import data_record
 
 SELECTION_NOTES = {
     ("test", "val"): "the validation split",
@@ -40,7 +43,7 @@ def build_summary(last: dict, best: dict, train_split: dict, *, epochs: int, dat
         "last_extra": {split: m for split, m in last.items() if split not in (report_on, "val", "test")},
         "train_feature_norms": train_split["per_class_feature_norm"],
         "train_per_class_acc": train_split["per_class_acc"],
-        "class_counts": list(data.class_counts),
+        **data_record(data),  # class_counts and class_names: what fbl eval checks the data against
         "groups": dict(data.groups),
         "run_dir": str(run_dir),
     }
