@@ -117,6 +117,11 @@ class DataConfig:
     skip_bad_images: bool = option(
         False, "--skip-bad-images", help="image files: drop and count unreadable images instead of stopping"
     )
+    fast_decode: bool = option(
+        True, "--fast-decode",
+        help="image files: decode JPEGs with libjpeg-turbo into tensors and crop/resize/flip those (the same "
+        "crops and flips, resampled pixels within about 1 level of 255); --no-fast-decode: PIL throughout",
+    )  # fmt: skip
     allow_outside_root: bool = option(
         False,
         "--allow-outside-root",

@@ -264,3 +264,48 @@ def test_unreadable_image_passes_through_collate_as_itself():
     good = (torch.zeros(3), 0)
     assert collate([good, bad, None]) is bad and collate.skipped == 0
     assert str(bad.error()) == "Cannot read image x.jpg: broken" and isinstance(bad.error(), ConfigError)
+
+
+def _photo_jpeg(path, seed=0, size=(120, 90)):
+    """Smooth content plus noise, saved as JPEG (what photographs compress like)."""
+    rng = np.random.default_rng(seed)
+    small = Image.fromarray(rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)).resize(size, Image.BILINEAR)
+    pixels = np.clip(np.asarray(small, dtype=np.int16) + rng.integers(-10, 11, (size[1], size[0], 3)), 0, 255)
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+
+
+def test_fast_decoding_gives_the_pixels_pil_decodes(root):
+    _photo_jpeg(root / "train/a/0.jpg")
+    dataset = ImageFiles(root, PATHS, LABELS)
+    for index in range(4):  # RGB JPEG (libjpeg-turbo through torchvision), grey JPEG, RGB JPEG, PNG (PIL)
+        expected = torch.from_numpy(np.array(dataset.read(index))).permute(2, 0, 1)
+        assert torch.equal(dataset.read_tensor(index), expected), index
+
+
+def test_fast_transforms_draw_the_same_crops_and_flips_as_the_pil_ones(root):
+    _photo_jpeg(root / "train/a/0.jpg")
+    dataset = ImageFiles(root, PATHS, LABELS)
+    pil, tensor = dataset.read(0), dataset.read_tensor(0)
+    level = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255  # one level of 255 after Normalize
+    for seed in range(20):
+        torch.manual_seed(seed)
+        reference = imagenet_train_transform(32)(pil)
+        after_reference = torch.rand(1)
+        torch.manual_seed(seed)
+        fast = imagenet_train_transform(32, fast=True)(tensor)
+        assert torch.rand(1) == after_reference  # the same number of draws
+        assert ((fast - reference) / level).abs().max() <= 1.01, seed  # same box and flip; resampling within a level
+    evaluated = imagenet_eval_transform(32, fast=True)(tensor)
+    assert ((evaluated - imagenet_eval_transform(32)(pil)) / level).abs().max() <= 1.01
+
+
+def test_fast_decoding_errors_name_the_file(root):
+    (root / "train/b/2.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    _photo_jpeg(root / "train/a/0.jpg")
+    data = (root / PATHS[0]).read_bytes()
+    (root / PATHS[0]).write_bytes(data[: len(data) // 2])
+    dataset = ImageFiles(root, PATHS, LABELS, fast_decode=True)
+    for index, name in ((0, r"train/a/0\.jpg"), (2, r"train/b/2\.jpg")):
+        with pytest.raises(ConfigError, match=rf"Cannot read image .*{name}") as info:
+            dataset[index]
+        assert "\n" not in str(info.value) and ".cpp" not in str(info.value)

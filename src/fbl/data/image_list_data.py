@@ -144,6 +144,8 @@ class ImageListData:
         skip_bad: drop unreadable images (counted) instead of stopping with an error naming the file.
         crop_size: model input side.
         allow_outside_root: read images whose real path (symbolic links resolved) is outside ``root``.
+        fast_decode: decode JPEGs with libjpeg-turbo into uint8 tensors and crop/resize those
+            (:mod:`fbl.data.image_files`: the same crops and flips, pixels within a level or so).
     """
 
     name: str
@@ -155,6 +157,7 @@ class ImageListData:
     skip_bad: bool = False
     crop_size: int = CROP_SIZE
     allow_outside_root: bool = False
+    fast_decode: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -194,26 +197,30 @@ class ImageListData:
         return [self.root / path for path in self.splits[split].paths]
 
     def train_loader(self, batch_size: int, *, device, seed: int, sampler=None, rank=0, world_size=1):
-        transform = imagenet_train_transform(self.crop_size)
+        transform = imagenet_train_transform(self.crop_size, fast=self.fast_decode)
         return self._loader("train", transform, batch_size, seed, sampler, device, True, rank, world_size)
 
     def eval_loader(self, split: str = "test", batch_size: int = EVAL_BATCH_SIZE, *, device, rank=0, world_size=1):
         self._check_split(split)
-        transform = imagenet_eval_transform(self.crop_size)
+        transform = imagenet_eval_transform(self.crop_size, fast=self.fast_decode)
         return self._loader(split, transform, batch_size, 0, None, device, False, rank, world_size)
 
     def _check_split(self, split: str) -> None:
         if split not in self.splits:
             raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.splits)}")
 
-    def _loader(self, split, transform, batch_size, seed, sampler, device, train, rank, world_size):
+    def _files(self, split: str, transform) -> ImageFiles:
+        """The map-style dataset of ``split``'s images and labels the loaders decode from."""
         paths, labels = self.splits[split]
-        files = ImageFiles(
-            self.root, paths, labels, transform, skip_bad=self.skip_bad, allow_outside=self.allow_outside_root
-        )
+        return ImageFiles(
+            self.root, paths, labels, transform, skip_bad=self.skip_bad, allow_outside=self.allow_outside_root,
+            fast_decode=self.fast_decode,
+        )  # fmt: skip
+
+    def _loader(self, split, transform, batch_size, seed, sampler, device, train, rank, world_size):
         return ImageBatchLoader(
-            files, batch_size, seed=seed, train=train, sampler=sampler, workers=self.workers, device=device,
-            rank=rank, world_size=world_size,
+            self._files(split, transform), batch_size, seed=seed, train=train, sampler=sampler,
+            workers=self.workers, device=device, rank=rank, world_size=world_size,
         )  # fmt: skip
 
 
@@ -226,7 +233,7 @@ def _image_root(img_path, data_dir) -> Path:
 
 def build_split_list_dataset(
     name: str, data_dir=None, img_path=None, workers: int = 4, skip_bad_images: bool = False,
-    allow_outside_root: bool = False, image_size: int = CROP_SIZE,
+    allow_outside_root: bool = False, image_size: int = CROP_SIZE, fast_decode: bool = False,
 ) -> ImageListData:  # fmt: skip
     """ImageNet-LT (``imagenet``), iNaturalist 2018 (``inat``) or Places-LT (``place365``) from split lists.
 
@@ -240,43 +247,46 @@ def build_split_list_dataset(
     logger.info("%s: %s", name, ", ".join(f"{len(files.paths)} {split}" for split, files in splits.splits.items()))
     return ImageListData(
         name, names, list(splits.class_counts), root, splits.splits, workers, skip_bad_images, image_size,
-        allow_outside_root,
+        allow_outside_root, fast_decode,
     )  # fmt: skip
 
 
 @register_dataset("imagenet", "imagenet-lt")
 def build_imagenet_lt(
-    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
-):
+    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE,
+    fast_decode=False,
+):  # fmt: skip
     """ImageNet-LT: 1,000 classes, train / val / test lists."""
     return build_split_list_dataset(
-        "imagenet", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size
+        "imagenet", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size, fast_decode
     )
 
 
 @register_dataset("inat", "inat2018", "inaturalist", "inaturalist2018")
 def build_inat2018(
-    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
-):
+    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE,
+    fast_decode=False,
+):  # fmt: skip
     """iNaturalist 2018: 8,142 classes, train / val lists (results are reported on val)."""
     return build_split_list_dataset(
-        "inat", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size
+        "inat", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size, fast_decode
     )
 
 
 @register_dataset("place365", "places-lt", "places")
 def build_places_lt(
-    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE
-):
+    data_dir=None, img_path=None, workers=4, skip_bad_images=False, allow_outside_root=False, image_size=CROP_SIZE,
+    fast_decode=False,
+):  # fmt: skip
     """Places-LT: 365 classes, train / val / test lists."""
     return build_split_list_dataset(
-        "place365", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size
+        "place365", data_dir, img_path, workers, skip_bad_images, allow_outside_root, image_size, fast_decode
     )
 
 
 @register_dataset("folder", "image-folder")
 def build_image_folder(
-    data_dir=None, workers=4, skip_bad_images=False, image_size=CROP_SIZE, allow_outside_root=False
+    data_dir=None, workers=4, skip_bad_images=False, image_size=CROP_SIZE, allow_outside_root=False, fast_decode=False
 ) -> ImageListData:
     """Any ImageFolder-style tree: ``ROOT/train/<class>/*.jpg`` and ``val/``, ``test/`` beside it (at least one).
 
@@ -298,5 +308,6 @@ def build_image_folder(
         )
     counts = torch.bincount(torch.as_tensor(splits["train"].labels), minlength=found.num_classes).tolist()
     return ImageListData(
-        "folder", found.class_names, counts, root, splits, workers, skip_bad_images, image_size, allow_outside_root
-    )
+        "folder", found.class_names, counts, root, splits, workers, skip_bad_images, image_size, allow_outside_root,
+        fast_decode,
+    )  # fmt: skip
