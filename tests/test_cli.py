@@ -1,6 +1,9 @@
 """The CLI: the seed README's commands, booleans, and one-line user errors."""
 
+import json
 import shlex
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -224,4 +227,40 @@ def test_summary_table_lists_extra_evaluation_splits_at_the_last_epoch():
     lines = format_summary(summary).splitlines()
     assert lines[1].split()[:3] == ["last", "epoch", "68.07"]
     assert lines[2].split()[:4] == ["last", "epoch,", "test_lossless", "81.00"]
-    assert lines[3].split()[:4] == ["best", "(epoch", "189)*", "69.17"]
+    assert lines[3].split()[:4] == ["best", "(epoch", "190)*", "69.17"]  # index 189 is the 190th epoch
+
+
+def test_epochs_are_counted_from_1_wherever_people_read_them(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--epochs", "2", "--device", "cpu", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    summary = json.loads((out / "summary.json").read_text())
+    # run folders store the epoch index (0, 1); the log, the summary table and the report say 1 and 2
+    assert [r["epoch"] for r in map(json.loads, (out / "metrics.jsonl").read_text().splitlines())] == [0, 1]
+    assert summary["last"]["epoch"] == 1
+    assert [line.split()[:2] for line in printed.err.splitlines() if line.startswith("epoch ")] == [
+        ["epoch", "1/2"],
+        ["epoch", "2/2"],
+    ]
+    assert f"best (epoch {summary['best']['epoch'] + 1})*" in printed.out
+    assert main(["report", str(out), "--out", str(tmp_path / "report")]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    assert "| fbl λ=30 | 1 | 2 |" in markdown  # digits-lt's FBL, one seed, last epoch 2 of 2
+
+
+def test_presets_are_listed_without_importing_torch():
+    # fbl.config imports torch through the registries (seconds); listing the preset files needs none of it.
+    code = "import sys; from fbl.cli import cmd_presets; cmd_presets(None); assert 'torch' not in sys.modules"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "digits-lt: Small CNN" in done.stdout
+
+
+@pytest.mark.parametrize("rank, printed", [("0", True), ("1", False)])
+def test_under_torchrun_only_rank_0_prints_an_error(monkeypatch, capsys, rank, printed):
+    monkeypatch.setenv("RANK", rank)
+    assert main(["presets", "--no-such-flag"]) == 2
+    err = capsys.readouterr().err
+    assert ("fbl: error: unrecognized arguments: --no-such-flag" in err) == printed
+    if not printed:
+        assert err == ""

@@ -194,7 +194,11 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
         "--confirm-seeds", dest="confirm_seeds", type=_int_list, default="", metavar="S1,S2",
         help="comma-separated seeds the chosen grid point is then trained on too (chosen on --seeds only)",
     )  # fmt: skip
-    p.add_argument("--out", required=True, help="folder of the runs and the report")
+    p.add_argument(
+        "--out", required=True,
+        help="folder of the runs and the report; a run already there is kept only if it was trained with the "
+        "settings asked now (another is refused, or trained again with --overwrite)",
+    )  # fmt: skip
 
 
 def _demo_arguments(p: argparse.ArgumentParser) -> None:
@@ -388,11 +392,22 @@ def cmd_compare(namespace, extra: list[str]) -> int:
 
 
 def cmd_presets(namespace, extra=()) -> int:
-    from fbl.config import list_presets, load_preset
+    # The preset files are read here as plain YAML, not through fbl.config, whose registries import
+    # torch (seconds): listing them stays instant. fbl.config checks a preset when a run uses it.
+    from importlib import resources
+
+    import yaml
+
+    folder = resources.files("fbl") / "configs"
+
+    def values(name: str) -> dict:
+        own = yaml.safe_load((folder / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+        parent = own.pop("extends", None)
+        return {**(values(parent) if parent else {}), **own}
 
     keys = ("dataset", "arch", "loss", "lambda_", "epochs", "batch_size", "lr", "imb_factor")
-    for name in list_presets():
-        preset = load_preset(name)
+    for name in sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")):
+        preset = values(name)
         print(f"{name}: {preset.get('description', '')}")
         print("    " + "  ".join(f"{k}={preset[k]}" for k in keys if k in preset))
         if preset.get("paper"):
@@ -466,20 +481,24 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return command.run(args, extra)
     except ConfigError as exc:
-        print(f"fbl: error: {exc}", file=sys.stderr)
-        return 2
+        return _exit_with(f"fbl: error: {exc}", 2)
     except TrainingDiverged as exc:
-        print(f"fbl: error: {exc}", file=sys.stderr)
-        return 3
+        return _exit_with(f"fbl: error: {exc}", 3)
     except BrokenPipeError:  # output piped into `head` and the reader went away
         sys.stderr.close()
         return 0
     except TrainingInterrupted as exc:
-        print(f"fbl: {exc}", file=sys.stderr)
-        return 130
+        return _exit_with(f"fbl: {exc}", 130)
     except KeyboardInterrupt:
-        print("fbl: interrupted", file=sys.stderr)
-        return 130
+        return _exit_with("fbl: interrupted", 130)
+
+
+def _exit_with(line: str, code: int) -> int:
+    """Print ``line`` on stderr and return ``code``. Under torchrun every rank meets the same error (the
+    start-up checks, a stop all ranks agree on): rank 0 says it once, the others exit with the same code."""
+    if _rank() == 0:
+        print(line, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
