@@ -15,7 +15,7 @@ above, and the crop, resize and flip run on uint8 tensors (:class:`TensorTrainTr
 :class:`TensorEvalTransform`). The random draws are those of torchvision's PIL transforms, in the same
 order, so every crop box and flip is the same; only the resampling differs: torch's antialiased
 bilinear uint8 kernel instead of Pillow's gives pixels within a few levels of 255 (measured in
-``benchmarks/results/decode.md``). Together about 1.5x the images/s per core on 500x375 JPEGs.
+``benchmarks/results/decode.md``). Together 1.3-1.7x the images/s per core on 500x375 JPEGs.
 """
 
 from __future__ import annotations

@@ -15,11 +15,13 @@ Pre-resizing stores each image with its shorter side resized to ``short_side`` (
 224-pixel crops), with evaluation's own ``Resize`` (Pillow, bilinear, antialiased; the longer side
 ``int(short_side * long / short)``). Evaluation's ``Resize(256)`` then leaves the image as it is, so
 with ``png`` or ``npy`` evaluation sees exactly the pixels it saw before, and with ``jpg`` (quality 95)
-a second JPEG generation of them. Training's RandomResizedCrop takes the same crop box relative to
-the image (its area scale and aspect ratio do not depend on resolution; the integer box is rounded
-on the smaller grid) but resamples it from the 256-pixel image, not the original: a crop wider
-than 256 pixels in the original is drawn from fewer source pixels, which removes detail above
-the stored resolution. An original with a shorter side below ``short_side`` is enlarged to it.
+a second JPEG generation of them (about 2 levels of 255 on average; ``benchmarks/results/decode.md``).
+Training's RandomResizedCrop draws its boxes from the same distribution relative to the image (area
+fraction 0.08-1 and aspect ratio 3/4-4/3 do not depend on resolution; offsets are uniform), though
+not the same box for the same seed (offsets are drawn on the smaller grid), and resamples them from
+the stored image: a box wider than ``short_side`` pixels in the original has fewer source pixels,
+detail above the stored resolution is gone. An original with a shorter side below ``short_side`` is
+enlarged to it.
 
 The sha256 of every shard is checked when a shard set is opened (:func:`verify_shards`); the readers
 then check that no shard's size or modification time changed since.
