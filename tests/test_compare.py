@@ -187,7 +187,15 @@ def test_a_grid_value_cannot_put_a_run_outside_out(tmp_path):
         (
             ["--val-split", "none"],
             "--select-on val-top1 chooses on the validation split, but --val-split none trains without one; "
-            "drop --val-split none (the test split never chooses)",
+            "pass --val-split auto or a number per class (the test split never chooses)",
+        ),
+        (
+            ["--losses", "ce,CE"],
+            "ce-seed0 and CE-seed0 would train the same run; list each loss, grid value and seed once",
+        ),
+        (
+            ["--losses", "fbl", "--grid", "lambda_=30,30.0"],
+            "fbl-lambda_=30-seed0 and fbl-lambda_=30.0-seed0 would train the same run",
         ),
         (["--losses", "ce,fbll"], "Unknown loss 'fbll'"),
     ],

@@ -44,8 +44,9 @@ SELECTABLE = ("top1", "many", "medium", "few")
 NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "._-=+,")
 #: Longer names are cut and end in a hash of the whole name (file systems allow 255 bytes).
 MAX_NAME = 200
-#: Options that do not change what a run computes: a kept run may differ in them.
-BOOKKEEPING = frozenset({"out", "resume", "overwrite", "quiet", "start_epoch", "preset"})
+#: Options that do not change what a run computes (where it is written, how it was named or started):
+#: a kept run may differ in them. ``preset`` only names where the values came from; the values count.
+BOOKKEEPING = frozenset({"out", "resume", "overwrite", "quiet", "start_epoch", "preset", "root_log", "exp_str"})
 
 
 def folder_name(label: str) -> str:
@@ -165,8 +166,22 @@ def _check_chooses_on_validation(cfg: TrainConfig, select_on: str) -> None:
     if not validation_size(cfg.data.val_split, 1):
         raise ConfigError(
             f"--select-on {select_on} chooses on the validation split, but --val-split {cfg.data.val_split} "
-            "trains without one; drop --val-split none (the test split never chooses)"
+            "trains without one; pass --val-split auto or a number per class (the test split never chooses)"
         )
+
+
+def _refuse_duplicates(runs: list[GridRun], configs: list[TrainConfig]) -> None:
+    """Two runs of one configuration would count one result twice (``--losses ce,CE``, ``--grid x=1,1.0``)."""
+    seen: list[tuple[dict, GridRun]] = []
+    for run, cfg in zip(runs, configs, strict=True):
+        values = {k: v for k, v in _comparable(cfg).items() if k not in BOOKKEEPING}
+        same = next((other for other_values, other in seen if other_values == values), None)  # 30 == 30.0
+        if same is not None:
+            raise ConfigError(
+                f"{same.folder.name} and {run.folder.name} would train the same run; "
+                "list each loss, grid value and seed once"
+            )
+        seen.append((values, run))
 
 
 def first_difference(recorded: TrainConfig, asked: TrainConfig) -> str | None:
@@ -236,6 +251,7 @@ def run_all(runs: list[GridRun], preset: str | None, overrides: dict, progress=N
     """
     overwrite = bool(overrides.get("overwrite"))
     configs = [requested_config(run, preset, overrides) for run in runs]
+    _refuse_duplicates(runs, configs)
     if select_on:
         for cfg in configs:
             _check_chooses_on_validation(cfg, select_on)
