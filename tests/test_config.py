@@ -103,6 +103,8 @@ def test_bad_loss_option_values_fail_when_the_experiment_is_built(overrides, nee
         ({"train_rule": "sometimes"}, "balanced-rs"),
         ({"loss": "ce", "loss_options": {"gamma": 2}}, "does not take"),
         ({"classifier": "round"}, "linear"),
+        ({"loss": "sade"}, "multi-expert model's experts; give --arch digits-experts"),
+        ({"num_experts": 4}, "--num-experts applies to"),
     ],
 )
 def test_bad_method_options_fail_before_any_data_is_read(overrides, needle):

@@ -36,6 +36,7 @@ from fbl.data import DATASETS
 from fbl.errors import ConfigError
 from fbl.losses import LOSSES, SCHEDULES, check_loss_options, loss_class, loss_weighting
 from fbl.models import MODELS
+from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS
 from fbl.models.registry import CLASSIFIERS
 from fbl.train_rules import TRAIN_RULES, check_weighting
 
@@ -612,6 +613,7 @@ def validate(cfg: TrainConfig) -> TrainConfig:
     _check_ranges(cfg.data, cfg.optim)
     _check_optim(cfg.optim)
     _check_loss(cfg.loss, cfg.optim)
+    _check_experts(cfg)
     if not 0 <= cfg.run.start_epoch < cfg.optim.epochs:
         raise ConfigError(f"Expected 0 <= start_epoch < epochs ({cfg.optim.epochs}) but got {cfg.run.start_epoch}")
     return cfg
@@ -640,6 +642,17 @@ def _check_optim(optim: OptimConfig) -> None:
         raise ConfigError(
             f"Expected --accum-steps to divide --batch_size {optim.batch_size} but got {optim.accum_steps}"
         )
+
+
+def _check_experts(cfg: TrainConfig) -> None:
+    """An ensemble loss trains the experts of a multi-expert model; any other model has none."""
+    if getattr(loss_class(cfg.loss.loss), "needs_experts", False) and cfg.model.arch not in MULTI_EXPERT_ARCHS:
+        raise ConfigError(
+            f"Loss {cfg.loss.loss!r} trains a multi-expert model's experts; give --arch "
+            f"{' or '.join(sorted(MULTI_EXPERT_ARCHS))} (the method presets do: see fbl presets)"
+        )
+    if cfg.model.num_experts is not None and cfg.model.arch not in MULTI_EXPERT_ARCHS:
+        raise ConfigError(f"--num-experts applies to {', '.join(sorted(MULTI_EXPERT_ARCHS))}, not {cfg.model.arch!r}")
 
 
 def _check_loss(loss: LossConfig, optim: OptimConfig) -> None:

@@ -90,17 +90,17 @@ def build_model(cfg: TrainConfig, data: LongTailDataset, *, weights: str = "none
     if stage1:
         require_pretrained_source(model_cfg.arch, model_cfg.pretrained, model_cfg.pretrained_weights)
     torch.manual_seed(cfg.optim.seed)
-    kwargs = {}
+    kwargs = {} if model_cfg.num_experts is None else {"num_experts": model_cfg.num_experts}
     if stage1 and model_cfg.pretrained_weights:  # a weights file wins over the torch cache
-        kwargs = {"pretrained_weights": model_cfg.pretrained_weights}
+        kwargs["pretrained_weights"] = model_cfg.pretrained_weights
     elif stage1 and model_cfg.pretrained:
-        kwargs = {"pretrained": True}
+        kwargs["pretrained"] = True
     model = create_model(model_cfg.arch, num_classes=data.num_classes, classifier=model_cfg.classifier, **kwargs)
     _check_model_fits_data(model, data, model_cfg.arch)
     if model_cfg.stage2_from:
         if weights == "train":
             _load_stage1_weights(model, model_cfg.stage2_from)
-        model = ClassifierRetraining(model, data.num_classes)
+        model = ClassifierRetraining(model, data.num_classes, method=model_cfg.decoupled)
     return model
 
 

@@ -23,6 +23,7 @@ from fbl.engine.distributed import distributed_session
 from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution
 from fbl.engine.experiment import Experiment, build_experiment
+from fbl.engine.expert_metrics import evaluate_experts
 from fbl.engine.lr_schedule import step_lr_with_warmup
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.provenance import provenance
@@ -213,6 +214,12 @@ class Training:
             summary["skipped_train_images"] = self.train_loader.skipped
         if self.estimate_loaders:
             summary["last_estimate"] = self.estimates()
+        experts = evaluate_experts(
+            self.runner, self.eval_loaders[self.report_on], self.exp.data.class_counts, execution=self.execution,
+            dist=self.exp.dist, limit_batches=self.cfg.run.limit_batches, logit_scale=self.exp.criterion.logit_scale,
+        )  # fmt: skip
+        if experts is not None:  # a multi-expert model: each expert's accuracy and feature norms
+            summary["experts"] = experts
         summary["last"]["ci95"] = bootstrap_intervals(
             self.predictions[summary["reported_on"]], self.exp.data.class_counts
         )
