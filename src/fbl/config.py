@@ -235,7 +235,12 @@ class RunConfig:
         help="torch.compile the model; default: on for runs of at least 200,000 training images "
         "(about 16 CIFAR-10-LT epochs), where its minute of start-up on a CPU pays for itself",
     )  # fmt: skip
-    eval_every: int = option(1, "--eval-every", runtime=True, help="evaluate every N epochs (and the last)")
+    eval_every: int | None = option(
+        None, "--eval-every", runtime=True,
+        help="evaluate every N epochs (and the last); default: every epoch, except in runs of at least 200,000 "
+        "training images (about 16 CIFAR-10-LT epochs), which evaluate every 10th epoch and every epoch of the "
+        "last tenth of the run (at least its last 10)",
+    )  # fmt: skip
     estimate_every: int = option(
         0, "--estimate-every", runtime=True,
         help="also evaluate the costly end-of-run splits (CIFAR-LT: lossless_estimate, about 3.7 test sets) "

@@ -357,3 +357,13 @@ def test_a_run_written_before_config_sections_is_evaluated_and_resumed(tmp_path,
     resumed = load_checkpoint(old)
     assert resumed["epoch"] == 4 and resumed["format_version"] == 2 and resumed["config"]["optim"]["epochs"] == 4
     assert yaml.safe_load((old / "config.yaml").read_text()) == flat  # the record of how it started stays
+
+
+def test_a_long_run_is_evaluated_every_tenth_epoch_and_every_epoch_of_its_last_tenth():
+    from fbl.engine.trainer import evaluates_at
+
+    long_200 = [e for e in range(200) if evaluates_at(e, 200, None, long_run=True)]
+    assert long_200 == [9, 19, 29, 39, 49, 59, 69, 79, 89, 99, 109, 119, 129, 139, 149, 159, 169, *range(179, 200)]
+    assert [e for e in range(30) if evaluates_at(e, 30, None, long_run=True)] == [9, *range(19, 30)]  # last 10
+    assert all(evaluates_at(e, 60, None, long_run=False) for e in range(60))  # a short run: every epoch
+    assert [e for e in range(7) if evaluates_at(e, 7, 3, long_run=True)] == [2, 5, 6]  # --eval-every wins

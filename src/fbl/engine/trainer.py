@@ -21,7 +21,7 @@ from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint
 from fbl.engine.device import resolve_device
 from fbl.engine.distributed import distributed_session
 from fbl.engine.evaluate import evaluate_with_predictions
-from fbl.engine.execution import Execution
+from fbl.engine.execution import Execution, compile_pays
 from fbl.engine.experiment import Experiment, build_experiment
 from fbl.engine.expert_metrics import evaluate_experts
 from fbl.engine.lr_schedule import step_lr_with_warmup
@@ -75,11 +75,12 @@ class Training:
         steps = len(self.train_loader) if cfg.run.limit_batches is None else min(
             len(self.train_loader), cfg.run.limit_batches
         )  # fmt: skip
+        images = (cfg.optim.epochs - cfg.run.start_epoch) * steps * (cfg.optim.batch_size // cfg.optim.accum_steps)
         self.execution = Execution.resolve(
-            exp.device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile,
-            images=(cfg.optim.epochs - cfg.run.start_epoch) * steps * (cfg.optim.batch_size // cfg.optim.accum_steps),
-        )  # fmt: skip
+            exp.device, cfg.run.precision, cfg.run.channels_last, cfg.run.compile, images=images
+        )
         self.execution.configure_backends()
+        self.long_run = compile_pays(images)  # evaluated sparsely by default, as it is compiled by default
         # What the loops call (DDP-wrapped when distributed, compiled when asked); checkpoints are
         # written from `exp.model` itself.
         self.runner = self.execution.prepare_model(exp.model, wrap=exp.dist.wrap)
@@ -102,7 +103,7 @@ class Training:
                                        desc="epochs"):  # fmt: skip
                 started = time.perf_counter()
                 record = self.one_epoch(epoch, stop)
-                if (epoch + 1) % self.cfg.run.eval_every == 0 or epoch == epochs - 1:
+                if self.evaluates_at(epoch):
                     last = self.evaluate_splits()
                     self.record_evaluation(record, last)
                     self.select(epoch, last)
@@ -168,6 +169,9 @@ class Training:
         metrics = {split: self.evaluate_on(loader, split) for split, loader in self.eval_loaders.items()}
         self._eval_seconds = time.perf_counter() - started
         return metrics
+
+    def evaluates_at(self, epoch: int) -> bool:
+        return evaluates_at(epoch, self.cfg.optim.epochs, self.cfg.run.eval_every, self.long_run)
 
     def _estimate_due(self, epoch: int) -> bool:
         """Every ``--estimate-every`` epochs before the last (the last one is in the summary)."""
@@ -277,6 +281,20 @@ class Training:
             f"interrupted at once; the checkpoint holds {done} complete epochs (the epoch in progress runs again): "
             f"continue with --resume {self.folder.path}"
         )
+
+
+def evaluates_at(epoch: int, epochs: int, every: int | None, long_run: bool) -> bool:
+    """Whether epoch ``epoch`` (0-based) of ``epochs`` is evaluated: every ``every``-th with ``--eval-every``,
+    else every epoch of a short run; a long run (as many training images as make compiling pay) every 10th
+    epoch and every epoch of its last tenth (at least its last 10), so evaluation costs a few percent of the
+    training time and the epochs a run ends on are all recorded. The last epoch always."""
+    if epoch == epochs - 1:
+        return True
+    if every is not None:
+        return (epoch + 1) % every == 0
+    if not long_run:
+        return True
+    return epoch >= epochs - max(10, epochs // 10) or (epoch + 1) % 10 == 0
 
 
 def _epoch_line(record: dict, epochs: int, metrics: dict | None) -> str:
