@@ -169,8 +169,20 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["check"], help="check: count, decode and report every split")
-    p.add_argument("--split", action="append", default=None, help="only this split (repeatable)")
+    p.add_argument(
+        "action", choices=["check", "export"],
+        help="check: count, decode and report every split; export: write every split as pre-resized tar shards "
+        "(train from them with --dataset shards --data-dir OUT)",
+    )  # fmt: skip
+    p.add_argument("--split", action="append", default=None, help="check: only this split (repeatable)")
+    p.add_argument("--out", help="export: the new (or empty) folder of the shards and shards.json")
+    p.add_argument("--shard-size", type=int, default=5000, help="export: images per shard (default: 5000)")
+    p.add_argument(
+        "--short-side", type=int, default=None,
+        help="export: stored shorter side; default round(image_size * 256 / 224), evaluation's resize (256)",
+    )  # fmt: skip
+    p.add_argument("--format", choices=["jpg", "png", "npy"], default="jpg", help="export: image encoding (jpg)")
+    p.add_argument("--quality", type=int, default=95, help="export: JPEG quality (default: 95)")
 
 
 def _report_arguments(p: argparse.ArgumentParser) -> None:
@@ -345,11 +357,12 @@ def cmd_eval(namespace, extra=()) -> int:
 
 def cmd_data(namespace, extra: list[str]) -> int:
     from fbl.config import resolve_config
-    from fbl.data.check import check_dataset
     from fbl.engine.experiment import build_data
 
     _setup_logging(False)
-    overrides, preset, config_file = train_overrides(train_parser("fbl data check").parse_args(extra))
+    if namespace.action == "export" and (namespace.out is None or namespace.split):
+        raise ConfigError("fbl data export needs --out DIR and writes every split (--split is for check)")
+    overrides, preset, config_file = train_overrides(train_parser(f"fbl data {namespace.action}").parse_args(extra))
     cfg = resolve_config(preset, config_file, overrides)
     data = build_data(cfg.data)
     counts = f"{max(data.class_counts)}..{min(data.class_counts)}"
@@ -357,6 +370,10 @@ def cmd_data(namespace, extra: list[str]) -> int:
     print(f"{cfg.data.dataset}: {data.num_classes} classes, training counts {counts}, {groups}")
     bars = _bars_wanted(False)
     with _logging_context(bars):
+        if namespace.action == "export":
+            return _export_data(namespace, cfg, data, _progress(bars))
+        from fbl.data.check import check_dataset
+
         report = check_dataset(data, namespace.split, cfg.data.workers, progress=_progress(bars))
     bad = 0
     for split, entry in report.items():
@@ -365,6 +382,24 @@ def cmd_data(namespace, extra: list[str]) -> int:
             print(f"  {path}: {reason}")
         bad += len(entry["bad"])
     return 1 if bad else 0
+
+
+def _export_data(namespace, cfg, data, progress) -> int:
+    """``fbl data export``: the shards of :mod:`fbl.data.shards`, one line per split."""
+    from fbl.data.image_files import eval_resize_size
+    from fbl.data.shards import export_shards
+
+    short_side = namespace.short_side or eval_resize_size(cfg.data.image_size)
+    index = export_shards(
+        data, namespace.out, shard_size=namespace.shard_size, short_side=short_side, image_format=namespace.format,
+        quality=namespace.quality, workers=cfg.data.workers, progress=progress,
+        source={"data_dir": cfg.data.data_dir, "img_path": cfg.data.img_path},
+    )  # fmt: skip
+    for split, entry in index["splits"].items():
+        size = sum(shard["bytes"] for shard in entry["shards"]) / 2**20
+        print(f"{split}: {entry['count']} images in {len(entry['shards'])} shards, {size:.1f} MiB")
+    print(f"train from them: fbl train --dataset shards --data-dir {namespace.out} (plus the run's flags)")
+    return 0
 
 
 def cmd_report(namespace, extra=()) -> int:
