@@ -48,7 +48,7 @@ CONFIG_FORMAT_VERSION = 2
 
 #: ``stage2=INHERIT``: a cRT stage 2 takes the stage-1 run's value (the backbone sees the data it was trained on).
 INHERIT = "inherit"
-_NO_STAGE2 = object()
+_UNSET = object()
 
 # Presets chosen automatically from --dataset when no --preset is given, so the seed's commands
 # (`train.py --dataset cifar10 ...`) get the paper's hyper-parameters.
@@ -68,9 +68,10 @@ def option(
     help: str = "",  # noqa: A002 - argparse's name
     choices: tuple[str, ...] | None = None,
     metavar: str | None = None,
-    stage2: Any = _NO_STAGE2,
+    stage2: Any = _UNSET,
     runtime: bool = False,
     loss_setting: str | None = None,
+    before_it: Any = _UNSET,
 ):
     """A config field with its command-line metadata.
 
@@ -81,9 +82,11 @@ def option(
         stage2: a cRT stage 2's value: :data:`INHERIT` (the stage-1 run's) or a fixed value.
         runtime: how a run is watched, not what it computes: ``--resume`` may change it.
         loss_setting: the loss keyword this run-level value becomes (``alpha_schedule`` -> ``schedule``).
+        before_it: what a saved config (a run folder, a checkpoint) that predates this option meant,
+            where that differs from the default: resuming or evaluating an older run keeps its behaviour.
     """
     metadata = {"flags": flags, "help": help, "choices": choices, "metavar": metavar, "stage2": stage2}
-    metadata.update(runtime=runtime, loss_setting=loss_setting)
+    metadata.update(runtime=runtime, loss_setting=loss_setting, before_it=before_it)
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -119,7 +122,7 @@ class DataConfig:
         False, "--skip-bad-images", help="image files: drop and count unreadable images instead of stopping"
     )
     fast_decode: bool = option(
-        True, "--fast-decode",
+        True, "--fast-decode", before_it=False,
         help="image files: decode JPEGs with libjpeg-turbo into tensors and crop/resize/flip those (the same "
         "crops and flips, resampled pixels within about 1 level of 255); --no-fast-decode: PIL throughout",
     )  # fmt: skip
@@ -459,8 +462,16 @@ def check_keys(values: dict, source: str) -> dict:
 
 
 def config_from_dict(values: dict, source: str) -> TrainConfig:
-    """A :class:`TrainConfig` from a saved config (``config.yaml`` or a checkpoint's, either version)."""
-    return config_from_flat({k: v for k, v in check_keys(values, source).items() if k in option_specs()})
+    """A :class:`TrainConfig` from a saved config (``config.yaml`` or a checkpoint's, either version).
+
+    A saved config is complete, so an option it lacks was added after the run: it takes what the run
+    did then (the option's ``before_it``), not today's default.
+    """
+    flat = {k: v for k, v in check_keys(values, source).items() if k in option_specs()}
+    for key, spec in option_specs().items():
+        if key not in flat and spec.meta["before_it"] is not _UNSET:
+            flat[key] = spec.meta["before_it"]
+    return config_from_flat(flat)
 
 
 def load_preset(name: str) -> dict:
@@ -514,7 +525,7 @@ def stage2_values(stage1_config: dict) -> dict:
         if isinstance(stage2, str) and stage2 == INHERIT:
             if key in stage1:
                 values[key] = stage1[key]
-        elif stage2 is not _NO_STAGE2:
+        elif stage2 is not _UNSET:
             values[key] = type(stage2)(stage2) if isinstance(stage2, (dict, list)) else stage2
     return values
 

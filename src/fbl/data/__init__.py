@@ -4,7 +4,7 @@ Importing this package imports every builder module, which registers its builder
 """
 
 # The builder modules are imported for their @register_dataset side effect.
-from fbl.data import cifar, digits, image_list_data  # noqa: F401
+from fbl.data import cifar, digits, image_list_data, shard_data  # noqa: F401
 from fbl.data.augment import AugmentSpec, normalize, random_crop_flip
 from fbl.data.contract import BatchLoader, LongTailDataset
 from fbl.data.dataset import LongTailData
