@@ -6,7 +6,7 @@ import json
 import pytest
 
 from fbl.cli import main
-from fbl.compare import choose, folder_name, plan
+from fbl.compare import choose, folder_name, parse_grid, plan
 from fbl.errors import ConfigError
 
 ARGS = ["compare", "--preset", "digits-lt", "--losses", "ce,fbl", "--seeds", "0,1", "--grid", "lambda_=15,30"]
@@ -198,6 +198,7 @@ def test_a_grid_value_cannot_put_a_run_outside_out(tmp_path):
             "fbl-lambda_=30-seed0 and fbl-lambda_=30.0-seed0 would train the same run",
         ),
         (["--losses", "ce,fbll"], "Unknown loss 'fbll'"),
+        (["--resume", "x"], "--resume is set by fbl compare itself: interrupted runs are resumed automatically"),
     ],
 )
 def test_a_bad_request_is_refused_before_anything_trains(tmp_path, capsys, flags, message):
@@ -228,3 +229,18 @@ def test_a_torn_summary_is_one_line_when_choosing(tmp_path):
     (run.folder / "summary.json").write_text('{"last_val": {"top1": 5')
     with pytest.raises(ConfigError, match=r"summary.json is not valid JSON \(line 1\)"):
         choose([run], "val-top1")
+
+
+@pytest.mark.parametrize(
+    "items, message",
+    [
+        (["seed=1,2"], "--grid seed is set by fbl compare itself: use --seeds"),
+        (["overwrite=true"], "--grid overwrite is set by fbl compare itself: pass --overwrite to retrain runs whose"),
+        (["lambda_=15", "lambda_=30"], "--grid lambda_ is given twice; list every value once"),
+        (["lamda=15"], "Unknown config key(s) 'lamda' (did you mean 'lambda_'?) in --grid"),
+    ],
+)
+def test_grid_keys_fbl_compare_sets_or_that_are_repeated_are_refused(items, message):
+    with pytest.raises(ConfigError) as err:
+        parse_grid(items)
+    assert str(err.value).startswith(message)

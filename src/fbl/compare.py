@@ -78,8 +78,9 @@ class GridRun:
 
 
 #: Options ``fbl compare`` sets itself for every run: a grid over them would be silently overridden.
-SET_BY_COMPARE = {"loss": "--losses", "seed": "--seeds", "out": "--out", "resume": "(resumed automatically)",
-                  "overwrite": "(pass --overwrite to retrain runs whose configuration changed)"}  # fmt: skip
+SET_BY_COMPARE = {"loss": "use --losses", "seed": "use --seeds", "out": "use --out",
+                  "resume": "interrupted runs are resumed automatically",
+                  "overwrite": "pass --overwrite to retrain runs whose configuration changed"}  # fmt: skip
 
 
 def parse_grid(items: list[str]) -> dict[str, list]:
@@ -98,7 +99,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         if key not in option_specs():
             check_keys({key: None}, "--grid")  # one line naming the closest option
         if key in SET_BY_COMPARE:
-            raise ConfigError(f"--grid {key} is set by fbl compare itself: use {SET_BY_COMPARE[key]}")
+            raise ConfigError(f"--grid {key} is set by fbl compare itself: {SET_BY_COMPARE[key]}")
         if key in grid:
             raise ConfigError(f"--grid {key} is given twice; list every value once: --grid {key}=V1,V2,...")
         grid[key] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
@@ -293,6 +294,8 @@ def compare(
     out = Path(out)
     check_writable_folder(out, "comparison folder")
     check_request(losses, seeds, confirm_seeds, select_on)
+    for key in sorted(set(overrides) & set(SET_BY_COMPARE) - {"overwrite"}):  # e.g. --resume: every run would take it
+        raise ConfigError(f"{option_specs()[key].flag} is set by fbl compare itself: {SET_BY_COMPARE[key]}")
     report_folder(out / "report").check()  # a user's own report.md there is refused before hours of training
     runs = plan(losses, seeds, grid, out)
     run_all(runs, preset, overrides, progress, select_on)
