@@ -264,3 +264,18 @@ def test_under_torchrun_only_rank_0_prints_an_error(monkeypatch, capsys, rank, p
     assert ("fbl: error: unrecognized arguments: --no-such-flag" in err) == printed
     if not printed:
         assert err == ""
+
+
+def test_presets_and_compare_argument_errors_do_not_wait_for_torch():
+    import subprocess
+    import sys
+
+    script = (
+        "import sys, io, contextlib\n"
+        "from fbl.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
+        "    codes = (main(['presets']), main(['compare', '--losses', 'ce', '--seeds', '1,x', '--out', 'o']))\n"
+        "print(codes, 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["(0,", "2)", "False"]

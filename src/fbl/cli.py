@@ -138,11 +138,15 @@ TRAIN_DESCRIPTION = (
 )
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The ``fbl`` parser; with ``only``, the other subcommands get no arguments (``fbl train``'s flags come
+    from the config, which imports torch: ``fbl presets`` and argument errors of ``compare`` need not wait)."""
     parser = _Parser(prog="fbl", description="Feature-Balanced Loss for long-tailed recognition")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, command in SUBCOMMANDS.items():
-        command.add_arguments(sub.add_parser(name, help=command.help, description=command.description))
+        subparser = sub.add_parser(name, help=command.help, description=command.description)
+        if only is None or name == only:
+            command.add_arguments(subparser)
     return parser
 
 
@@ -505,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # `fbl --dataset cifar10 ...` means `fbl train`, as the seed's train.py
     _setup_logging(quiet=False)
-    parser = build_parser()
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
     try:
         args, extra = parser.parse_known_args(_drop_lone_slashes(argv))
         if args.command is None:

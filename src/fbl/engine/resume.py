@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fbl.config import TrainConfig, config_from_dict, option_specs, runtime_keys, validate
 from fbl.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from fbl.engine.data_paths import DATA_PATH_KEYS, absolute_path
 from fbl.engine.run_folder import RunFolder
 from fbl.errors import ConfigError
 
@@ -63,6 +64,8 @@ def _resume_config(cfg: TrainConfig, checkpoint: dict, folder: Path, given: froz
     def changes_the_run(key: str) -> bool:
         if key == "out" and asked["out"] is not None:
             return Path(asked["out"]).resolve() != folder.resolve()
+        if key in DATA_PATH_KEYS:  # the same folder however it is written
+            return absolute_path(asked[key]) != absolute_path(recorded[key])
         return asked[key] != recorded[key] and not (key == "epochs" and extends)
 
     changed = sorted(key for key in given & set(asked) - {*runtime_keys(), "resume"} if changes_the_run(key))
@@ -82,7 +85,7 @@ def _resume_config(cfg: TrainConfig, checkpoint: dict, folder: Path, given: froz
         logger.warning(
             "--epochs %d extends the run from %d epochs: the lr milestones are fractions of the run and the "
             "alpha curriculum is recomputed for %d epochs, so from epoch %d on the schedule differs from the original",
-            asked["epochs"], recorded["epochs"], asked["epochs"], checkpoint["epoch"],
+            asked["epochs"], recorded["epochs"], asked["epochs"], checkpoint["epoch"] + 1,
         )  # fmt: skip
     return validate(saved.replace(**values))
 

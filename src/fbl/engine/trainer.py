@@ -18,6 +18,7 @@ import torch
 from fbl.balanced_estimate import balanced_estimate_of
 from fbl.config import TrainConfig
 from fbl.engine.checkpoint import CHECKPOINT_FORMAT_VERSION, load_checkpoint
+from fbl.engine.data_paths import with_absolute_data_paths
 from fbl.engine.device import resolve_device
 from fbl.engine.distributed import distributed_session
 from fbl.engine.evaluate import evaluate_with_predictions
@@ -44,7 +45,10 @@ def train(cfg: TrainConfig, progress: Progress = no_progress, given: frozenset =
     ``given``: the options the user set (flags, config file). On ``--resume`` those that would change
     the run are refused; the others are ignored, as the checkpoint's config is the run's.
     """
-    start = starting_point(cfg, given)
+    # Data folders are recorded absolute, so `fbl eval` and `--resume` from elsewhere find the same data
+    # (also for a run recorded before that, resumed here).
+    start = starting_point(with_absolute_data_paths(cfg), given)
+    start.cfg = with_absolute_data_paths(start.cfg)
     run_cfg = start.cfg.run
     device = resolve_device(run_cfg.device)
     with distributed_session(device, sync_bn=run_cfg.sync_bn, timeout_s=run_cfg.dist_timeout) as dist:
@@ -142,7 +146,7 @@ class Training:
         except StoppedMidEpoch as stopped:
             self.folder.save_checkpoint(self._checkpoint_state(epoch, stopped.partial))
             raise TrainingInterrupted(
-                f"stopped after step {stopped.partial['step']} of epoch {epoch}, checkpoint written: "
+                f"stopped after step {stopped.partial['step']} of epoch {epoch + 1}, checkpoint written: "
                 f"continue with --resume {self.folder.path}"
             ) from None
         self.partial = None
@@ -256,7 +260,7 @@ class Training:
         self.start_epoch, self.best = checkpoint["epoch"], best_by_split(checkpoint["best"])
         self.partial = checkpoint.get("partial")
         torch.set_rng_state(checkpoint["torch_rng_state"])
-        logger.info("resuming %s at epoch %d", self.folder.path, self.start_epoch)
+        logger.info("resuming %s at epoch %d", self.folder.path, self.start_epoch + 1)
 
     def _checkpoint_state(self, epoch: int, partial: dict | None = None) -> dict:
         """What a resume needs. ``partial``: the run stopped inside ``epoch`` (step and sums so far)."""
