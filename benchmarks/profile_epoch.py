@@ -176,8 +176,10 @@ def run(args) -> dict:
         "parts_s": _parts(prof, wall[0]),
         "other_operators_s": _largest_others(prof),
         "conv_tflops": _conv_flops(10, images) / max(conv_s, 1e-9) / 1e12,
-        "matmul_tflops": {name: matmul_flops(dtype, 2048) / 1e12 for name, dtype in
-                          (("bf16", torch.bfloat16), ("fp32", torch.float32))},  # fmt: skip
+        "matmul_tflops": {
+            name: matmul_flops(dtype, 2048) / 1e12
+            for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32))
+        },  # fmt: skip
         "eval_s": eval_wall[0],
         "eval_images": sum(training.exp.data.split_size(s) for s in training.eval_loaders),
         "train_epoch_s_full": len(training.train_loader) * training.cfg.optim.batch_size / record["train_images_per_s"],
