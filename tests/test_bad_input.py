@@ -220,7 +220,7 @@ def test_resume_with_more_epochs_extends_the_run(run_copy, monkeypatch, caplog):
     # Flags equal to the run's own values (the preset's loss, spelled otherwise; its own folder) are not changes.
     argv = ["--resume", str(run_copy), "--epochs", "3", "--limit-batches", "1", "--loss", "FeaBal"]
     assert main(["train", *argv, "--out", str(run_copy), *FAST]) == 0
-    assert "--epochs 3 extends the run from 2 epochs" in caplog.text and "from epoch 2 on" in caplog.text
+    assert "--epochs 3 extends the run from 2 epochs" in caplog.text and "from epoch 3 on" in caplog.text
     assert limits == [1]  # one epoch ran, and --limit-batches (a runtime option) was honoured
     records = [json.loads(line) for line in (run_copy / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1, 2]

@@ -7,7 +7,7 @@ from fbl.errors import ConfigError
 
 
 def test_list_and_aliases():
-    assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365", "shards"]
     assert resolve_dataset_name("CIFAR10-LT") == "cifar10"
     assert resolve_dataset_name(" Cifar100-lt ") == "cifar100"
     assert resolve_dataset_name("Digits-LT") == "digits-lt"
@@ -31,7 +31,7 @@ def test_duplicate_registration_is_a_bug():
         register_dataset("cifar10")(lambda **kw: None)
     with pytest.raises(ValueError, match="registered twice"):
         register_dataset("new-name", "places-lt")(lambda **kw: None)
-    assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365"]
+    assert list_datasets() == ["cifar10", "cifar100", "digits-lt", "folder", "imagenet", "inat", "place365", "shards"]
 
 
 def test_bad_profile_is_a_config_error():

@@ -9,7 +9,7 @@ import torch
 from fbl.config import resolve_config
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
-from fbl.losses import list_losses
+from fbl.losses import list_losses, loss_class
 from fbl.train_rules import get_train_rule, list_train_rules
 
 
@@ -26,6 +26,8 @@ def test_loss_and_rule_compose(loss, rule, tmp_path):
         "mixup": loss == "ce",
         "out": str(tmp_path / "run"),
     }
+    if loss_class(loss).needs_experts:  # an ensemble loss trains the experts of a multi-expert model
+        overrides["arch"] = "digits-experts"
     if loss.startswith("cb-") and get_train_rule(rule).loss_weighting is not None:
         # Two sources of class weights (the cb- loss and a re-weighting rule): refused up front.
         with pytest.raises(ConfigError, match="not both"):

@@ -162,7 +162,8 @@ def test_divergence_is_one_line_not_a_traceback(tmp_path, capsys):
     ]
     assert main(argv) == 3
     err = capsys.readouterr().err
-    assert "diverged in epoch 0" in err and "--lr" in err and "Traceback" not in err
+    assert "diverged in epoch 1" in err and "--lr" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()  # stopped before its first checkpoint: bad input writes nothing
 
 
 def test_out_pointing_at_a_finished_run_is_refused_unless_overwrite(fbl_run, capsys):
@@ -281,7 +282,7 @@ def test_a_diverged_run_names_the_step_and_keeps_the_last_good_checkpoint(tmp_pa
     argv = ["train", "--preset", "digits-lt", "--device", "cpu", "--quiet", "--epochs", "3", "--out", str(out)]
     assert main(argv) == 3
     err = capsys.readouterr().err
-    assert "diverged in epoch 1 at step 0" in err and "--nan-policy skip" in err and "Traceback" not in err
+    assert "diverged in epoch 2 at step 1" in err and "--nan-policy skip" in err and "Traceback" not in err
     kept = load_checkpoint(out)
     assert kept["epoch"] == 1 and all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
 

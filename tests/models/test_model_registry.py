@@ -6,11 +6,14 @@ from fbl.models import create_model, list_models, register_model
 
 EXPECTED_NAMES = [
     "digits-cnn",
+    "digits-experts",
     "resnet110",
     "resnet152",
     "resnet152_p",
     "resnet20",
     "resnet32",
+    "resnet32-experts",
+    "resnet32-ride",
     "resnet44",
     "resnet50",
     "resnet56",

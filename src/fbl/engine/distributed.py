@@ -17,6 +17,7 @@ ranks launched with different flags with one line. With gradient accumulation,
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import logging
@@ -209,21 +210,25 @@ def init_distributed(
 def distributed_session(
     device: torch.device, *, sync_bn: bool = False, timeout_s: float = DEFAULT_TIMEOUT_S
 ) -> Iterator[Distributed]:
-    """This process's :class:`Distributed` for the ``with`` block; the process group lives as long as it.
+    """This process's :class:`Distributed` for the ``with`` block.
 
-    Under ``torchrun`` it joins the group on entry and destroys it on exit, exceptions included
-    (a group created before the block is left to its creator). Otherwise it is a single process
+    Under ``torchrun`` the first session joins the process group and later ones reuse it; the group is
+    destroyed once, when the process exits (normally or by an exception). Joining again after a
+    destroy is not reliable under torchrun's rendezvous store (gloo can dial the previous group's
+    ports), and ``fbl compare`` trains run after run in one process. Otherwise it is a single process
     on ``device`` and touches nothing:
 
     >>> with distributed_session(torch.device("cpu")) as job:
     ...     (job.rank, job.world_size, job.enabled)
     (0, 1, False)
     """
-    created = launched_by_torchrun() and not (dist.is_available() and dist.is_initialized())
+    joining = launched_by_torchrun() and not (dist.is_available() and dist.is_initialized())
     job = init_distributed(device, sync_bn, timeout_s=timeout_s)
-    created = created and dist.is_initialized()
-    try:
-        yield job
-    finally:
-        if created:
-            dist.destroy_process_group()
+    if joining and dist.is_initialized():
+        atexit.register(_leave_process_group)
+    yield job
+
+
+def _leave_process_group() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -190,8 +190,8 @@ class _EpochSums:
         mean_loss = float(loss_sum) / seen
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(
-                f"training diverged in epoch {epoch} at step {int(self.first_bad)}: the loss is {mean_loss}; the "
-                "last checkpoint holds the epoch before. Try a lower --lr or --lambda_, or --nan-policy skip"
+                f"training diverged in epoch {epoch + 1} at step {int(self.first_bad) + 1}: the loss is {mean_loss}; "
+                "the last checkpoint holds the epoch before. Try a lower --lr or --lambda_, or --nan-policy skip"
             )
         return {"loss": mean_loss, "acc": 100.0 * float(correct) / seen, "images": seen, "seconds": seconds,
                 "skipped_steps": self.skipped}  # fmt: skip

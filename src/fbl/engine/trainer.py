@@ -32,7 +32,7 @@ from fbl.engine.resume import StartingPoint, default_run_dir, starting_point
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.summary import best_by_split, build_summary, reported_and_selected_splits
 from fbl.engine.train_one_epoch import StoppedMidEpoch, train_one_epoch
-from fbl.errors import TrainingInterrupted
+from fbl.errors import ConfigError, TrainingDiverged, TrainingInterrupted
 from fbl.seeding import MIXUP_STREAM, epoch_generator
 from fbl.statistics import bootstrap_intervals
 
@@ -117,6 +117,9 @@ class Training:
                 self.record(epoch, record, started)
         except KeyboardInterrupt:
             raise self._interrupted_at_once() from None
+        except (ConfigError, TrainingDiverged):
+            self._discard_if_nothing_saved()
+            raise
         finally:
             stop.restore()
             self.folder.close()
@@ -239,8 +242,22 @@ class Training:
         self.folder.write_summary(summary)
         return summary
 
+    def _discard_if_nothing_saved(self) -> None:
+        """Bad input (an unreadable image in the first batch, a loss that diverges at once) writes nothing:
+        a new run stopped before its first checkpoint takes back the files it wrote, and its folder if it made it."""
+        if self.resumed or self.folder.checkpoint_path().exists() or not self.folder.writes:
+            return
+        self.folder.close()
+        self.folder.clear()
+        if not self._folder_existed:
+            try:
+                self.folder.path.rmdir()
+            except OSError:
+                pass  # it holds something that is not fbl's: leave it
+
     def _open(self) -> None:
         data, cfg = self.exp.data, self.cfg
+        self._folder_existed = self.folder.path.exists()
         if self.resumed:  # config.yaml keeps how the run started; resumes.jsonl records what changed
             self.folder.open_resumed(cfg.to_dict(), self.start_epoch)
         else:
