@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import os
 import stat
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +43,12 @@ except ImportError:  # pragma: no cover - a torchvision without image decoding
     ImageReadMode = decode_jpeg = None
 
 from fbl.errors import ConfigError
+
+# torchvision 0.29 warns on every decode that its image I/O will move to TorchCodec; we know (PIL is the
+# fallback when it goes), and one warning per image would drown a run's log.
+warnings.filterwarnings(
+    "ignore", message="The image decoding and encoding capabilities of TorchVision", category=DeprecationWarning
+)
 
 logger = logging.getLogger(__name__)
 
