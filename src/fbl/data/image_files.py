@@ -197,7 +197,28 @@ def read_rgb_tensor(path: Path) -> torch.Tensor:
     return decode_rgb_tensor(data, path)
 
 
-class ImageFiles(Dataset):
+class LabelledImages(Dataset):
+    """``(transform(image), label)`` per index, from the subclass's :meth:`decoded`; an unreadable image
+    is ``None`` with ``skip_bad`` (the collate drops and counts it), else its one-line ConfigError.
+    Subclasses set ``labels``, ``transform`` and ``skip_bad``."""
+
+    def decoded(self, index: int):
+        raise NotImplementedError
+
+    def __getitem__(self, index: int):
+        try:
+            image = self.decoded(index)
+        except ConfigError as exc:
+            if not self.skip_bad:
+                raise
+            logger.warning("Skipping: %s", exc)
+            return None
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]
+
+
+class ImageFiles(LabelledImages):
     """``(transform(RGB image), label)`` for each ``root / paths[i]``.
 
     Args:
@@ -258,17 +279,8 @@ class ImageFiles(Dataset):
         """The RGB image of sample ``index`` as a 3xHxW uint8 tensor (same pixels as :meth:`read`)."""
         return read_rgb_tensor(self._checked_path(index))
 
-    def __getitem__(self, index: int):
-        try:
-            image = self.read_tensor(index) if self.fast_decode else self.read(index)
-        except ConfigError as exc:
-            if not self.skip_bad:
-                raise
-            logger.warning("Skipping: %s", exc)
-            return None
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+    def decoded(self, index: int):
+        return self.read_tensor(index) if self.fast_decode else self.read(index)
 
 
 class UnreadableImage:

@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
 
-from fbl.data.image_files import decode_rgb, decode_rgb_tensor, eval_resize_size
+from fbl.data.image_files import LabelledImages, decode_rgb, decode_rgb_tensor, eval_resize_size
 from fbl.data.image_list_data import CROP_SIZE, ImageListData
 from fbl.data.registry import register_dataset
 from fbl.data.shards import load_index, open_shard, verify_shards
@@ -30,7 +29,7 @@ from fbl.errors import ConfigError
 logger = logging.getLogger(__name__)
 
 
-class ShardImages(Dataset):
+class ShardImages(LabelledImages):
     """``(transform(RGB image), label)`` of each image of one split's shards; the interface of ``ImageFiles``.
 
     Args:
@@ -85,17 +84,8 @@ class ShardImages(Dataset):
             return torch.from_numpy(pixels).permute(2, 0, 1) if self.fast_decode else Image.fromarray(pixels, "RGB")
         return decode_rgb_tensor(data, name) if self.fast_decode else decode_rgb(data, name)
 
-    def __getitem__(self, index: int):
-        try:
-            image = self.read(index)
-        except ConfigError as exc:
-            if not self.skip_bad:
-                raise
-            logger.warning("Skipping: %s", exc)
-            return None
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
+    def decoded(self, index: int):
+        return self.read(index)
 
 
 def _load_npy(data: bytes, name: str) -> np.ndarray:

@@ -7,7 +7,7 @@ from fbl.losses._validation import Counts
 from fbl.losses.ensemble_functional import fbl_experts_loss
 from fbl.losses.ensemble_loss import EnsembleLoss
 from fbl.losses.registry import register_loss
-from fbl.losses.schedules import SCHEDULES, alpha_at
+from fbl.losses.schedules import Curriculum
 
 #: Stimulus strengths of the three experts: the ends and the middle of the project's CIFAR-LT sweep
 #: (15: best head accuracy, 60: the paper's A and the best tail accuracy).
@@ -15,7 +15,7 @@ DEFAULT_EXPERT_LAMBDAS = (15.0, 30.0, 60.0)
 
 
 @register_loss("fbl-experts", "feabal-experts")
-class FBLExpertsLoss(EnsembleLoss):
+class FBLExpertsLoss(Curriculum, EnsembleLoss):
     r"""Feature-Balanced Loss experts: expert ``k`` is trained with FBL at its own strength
     :math:`\lambda_k` on its own features, the losses averaged.
 
@@ -48,17 +48,9 @@ class FBLExpertsLoss(EnsembleLoss):
         lambdas = list(expert_lambdas) if isinstance(expert_lambdas, (list, tuple)) else [expert_lambdas]
         if not lambdas or any(isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 for v in lambdas):
             raise ConfigError(f"Expected expert_lambdas to be numbers >= 0, one per expert, but got {expert_lambdas!r}")
-        if int(total_epochs) < 1:
-            raise ConfigError(f"Expected total_epochs >= 1 but got {total_epochs}")
         self.expert_lambdas = tuple(float(v) for v in lambdas)
         self.num_experts = len(self.expert_lambdas)
-        self.schedule = SCHEDULES.canonical(schedule)
-        self.total_epochs = int(total_epochs)
-        self.alpha = alpha_at(self.schedule, 0, self.total_epochs)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.alpha = alpha_at(self.schedule, self.epoch, self.total_epochs)
+        self.start_curriculum(schedule, total_epochs)
 
     def expert_loss(self, experts, target: torch.Tensor) -> torch.Tensor:
         return fbl_experts_loss(

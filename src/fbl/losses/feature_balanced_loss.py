@@ -7,12 +7,12 @@ from fbl.losses import functional
 from fbl.losses._validation import Counts, check_features, check_inputs
 from fbl.losses.base import LongTailLoss
 from fbl.losses.registry import register_loss, register_variant
-from fbl.losses.schedules import SCHEDULES, alpha_at
+from fbl.losses.schedules import Curriculum
 
 
 @register_variant("cb-fbl", "effective-number")
 @register_loss("fbl", "feabal", "feature-balanced")
-class FeatureBalancedLoss(LongTailLoss):
+class FeatureBalancedLoss(Curriculum, LongTailLoss):
     r"""Feature-Balanced Loss (Li, Cheung & Jiang, ICME 2022).
 
     .. math::
@@ -47,16 +47,8 @@ class FeatureBalancedLoss(LongTailLoss):
         super().__init__(class_counts, weight, reduction)
         if not float(lambda_) >= 0:
             raise ConfigError(f"Expected lambda_ (stimulus strength A) >= 0 but got {lambda_}")
-        if int(total_epochs) < 1:
-            raise ConfigError(f"Expected total_epochs >= 1 but got {total_epochs}")
         self.lambda_ = float(lambda_)
-        self.schedule = SCHEDULES.canonical(schedule)
-        self.total_epochs = int(total_epochs)
-        self.alpha = alpha_at(self.schedule, 0, self.total_epochs)
-
-    def set_epoch(self, epoch: int) -> None:
-        super().set_epoch(epoch)
-        self.alpha = alpha_at(self.schedule, self.epoch, self.total_epochs)
+        self.start_curriculum(schedule, total_epochs)
 
     def forward(
         self, logits: torch.Tensor, target: torch.Tensor, *, features: torch.Tensor | None = None

@@ -106,3 +106,19 @@ def alpha_at(name: str, epoch: int, total_epochs: int) -> float:
     if epoch < 0:
         raise ConfigError(f"Expected a 0-based epoch >= 0 but got {epoch}")
     return float(get_schedule(name)(epoch, total_epochs))
+
+
+class Curriculum:
+    """Mixin of the losses whose stimulus follows a named α schedule over the run (FBL, FBL experts):
+    :meth:`start_curriculum` in ``__init__``, and ``alpha`` follows each ``set_epoch``."""
+
+    def start_curriculum(self, schedule: str, total_epochs: int) -> None:
+        if int(total_epochs) < 1:
+            raise ConfigError(f"Expected total_epochs >= 1 but got {total_epochs}")
+        self.schedule = SCHEDULES.canonical(schedule)
+        self.total_epochs = int(total_epochs)
+        self.alpha = alpha_at(self.schedule, 0, self.total_epochs)
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.alpha = alpha_at(self.schedule, self.epoch, self.total_epochs)
