@@ -172,3 +172,45 @@ def write_two_methods(root: Path, **kwargs) -> list[Path]:
         loss = "fbl" if key.startswith("fbl") else "ce"
         folders.append(write_run(root / key / f"seed{seed}", loss, seed, numbers, **kwargs))
     return folders
+
+
+def expert_entry(k: int, seed: int, numbers: tuple) -> dict:
+    """One ``summary.json`` ``experts`` entry as training writes it.
+
+    ``numbers``: top1, many, medium, few, worst, then the mean feature norm of many, medium, few.
+    """
+    top1, many, medium, few, worst, norm_many, norm_medium, norm_few = numbers
+    return {
+        "expert": k,
+        "top1": top1,
+        "many": many,
+        "medium": medium,
+        "few": few,
+        "worst": worst,
+        "per_class_acc": per_class_acc(seed, shift=-float(k)),
+        "per_class_feature_norm": feature_norms(seed, 6.0 + k),
+        "feature_norm": {"many": norm_many, "medium": norm_medium, "few": norm_few},
+    }
+
+
+def write_experts_run(
+    folder: Path,
+    loss: str,
+    seed: int,
+    numbers: tuple,
+    experts: list[tuple],
+    *,
+    worst: float | None = None,
+    arch: str = "digits-experts",
+    **config_overrides,
+) -> Path:
+    """A multi-expert run folder: :func:`write_run` plus ``experts`` (one :func:`expert_entry` per tuple of
+    ``experts``) and, when given, the ensemble's worst-class accuracy ``last.worst``."""
+    write_run(folder, loss, seed, numbers, arch=arch, **config_overrides)
+    summary_path = folder / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    summary["experts"] = [expert_entry(k, seed, values) for k, values in enumerate(experts)]
+    if worst is not None:
+        summary["last"]["worst"] = worst
+    summary_path.write_text(json.dumps(summary, indent=2))
+    return folder

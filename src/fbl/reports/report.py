@@ -6,6 +6,7 @@ to tell a real difference from luck (:mod:`fbl.reports.evidence_tables`): worst-
 harmonic/geometric mean of per-class accuracy and macro-F1; accuracy under SADE's test priors with and
 without the prior correction (a table and a figure); per-run 95% intervals over the test images; each
 method against a reference on the same images (paired bootstrap, McNemar); and how each run ran.
+For multi-expert models, each expert on its own beside the ensemble (:mod:`fbl.reports.experts`).
 A figure that needs a field some run folder lacks (older runs) is left out with a one-line
 note naming the run folder and the field, logged as a warning; the tables need only the
 fields every run folder has.
@@ -22,6 +23,7 @@ from fbl.errors import ConfigError
 from fbl.reports import figures
 from fbl.reports.aggregate import METRIC_KEYS, extra_splits, format_mean_std, method_table, sweep_tables
 from fbl.reports.evidence_tables import evidence_tables
+from fbl.reports.experts import experts_table
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report_folder import ReportFolder
 from fbl.reports.run_folder import Run, load_runs
@@ -166,6 +168,10 @@ def _runs_table(methods: list[Method]) -> Table:
     )
 
 
+def _present(table: Table | None) -> list[Table]:
+    return [] if table is None else [table]
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
@@ -192,7 +198,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
     content = ReportContent(
         title="fbl report",
         intro=[f"{_count(len(runs), 'run')}, {_count(len(methods), 'method')}: {', '.join(m.label for m in methods)}."],
-        tables=[*_method_tables(runs), *evidence, _runs_table(methods)],
+        tables=[*_method_tables(runs), *_present(experts_table(methods)), *evidence, _runs_table(methods)],
         notes=notes,
     )
     with folder.staging() as stage:
