@@ -1,11 +1,14 @@
 import pytest
 
+from fbl.errors import ConfigError
 from fbl.reports import write_report
-from fbl.reports.experts import expert_labels, expert_rows, experts_table
+from fbl.reports.experts import expert_groups_figure, expert_labels, expert_rows, experts_table
 from fbl.reports.methods import group_methods
+from fbl.reports.report import FIGURES
 from fbl.reports.run_folder import load_runs
 
 from ._fake_runs import HEADLINE, write_experts_run, write_run, write_two_methods
+from ._png import assert_valid_png
 
 # Per seed: the ensemble's headline (top1, many, medium, few, ece), its worst class, and per expert
 # (top1, many, medium, few, worst, ‖f‖ many, ‖f‖ medium, ‖f‖ few). Seed 2 is seed 1 plus 2 points of
@@ -84,6 +87,14 @@ def test_report_has_an_experts_section_beside_single_models(tmp_path):
     assert table_lines[1:] == EXPECTED_MARKDOWN_ROWS  # no row for ce, a single model
     assert "<h2>Experts</h2>" in html
     assert "<td>fbl-experts</td><td>λ=30</td><td>2</td><td>73.00 ± 1.41</td>" in html
+    # the experts figure comes on top of every other figure, without a note
+    assert_valid_png(tmp_path / "report" / "experts.png")
+    assert "](experts.png)" in markdown
+    assert html.count('<img src="data:image/png;base64,') == len(FIGURES) + 1
+    assert "Notes" not in markdown
+    # a later report without multi-expert runs in the same folder takes the figure away
+    write_report([tmp_path / "runs" / "ce"], tmp_path / "report")
+    assert not (tmp_path / "report" / "experts.png").exists()
 
 
 def test_one_seed_has_no_std(tmp_path):
@@ -99,6 +110,15 @@ def test_no_section_without_experts(tmp_path):
     write_report([tmp_path / "runs"], tmp_path / "report")
     assert "Experts" not in (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
     assert "Experts" not in (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert not (tmp_path / "report" / "experts.png").exists()
+
+
+def test_expert_figure_needs_experts(tmp_path):
+    _write_fbl_experts(tmp_path / "experts", seeds=(1,))
+    write_run(tmp_path / "ce", "ce", 1, HEADLINE[("ce", 1)])
+    assert_valid_png(expert_groups_figure(group_methods(load_runs([tmp_path])), tmp_path / "experts.png"))
+    with pytest.raises(ConfigError, match="no run has per-expert numbers"):
+        expert_groups_figure(group_methods(load_runs([tmp_path / "ce"])), tmp_path / "none.png")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ last epoch. Here each (method, expert) is one row, mean ± std over seeds like e
 with the ensemble's own row (the method's headline numbers) first, so a reader sees what aggregating
 the experts buys. Which expert is which comes from the run's config through :data:`EXPERT_NAMES`,
 one entry per ensemble loss. Runs without ``experts`` (single models, older run folders) add no row;
-with none at all there is no section.
+with none at all there is no section and no figure (:func:`expert_groups_figure`).
 """
 
 from __future__ import annotations
@@ -15,12 +15,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fbl.data.shot_groups import SHOT_NAMES, shot_groups
 from fbl.errors import ConfigError
 from fbl.losses import LOSSES, loss_class
 from fbl.registry import normalize_name
 from fbl.reports.aggregate import format_mean_std, mean_std
+from fbl.reports.figures import _color, _literal, _panel_grid, _save
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import Run
 from fbl.reports.writers import Table
@@ -159,3 +161,27 @@ def experts_table(methods: list[Method]) -> Table | None:
         "their λ; BalPoE: their τ; SADE: the test prior each fits), else numbered from 1. The ensemble's feature is "
         "the experts' features concatenated, so its norm is the root of the sum of their squared norms.",
     )
+
+
+def expert_groups_figure(methods: list[Method], path: Path) -> Path:
+    """Many / medium / few accuracy of the ensemble and of each expert, one panel per multi-expert method,
+    mean over seeds (the numbers of :func:`expert_rows`)."""
+    by_method: dict[str, list[dict]] = {}
+    for row in expert_rows(methods):
+        by_method.setdefault(row["method"], []).append(row)
+    if not by_method:
+        raise ConfigError("no run has per-expert numbers (summary.json 'experts')")
+    fig, axes = _panel_grid(len(by_method), size=3.2, max_cols=3)
+    for ax, (label, rows) in zip(axes, by_method.items(), strict=False):
+        width = 0.8 / len(rows)
+        for i, row in enumerate(rows):
+            heights = [row[f"{group}_mean"] or 0.0 for group in SHOT_NAMES]
+            positions = [g - 0.4 + (i + 0.5) * width for g in range(len(SHOT_NAMES))]
+            color = "0.3" if row["expert"] == ENSEMBLE else _color(i - 1)
+            ax.bar(positions, heights, width=width, color=color, label=_literal(row["expert"]))
+        ax.set_xticks(range(len(SHOT_NAMES)), SHOT_NAMES)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(_literal(f"{label} (n={rows[0]['n']})"), fontsize="small")
+        ax.legend(fontsize="x-small", frameon=False)
+    return _save(fig, path)

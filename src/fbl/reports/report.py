@@ -23,7 +23,7 @@ from fbl.errors import ConfigError
 from fbl.reports import figures
 from fbl.reports.aggregate import METRIC_KEYS, extra_splits, format_mean_std, method_table, sweep_tables
 from fbl.reports.evidence_tables import evidence_tables
-from fbl.reports.experts import experts_table
+from fbl.reports.experts import expert_groups_figure, expert_rows, experts_table
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report_folder import ReportFolder
 from fbl.reports.run_folder import Run, load_runs
@@ -82,6 +82,14 @@ FIGURES: list[tuple[str, str, str, Callable[[list[Method], Path], Path]]] = [
         figures.accuracy_under_test_priors,
     ),
 ]
+
+#: Drawn after :data:`FIGURES` only when some run has per-expert numbers; otherwise absent, without a note.
+EXPERTS_FIGURE = (
+    "experts",
+    "Experts by shot group",
+    "Many / medium / few test accuracy of the ensemble (grey) and of each expert, last epoch, mean over seeds.",
+    expert_groups_figure,
+)
 
 METRIC_TITLES = {"top1": "Top-1", "many": "Many", "medium": "Medium", "few": "Few", "ece": "ECE"}
 
@@ -177,8 +185,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def report_folder(out: str | Path) -> ReportFolder:
-    """The report folder at ``out``, holding the figures of :data:`FIGURES`; ``.check()`` it before long work."""
-    return ReportFolder(out, [stem for stem, *_ in FIGURES])
+    """The report folder at ``out``, holding the figures of :data:`FIGURES` and :data:`EXPERTS_FIGURE`; ``.check()``
+    it before long work."""
+    return ReportFolder(out, [stem for stem, *_ in (*FIGURES, EXPERTS_FIGURE)])
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:
@@ -214,7 +223,7 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
 def _draw_figures(methods: list[Method], stage: Path, notes: list[str]) -> list[tuple[str, Path, str]]:
     """``(title, path, caption)`` of every figure drawn into ``stage``; one that lacks a field is a note instead."""
     drawn = []
-    for stem, title, caption, draw in FIGURES:
+    for stem, title, caption, draw in [*FIGURES, *([EXPERTS_FIGURE] if expert_rows(methods) else [])]:
         try:
             drawn.append((title, draw(methods, stage / f"{stem}.png"), caption))
         except ConfigError as err:
