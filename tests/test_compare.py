@@ -2,11 +2,13 @@
 point is chosen on validation (never test)."""
 
 import json
+from pathlib import Path
 
 import pytest
 
 from fbl.cli import main
-from fbl.compare import choose, folder_name, parse_grid, plan
+from fbl.compare import choose, decide, first_difference, folder_name, parse_grid, plan, requested_config
+from fbl.config import config_from_dict, resolve_config
 from fbl.errors import ConfigError
 
 ARGS = ["compare", "--preset", "digits-lt", "--losses", "ce,fbl", "--seeds", "0,1", "--grid", "lambda_=15,30"]
@@ -244,3 +246,108 @@ def test_grid_keys_fbl_compare_sets_or_that_are_repeated_are_refused(items, mess
     with pytest.raises(ConfigError) as err:
         parse_grid(items)
     assert str(err.value).startswith(message)
+
+
+# The ensemble losses (ride, sade, balpoe, fbl-experts) train a multi-expert model: fbl compare starts each
+# from its method preset <preset>-<loss>, under the command's flags and the grid point.
+
+
+#: Where the runs would go: nothing is written there.
+NOWHERE = Path("/tmp/fbl-compare-nowhere")
+
+
+def _asked(loss, preset, overrides=None, point=()):
+    run = plan([loss], [0], {k: [v] for k, v in point}, NOWHERE)[0]
+    return requested_config(run, preset, overrides or {})
+
+
+def test_ride_under_cifar10_lt_takes_the_ride_preset():
+    cfg = _asked("ride", "cifar10-lt")
+    assert cfg.run.preset == "cifar10-lt-ride"
+    assert cfg.model.arch == "resnet32-ride" and cfg.loss.loss == "ride"
+    assert cfg.loss.loss_options == {"max_m": 0.5, "s": 30.0, "diversity_factor": -0.45}
+    assert cfg.loss.train_rule == "drw"
+    assert cfg.optim.batch_size == 128 and cfg.optim.weight_decay == 0.0005
+    assert list(cfg.optim.lr_decay) == [0.01, 0.0001]
+    # The rest is cifar10-lt's, as for every other loss of the comparison.
+    assert cfg.data.dataset == "cifar10" and cfg.data.imb_factor == 0.01
+    assert cfg.optim.epochs == 200 and cfg.optim.lr == 0.1
+
+
+def test_each_ensemble_loss_takes_its_own_method_preset():
+    balpoe = _asked("balpoe", "cifar100-lt")
+    assert (balpoe.run.preset, balpoe.model.arch, balpoe.data.dataset) == (
+        "cifar100-lt-balpoe",
+        "resnet32-experts",
+        "cifar100",
+    )
+    assert balpoe.loss.loss_options == {"taus": [0.0, 1.0, 2.0], "s": 30.0}
+    assert balpoe.loss.mixup is True and balpoe.loss.mixup_alpha == 0.4
+    experts = _asked("FBL_experts", "cifar10-lt")  # any spelling of the loss
+    assert (experts.run.preset, experts.model.arch) == ("cifar10-lt-fbl-experts", "resnet32-experts")
+    assert list(experts.loss.expert_lambdas) == [15.0, 30.0, 60.0]
+    # No --preset: the one --dataset picks (cifar10-lt), so its method preset; resnet32-sade names resnet32-ride.
+    sade = _asked("sade", None, {"dataset": "cifar10"})
+    assert (sade.run.preset, sade.model.arch, sade.loss.loss_options) == (
+        "cifar10-lt-sade",
+        "resnet32-ride",
+        {"s": 30.0, "tau": 2.0},
+    )
+
+
+def test_a_flag_beats_the_method_preset_and_a_grid_value_beats_both():
+    cfg = _asked("ride", "cifar10-lt", {"batch_size": 64, "weight_decay": 0.001}, point=(("batch_size", 32),))
+    assert cfg.optim.batch_size == 32  # grid point
+    assert cfg.optim.weight_decay == 0.001  # flag
+    assert cfg.model.arch == "resnet32-ride" and cfg.loss.train_rule == "drw"  # method preset
+    assert cfg.optim.lr == 0.1  # base preset
+
+
+@pytest.mark.parametrize("loss", ["ce", "fbl", "ldam", "focal", "cb-focal"])
+def test_single_model_losses_resolve_from_the_preset_as_before(loss):
+    overrides = {"epochs": 3, "val_split": 5}
+    cfg = _asked(loss, "cifar10-lt", overrides)
+    assert cfg.run.preset == "cifar10-lt" and cfg.model.arch == "resnet32"
+    assert cfg.optim.batch_size == 64 and cfg.optim.weight_decay == 0.0002 and cfg.loss.train_rule == "none"
+    before = {**overrides, "loss": loss, "seed": 0, "out": str(NOWHERE / f"{loss}-seed0")}
+    assert cfg == resolve_config("cifar10-lt", overrides=before)  # what compare asked for before method presets
+
+
+def test_a_rerun_recognises_a_method_preset_run():
+    asked = _asked("ride", "cifar10-lt")
+    recorded = config_from_dict(json.loads(json.dumps(asked.to_dict())), "config.yaml")  # as written, read back
+    assert first_difference(recorded, _asked("ride", "cifar10-lt")) is None
+    # fbl train --preset cifar10-lt --loss ride --arch resnet32-ride: another run (none of the ride preset's values).
+    plain = resolve_config("cifar10-lt", overrides={"loss": "ride", "arch": "resnet32-ride", "seed": 0})
+    assert first_difference(plain, asked) == (
+        '--loss-option {}, not {"max_m": 0.5, "s": 30.0, "diversity_factor": -0.45}'
+    )
+
+
+NO_METHOD_PRESET = (
+    "--losses ride trains a multi-expert model and there is no method preset digits-lt-ride with its settings: "
+    "pass --arch digits-experts or resnet32-experts or resnet32-ride, or a --preset that has one (cifar10-lt, "
+    "cifar100-lt)"
+)
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--preset", "digits-lt", "--losses", "ce,ride"], ["--losses", "ce,ride", "--arch", "resnet32"]],
+)
+def test_an_ensemble_loss_without_a_method_preset_is_one_line_before_training(tmp_path, capsys, flags):
+    out = tmp_path / "out"
+    assert main(["compare", *flags, "--seeds", "0", "--out", str(out), *TRAIN]) == 2
+    assert _one_line_error(capsys) == NO_METHOD_PRESET
+    assert not out.exists()  # ce was not trained either
+
+
+def test_a_multi_expert_arch_in_the_flags_runs_without_a_method_preset(tmp_path):
+    out = tmp_path / "out"
+    args = ["compare", "--preset", "digits-lt", "--losses", "ride", "--seeds", "0", "--arch", "digits-experts"]
+    assert main([*args, "--out", str(out), "--epochs", "1", "--device", "cpu"]) == 0
+    run = plan(["ride"], [0], {}, out)[0]
+    assert json.loads((run.folder / "summary.json").read_text())["last_val"]["top1"] is not None
+    asked = requested_config(run, "digits-lt", {"arch": "digits-experts", "epochs": 1, "device": "cpu"})
+    assert (asked.run.preset, asked.model.arch, asked.loss.loss) == ("digits-lt", "digits-experts", "ride")
+    assert decide(run, asked, overwrite=False) == "skip"  # a rerun recognises the finished run

@@ -9,6 +9,12 @@ holds. A folder that holds a run trained with the configuration asked for now is
 with another configuration (``--epochs 2`` then ``--epochs 4``) is refused in one line naming the
 first option that differs, or, with ``--overwrite``, trained again (fbl's files only are replaced).
 
+A loss that trains a multi-expert model (its class says ``needs_experts``: ``ride``, ``sade``,
+``balpoe``, ``fbl-experts``) starts from its *method preset* ``<preset>-<loss>`` (``cifar10-lt`` +
+``ride`` -> ``cifar10-lt-ride``: the paper's model, loss options and schedule) instead of the preset
+itself; the command's other train flags, then the grid point, still win. Without such a preset the run
+needs a multi-expert ``--arch`` (from the flags or the preset), else the comparison stops in one line.
+
 For each loss, the grid point with the best mean validation metric at the last epoch is chosen
 (``--select-on val-top1``, ``val-few``, ...), and its *test* metrics are reported, so no number that
 is reported was used to choose it. ``--confirm-seeds`` trains the chosen point on more seeds after
@@ -27,14 +33,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fbl.atomic_files import check_writable_folder, write_atomic
-from fbl.config import TrainConfig, check_keys, config_from_dict, option_specs, resolve_config, runtime_keys
+from fbl.config import (
+    TrainConfig,
+    check_keys,
+    config_from_dict,
+    list_presets,
+    load_preset,
+    option_specs,
+    resolve_config,
+    runtime_keys,
+    starting_preset,
+)
 from fbl.data.validation_split import validation_size
 from fbl.engine.checkpoint import load_checkpoint
 from fbl.engine.data_paths import DATA_PATH_KEYS, absolute_path
 from fbl.engine.run_folder import RunFolder
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
-from fbl.losses import loss_parameters
+from fbl.losses import LOSSES, loss_class, loss_parameters
+from fbl.models import MODELS
+from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS
 from fbl.reports import highest_mean, load_run, method_table, report_folder, write_report
 
 logger = logging.getLogger(__name__)
@@ -157,10 +175,38 @@ def _selected_metric(select_on: str) -> str:
 
 
 def requested_config(run: GridRun, preset: str | None, overrides: dict) -> TrainConfig:
-    """The configuration ``run`` is asked to train with (checked: a misspelt loss stops before any training)."""
+    """The configuration ``run`` is asked to train with (checked: a misspelt loss stops before any training).
+
+    Later wins: ``preset`` (for a multi-expert loss, its method preset, which extends ``preset``), the
+    command's train flags ``overrides``, the grid point.
+    """
     values = {**overrides, **dict(run.point), "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
     values.pop("overwrite", None)
-    return resolve_config(preset, overrides=values)
+    return resolve_config(method_preset(run.loss, preset, values), overrides=values)
+
+
+def method_preset(loss: str, preset: str | None, values: dict) -> str | None:
+    """The preset ``loss`` starts from: ``preset`` itself, or for a loss that trains a multi-expert model
+    ``<preset>-<loss>`` (``preset`` as ``fbl train`` chooses it, from ``--dataset`` when not named).
+
+    Without that method preset, a multi-expert ``arch`` in ``values`` (the run's flags) or in ``preset``
+    lets the run start from ``preset``; anything else is one line naming the loss and the way out.
+    """
+    if loss not in LOSSES or not getattr(loss_class(loss), "needs_experts", False):
+        return preset  # a misspelt loss is left to resolve_config, which names it
+    name = LOSSES.canonical(loss)
+    base = starting_preset(preset, values.get("dataset"))
+    if base is not None and f"{base}-{name}".lower() in list_presets():
+        return f"{base}-{name}"
+    arch = values.get("arch") or (load_preset(base).get("arch") if base else None)
+    if arch is not None and MODELS.canonical(arch) in MULTI_EXPERT_ARCHS:
+        return preset
+    with_method = sorted(p.removesuffix(f"-{name}") for p in list_presets() if p.endswith(f"-{name}"))
+    raise ConfigError(
+        f"--losses {loss} trains a multi-expert model and there is no method preset {base or '<preset>'}-{name} "
+        f"with its settings: pass --arch {' or '.join(sorted(MULTI_EXPERT_ARCHS))}, or a --preset that has one "
+        f"({', '.join(with_method) or 'none yet'})"
+    )
 
 
 def _check_chooses_on_validation(cfg: TrainConfig, select_on: str) -> None:

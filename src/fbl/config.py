@@ -549,10 +549,7 @@ def resolve_config(
     if stage1_config is not None:
         values.update(stage2_values(stage1_config))
     else:
-        preset = (
-            preset or file_values.get("preset") or (DATASET_PRESETS.get(_dataset_key(dataset)) if dataset else None)
-        )
-        preset = preset or (None if dataset else "digits-lt")
+        preset = starting_preset(preset or file_values.get("preset"), dataset)
     if preset:
         values.update({k: v for k, v in load_preset(preset).items() if k in option_specs()})
         values["preset"] = str(preset).lower()
@@ -564,6 +561,14 @@ def resolve_config(
         if stage1_dataset is not None:
             _check_stage2_dataset(cfg, stage1_dataset)
     return cfg
+
+
+def starting_preset(preset: str | None, dataset: str | None) -> str | None:
+    """The preset a run starts from: the one named, else ``dataset``'s paper preset (``None`` for a dataset
+    without one), else ``digits-lt``, the embedded default."""
+    if preset:
+        return preset
+    return DATASET_PRESETS.get(_dataset_key(dataset)) if dataset else "digits-lt"
 
 
 def _check_stage2_dataset(cfg: TrainConfig, stage1_dataset) -> None:
