@@ -168,8 +168,18 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         help="test (default), val, or another split the dataset has (CIFAR-10 from ../shared: test_lossless, the "
         "lossless 1,000-image subset; lossless_estimate, the balanced estimate from unused lossless train images)",
     )  # fmt: skip
+    p.add_argument(
+        "--precision", choices=["as-trained", "fp32", "bf16", "fp16"], default="as-trained",
+        help="as-trained (default): the precision, memory format and compile mode the run recorded, so its summary "
+        "comes out again exactly; fp32: the full-precision reference (eager)",
+    )  # fmt: skip
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
+
+
+def _record_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="a finished run folder")
+    p.add_argument("dest", help="the new folder to keep it in (e.g. results/<study>/<run>)")
 
 
 def _data_arguments(p: argparse.ArgumentParser) -> None:
@@ -337,6 +347,7 @@ def cmd_eval(namespace, extra=()) -> int:
         logit_adjust_tau=namespace.logit_adjust,
         tau_norm=namespace.tau_norm,
         split=namespace.split,
+        precision=namespace.precision,
         progress=_progress(_bars_wanted(namespace.quiet)),
     )
     if namespace.json:
@@ -353,9 +364,18 @@ def cmd_eval(namespace, extra=()) -> int:
     for line in (format_long_tail(result), format_test_priors(result)):
         if line:
             print(line)
+    print(f"evaluated as: {result['execution']}")
     if result.get("se") is not None:
         partial = " (partial: some classes have no held-out images)" if result.get("partial") else ""
         print(f"balanced estimate: top-1 {result['top1']:.2f} ± {result['se']:.2f} (standard error){partial}")
+    return 0
+
+
+def cmd_record(namespace, extra=()) -> int:
+    from fbl.engine.record_run import record_run
+
+    files = record_run(namespace.run, namespace.dest)
+    print(f"kept {len(files)} files of {namespace.run} in {namespace.dest} (weights without optimizer state)")
     return 0
 
 
@@ -490,6 +510,10 @@ SUBCOMMANDS = {
         description=TRAIN_DESCRIPTION,
     ),
     "eval": Subcommand("evaluate a checkpoint on its test split", _eval_arguments, cmd_eval),
+    "record": Subcommand(
+        "keep a finished run: its results and final and selected weights, without optimizer state",
+        _record_arguments, cmd_record,
+    ),
     "data": Subcommand(
         "dataset tools: `fbl data check` reads every image before a long run", _data_arguments, cmd_data,
         takes_train_flags=True,

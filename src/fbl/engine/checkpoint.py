@@ -25,6 +25,16 @@ CHECKPOINT_FORMAT_VERSION = 2
 CHECKPOINT_KEYS = ("format_version", "epoch", "model", "optimizer", "config", "best", "torch_rng_state")
 
 
+def weights_only(state: dict) -> dict:
+    """A checkpoint's state without what only a resume reads (optimizer state, an interrupted epoch's sums):
+    what ``fbl record`` keeps. It loads like any checkpoint; :func:`holds_weights_only` tells it apart."""
+    return {**state, "optimizer": None, "partial": None}
+
+
+def holds_weights_only(state: dict) -> bool:
+    return state.get("optimizer") is None
+
+
 class _RecordingWriter:
     """Passes writes to ``handle`` and keeps the OSError of a failed one.
 

@@ -9,12 +9,32 @@ from fbl.balanced_estimate import balanced_estimate_of
 from fbl.engine.device import resolve_device
 from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution
-from fbl.engine.experiment import load_trained
+from fbl.engine.experiment import Trained, load_trained
 from fbl.engine.progress import Progress, no_progress
 from fbl.errors import ConfigError
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
 from fbl.statistics import bootstrap_intervals
+
+#: ``fbl eval --precision``'s default: run the model as the run did.
+AS_TRAINED = "as-trained"
+
+
+def evaluation_execution(trained: Trained, precision: str = AS_TRAINED) -> Execution:
+    """How ``fbl eval`` runs the model.
+
+    ``as-trained``: the precision, memory format and compile mode the run's summary records it ran with, so
+    the recorded metrics come out again exactly (a bf16 run's predictions differ from fp32's in a few images);
+    fp32 eager for a checkpoint without that record (an unfinished run, a bare file). Any other value: that
+    precision, eager, in the default memory format (``fp32``: the full-precision reference).
+    """
+    device = trained.dist.device
+    if precision != AS_TRAINED:
+        return Execution.resolve(device, precision, channels_last=False, compile=False)
+    ran = (trained.summary or {}).get("provenance") or {}
+    if "precision" not in ran:
+        return Execution(device)
+    return Execution.resolve(device, ran["precision"], bool(ran.get("channels_last")), ran.get("compile") == "compiled")
 
 
 class _ReplacedHead(ForwardWithFeatures, nn.Module):
@@ -40,6 +60,7 @@ def evaluate_checkpoint(
     logit_adjust_tau: float | None = None,
     tau_norm: float | None = None,
     split: str = "test",
+    precision: str = AS_TRAINED,
     progress: Progress = no_progress,
 ) -> dict:
     """Metrics of ``checkpoint`` on one of its dataset's evaluation splits (default the test split).
@@ -49,6 +70,7 @@ def evaluate_checkpoint(
             ``test_lossless``, the lossless 1,000-image subset); a split it lacks is a one-line error.
         logit_adjust_tau: post-hoc logit adjustment ``z - tau log pi`` (Menon et al., ICLR 2021).
         tau_norm: classifier rows rescaled to ``W_j / ||W_j||^p`` (Kang et al., ICLR 2020).
+        precision: ``as-trained`` (see :func:`evaluation_execution`) or ``fp32``/``bf16``/``fp16``, eager.
     """
     trained = load_trained(checkpoint, device=resolve_device(device), data_dir=data_dir)
     data = trained.data
@@ -62,8 +84,9 @@ def evaluate_checkpoint(
     if logit_adjust_tau is not None:
         counts = data.class_counts
         transform = lambda logits: logit_adjust(logits, counts, logit_adjust_tau)  # noqa: E731
-    execution = Execution(trained.dist.device)  # fp32 eager; on CUDA without TF32, like an fp32 training run
+    execution = evaluation_execution(trained, precision)
     execution.configure_backends()
+    model = execution.prepare_model(model)
     metrics, predictions = evaluate_with_predictions(
         model,
         trained.eval_loader(split),
@@ -75,6 +98,7 @@ def evaluate_checkpoint(
         progress=progress,
     )
     metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
+    metrics["execution"] = execution.describe()
     if split in data.end_of_run_splits:  # a skewed class mix: only the balanced estimate means anything
         metrics = {**metrics, **balanced_estimate_of(metrics, data.class_counts), "top5": None, "ece": None}
     return metrics

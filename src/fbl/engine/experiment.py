@@ -24,7 +24,7 @@ from fbl.data import LongTailDataset, build_dataset
 from fbl.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
 from fbl.engine.device import resolve_device
 from fbl.engine.distributed import Distributed
-from fbl.engine.trained_on import check_trained_on, recorded_data
+from fbl.engine.trained_on import check_trained_on, recorded_data, recorded_summary
 from fbl.errors import ConfigError
 from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.losses.base import LongTailLoss
@@ -177,6 +177,7 @@ class Trained:
     model: torch.nn.Module
     logit_scale: float
     dist: Distributed
+    summary: dict | None = None  # the run's summary.json, when the checkpoint sits in a finished run's folder
 
     def eval_loader(self, split: str):
         return eval_loader(self.data, split, self.cfg.optim.batch_size, self.dist)
@@ -195,7 +196,8 @@ def load_trained(checkpoint: str, *, device: torch.device, data_dir: str | None 
     if data_dir:
         cfg = cfg.replace(data_dir=data_dir)
     data = build_data(cfg.data)
-    record = recorded_data(path)
+    summary = recorded_summary(path)
+    record = recorded_data(summary)
     if record is not None:
         check_trained_on(data, record, f"the run of {checkpoint}")
     model = build_model(cfg, data, weights="none")
@@ -207,4 +209,4 @@ def load_trained(checkpoint: str, *, device: torch.device, data_dir: str | None 
             f"{data.name} data here; is the data folder the one the run was trained on?"
         ) from None
     logit_scale = build_criterion(cfg, data.class_counts).logit_scale  # LDAM's s: probabilities as trained
-    return Trained(cfg, data, model.to(device), logit_scale, Distributed(device=device))
+    return Trained(cfg, data, model.to(device), logit_scale, Distributed(device=device), summary)

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 
 from fbl.config import TrainConfig, config_from_dict, option_specs, runtime_keys, validate
-from fbl.engine.checkpoint import load_checkpoint, resolve_checkpoint_path
+from fbl.engine.checkpoint import holds_weights_only, load_checkpoint, resolve_checkpoint_path
 from fbl.engine.data_paths import DATA_PATH_KEYS, absolute_path
 from fbl.engine.run_folder import RunFolder
 from fbl.errors import ConfigError
@@ -41,6 +41,11 @@ def starting_point(cfg: TrainConfig, given: frozenset = frozenset()) -> Starting
         return StartingPoint(cfg, folder=folder)
     path = resolve_checkpoint_path(cfg.run.resume)
     checkpoint = load_checkpoint(path)
+    if holds_weights_only(checkpoint):
+        raise ConfigError(
+            f"{path} holds weights only (a run kept with `fbl record`): `fbl eval` reads it, --resume cannot "
+            "continue it"
+        )
     folder = path.parent.parent
     _check_resumes_the_last_epoch(path, checkpoint, folder)
     resumed = _resume_config(cfg, checkpoint, folder, given)

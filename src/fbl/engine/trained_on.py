@@ -26,9 +26,9 @@ def data_record(data: LongTailDataset) -> dict:
     return record
 
 
-def recorded_data(checkpoint: Path) -> dict | None:
-    """The data record in the ``summary.json`` of ``checkpoint``'s run folder; ``None`` when the run has none
-    (unfinished, or a bare checkpoint file)."""
+def recorded_summary(checkpoint: Path) -> dict | None:
+    """The ``summary.json`` of ``checkpoint``'s run folder; ``None`` when the run has none (unfinished, or a
+    bare checkpoint file)."""
     if checkpoint.parent.name != "checkpoints":
         return None
     summary_path = RunFolder(checkpoint.parent.parent, writer=False).summary_path
@@ -38,9 +38,14 @@ def recorded_data(checkpoint: Path) -> dict | None:
         summary = json.loads(summary_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"could not read {summary_path} ({type(exc).__name__})") from None
-    return {
-        key: summary[key] for key in ("class_counts", "class_names") if isinstance(summary, dict) and key in summary
-    }
+    return summary if isinstance(summary, dict) else None
+
+
+def recorded_data(summary: dict | None) -> dict | None:
+    """The data record (class counts and names) in a run's summary; ``None`` without a summary."""
+    if summary is None:
+        return None
+    return {key: summary[key] for key in ("class_counts", "class_names") if key in summary}
 
 
 def check_trained_on(data: LongTailDataset, record: dict, source: str) -> None:
