@@ -65,6 +65,15 @@ def test_bad_selection_metric_is_one_line(compared, capsys):
     assert "val-<top1|many|medium|few>" in capsys.readouterr().err
 
 
+def test_a_config_file_is_refused_in_one_line_not_dropped(tmp_path, capsys):
+    config = tmp_path / "mine.yaml"
+    config.write_text("epochs: 1\n")
+    out = tmp_path / "cmp"
+    assert main(["compare", "--preset", "digits-lt", "--losses", "ce", "--config", str(config), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "reads no --config file" in err[0] and not out.exists()
+
+
 def test_confirm_seeds_train_only_the_point_chosen_on_the_first_seeds(tmp_path, capsys):
     out = tmp_path / "confirm"
     args = ["compare", "--preset", "digits-lt", "--losses", "fbl", "--seeds", "0", "--grid", "lambda_=15,30"]

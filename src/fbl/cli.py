@@ -206,7 +206,12 @@ def _report_arguments(p: argparse.ArgumentParser) -> None:
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None, help="preset every run starts from (e.g. cifar10-lt, digits-lt)")
-    p.add_argument("--losses", required=True, help="comma-separated losses, e.g. ce,fbl")
+    p.add_argument(
+        "--losses", required=True,
+        help="comma-separated losses, e.g. ce,fbl; the ensemble methods ride, sade, balpoe and fbl-experts train a "
+        "multi-expert model and start from their method preset <preset>-<loss> (e.g. cifar10-lt-ride), under your "
+        "other flags and --grid",
+    )  # fmt: skip
     p.add_argument("--seeds", type=_int_list, default="0", help="comma-separated seeds (default 0)")
     p.add_argument(
         "--grid", action="append", default=[], metavar="KEY=V1,V2",
@@ -437,7 +442,9 @@ def cmd_compare(namespace, extra: list[str]) -> int:
     from fbl.compare import compare, parse_grid
 
     _setup_logging(False)
-    overrides, _, _ = train_overrides(train_parser("fbl compare").parse_args(extra))
+    overrides, _, config_file = train_overrides(train_parser("fbl compare").parse_args(extra))
+    if config_file is not None:
+        raise ConfigError(f"fbl compare reads no --config file ({config_file}): give its values as flags or a --preset")
     overrides.setdefault("quiet", True)
     bars = _bars_wanted(False)
     with _logging_context(bars):
