@@ -7,7 +7,7 @@ import pytest
 
 from fbl.errors import ConfigError
 from fbl.predictions import Predictions
-from fbl.statistics import bootstrap_intervals, mcnemar, paired_bootstrap, percentile_interval
+from fbl.statistics import bootstrap_intervals, mcnemar, paired_bootstrap, percentile_interval, seed_interval
 
 COUNTS_2 = [200, 10]  # class 0 many-shot, class 1 few-shot
 
@@ -102,3 +102,34 @@ def test_runs_on_different_images_are_not_paired():
     relabelled = Predictions(a.index, 1 - a.label, a.prediction, 2)
     with pytest.raises(ConfigError, match="different labels"):
         paired_bootstrap([(a, relabelled)], COUNTS_2)
+
+
+def test_seed_interval_of_three_values_longhand():
+    # mean 81, s = 1, t_{0.975, 2} = 4.303
+    half = 4.303 * 1.0 / math.sqrt(3)
+    assert seed_interval([80.0, 81.0, 82.0]) == pytest.approx([81 - half, 81 + half])
+
+
+def test_seed_interval_of_five_values_longhand():
+    # mean 74, s = sqrt((16 + 4 + 0 + 4 + 16) / 4) = sqrt(10), t_{0.975, 4} = 2.776
+    half = 2.776 * math.sqrt(10) / math.sqrt(5)
+    assert seed_interval([70.0, 72.0, 74.0, 76.0, 78.0]) == pytest.approx([74 - half, 74 + half])
+
+
+def test_seed_interval_uses_t_up_to_30_degrees_of_freedom_then_the_normal():
+    # 0 and 2 alternating: mean 1, s = sqrt(n / (n - 1))
+    for n, quantile in ((31, 2.042), (32, 1.960)):
+        values = [0.0, 2.0] * (n // 2) + [1.0] * (n % 2)
+        mean = math.fsum(values) / n
+        s = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
+        half = quantile * s / math.sqrt(n)
+        assert seed_interval(values) == pytest.approx([mean - half, mean + half]), n
+
+
+def test_seed_interval_needs_two_values_and_the_tabulated_level():
+    assert seed_interval([]) is None
+    assert seed_interval([80.0]) is None
+    assert seed_interval([80.0, None, float("nan")]) is None  # None and NaN are not values
+    assert seed_interval([80.0, None, 82.0]) == pytest.approx([81 - 12.706, 81 + 12.706])  # s = sqrt(2), n = 2
+    with pytest.raises(ConfigError, match="0.95"):
+        seed_interval([80.0, 81.0], level=0.9)

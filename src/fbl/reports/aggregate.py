@@ -2,7 +2,8 @@
 
 Everything is returned as plain dicts and lists so that other commands (``fbl compare``) can
 print them. A method's value is the mean over its seeds with the sample standard deviation
-(``ddof=1``); with one seed the standard deviation is ``None`` (shown as "–").
+(``ddof=1``); with one seed the standard deviation is ``None`` (shown as "–"). Top-1 also gets the 95%
+t-interval of its mean over seeds (``top1_ci95``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from fbl.errors import ConfigError
 from fbl.reports.methods import Method, group_methods, varying_keys
 from fbl.reports.run_folder import Run
+from fbl.statistics import seed_interval
 
 #: Columns of the method table, in order.
 METRIC_KEYS = ("top1", "many", "medium", "few", "ece")
@@ -65,7 +67,8 @@ def stage_metrics(run: Run, stage: str) -> tuple[dict, int | None, str | None]:
 
 def method_row(method: Method, stage: str = "last") -> dict:
     """One row of the method table: ``method, n, seeds, stage, selected_on, epochs, <metric>_mean, <metric>_std``
-    for the metrics of :data:`METRIC_KEYS` and :data:`LONG_TAIL_KEYS`."""
+    for the metrics of :data:`METRIC_KEYS` and :data:`LONG_TAIL_KEYS`, and ``top1_ci95``: the 95% t-interval of
+    the mean top-1 over seeds (:func:`fbl.statistics.seed_interval`; ``None`` below two seeds)."""
     per_run = [stage_metrics(run, stage) for run in method.runs]
     on = sorted({o for _, _, o in per_run if o is not None})
     row = {
@@ -78,6 +81,7 @@ def method_row(method: Method, stage: str = "last") -> dict:
     }
     for key in (*METRIC_KEYS, *LONG_TAIL_KEYS):
         row[f"{key}_mean"], row[f"{key}_std"] = mean_std([metrics.get(key) for metrics, _, _ in per_run])
+    row["top1_ci95"] = seed_interval([metrics.get("top1") for metrics, _, _ in per_run])
     return row
 
 
