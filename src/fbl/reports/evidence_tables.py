@@ -4,6 +4,8 @@
   accuracy, macro-F1), mean ± std over seeds;
 * accuracy under SADE's eleven test priors, without and with the prior correction;
 * per run, 95% bootstrap intervals over the test images;
+* per run, the lossless estimate beside the 1,000 lossless test images, and per method its mean over
+  seeds with a 95% t-interval (:mod:`fbl.reports.estimate_table`);
 * each method against a reference method on the same images: paired bootstrap interval and McNemar;
 * per run, how it ran (provenance).
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fbl.reports.aggregate import LONG_TAIL_KEYS, format_mean_std, method_table
+from fbl.reports.estimate_table import estimate_table
 from fbl.reports.label_shift import FORMS, PRIOR_NAMES, method_prior_rows, short_prior_name
 from fbl.reports.methods import Method
 from fbl.reports.provenance import COLUMNS as PROVENANCE_COLUMNS
@@ -39,8 +42,8 @@ PAIRED_TITLES = {"top1": "Δ Top-1", "few": "Δ Few", "macro_f1": "Δ Macro-F1"}
 def evidence_tables(runs: list[Run], methods: list[Method]) -> tuple[list[Table], list[str]]:
     """``(tables, notes)`` in report order; notes say which pairs could not be compared."""
     paired, notes = _paired_table(methods)
-    tables = [_long_tail_table(runs), *_prior_tables(methods), _interval_table(methods), paired]
-    tables.append(_provenance_table(runs))
+    tables = [_long_tail_table(runs), *_prior_tables(methods), _interval_table(methods), estimate_table(methods)]
+    tables += [paired, _provenance_table(runs)]
     return [t for t in tables if t is not None], notes
 
 
