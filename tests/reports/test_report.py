@@ -15,8 +15,21 @@ from ._png import assert_valid_png
 FIGURE_FILES = [f"{stem}.png" for stem, *_ in FIGURES]
 
 
+#: Student-t 0.975 quantiles by degrees of freedom (seeds - 1), from a table.
+T975 = {2: 4.303, 3: 3.182}
+
+
+def _with_seed_interval(values):
+    """Top-1's cell: mean ± std, then the 95% t-interval of the mean over the seeds."""
+    mean, std = statistics.mean(values), statistics.stdev(values)
+    half = T975[len(values) - 1] * std / len(values) ** 0.5
+    return f"{mean:.2f} ± {std:.2f} [{mean - half:.2f}, {mean + half:.2f}]"
+
+
 def _cell(key, index, seeds=(1, 2, 3), shift=0.0):
     values = [HEADLINE[(key, s)][index] + shift for s in seeds]
+    if index == 0:
+        return _with_seed_interval(values)
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
@@ -37,7 +50,7 @@ def test_report_from_a_folder_of_runs(tmp_path):
         assert f"]({name})" in markdown
     assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES)
     # the table: fbl λ=60 top-1 and ECE over three seeds, computed longhand
-    top1, ece = _cell("fbl60", 0), _cell("fbl60", 4)
+    top1, ece = re.escape(_cell("fbl60", 0)), re.escape(_cell("fbl60", 4))
     # n = 3 seeds; epoch 4: the last of the 4 epochs, counted from 1 as the training log counts them
     assert re.search(rf"<td>fbl λ=60</td><td>3</td><td>4</td><td>{top1}</td>.*<td>{ece}</td>", html)
     assert f"| ce | 3 | 4 | {_cell('ce', 0)} | {_cell('ce', 1)} | {_cell('ce', 2)} |" in markdown
@@ -71,7 +84,7 @@ def test_older_run_folder_gets_a_note_not_a_crash(tmp_path, caplog):
         assert any(str(old) in r.getMessage() and field in r.getMessage() for r in caplog.records)
     # the table still holds all four ce seeds
     values = [HEADLINE[("ce", s)][0] for s in (1, 2, 3)] + [68.0]
-    assert f"| ce | 4 | 4 | {statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} |" in markdown
+    assert f"| ce | 4 | 4 | {_with_seed_interval(values)} |" in markdown
     assert html.count('<img src="data:image/png;base64,') == len(FIGURE_FILES) - 3
 
 

@@ -5,7 +5,8 @@ Beside mean ± std over seeds, the report shows what long-tail papers report and
 to tell a real difference from luck (:mod:`fbl.reports.evidence_tables`): worst-class accuracy,
 harmonic/geometric mean of per-class accuracy and macro-F1; accuracy under SADE's test priors with and
 without the prior correction (a table and a figure); per-run 95% intervals over the test images; each
-method against a reference on the same images (paired bootstrap, McNemar); and how each run ran.
+method against a reference on the same images (paired bootstrap, McNemar); the lossless estimate beside the
+1,000 lossless test images (CIFAR-LT here); the 95% t-interval of top-1 over seeds; and how each run ran.
 For multi-expert models, each expert on its own beside the ensemble (:mod:`fbl.reports.experts`).
 A figure that needs a field some run folder lacks (older runs) is left out with a one-line
 note naming the run folder and the field, logged as a warning; the tables need only the
@@ -27,6 +28,7 @@ from fbl.reports.experts import expert_groups_figure, expert_rows, experts_table
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report_folder import ReportFolder
 from fbl.reports.run_folder import Run, load_runs
+from fbl.reports.significance import format_interval
 from fbl.reports.writers import FigureFile, ReportContent, Table, write_html, write_markdown
 
 logger = logging.getLogger(__name__)
@@ -103,7 +105,11 @@ def _epochs_text(epochs: list) -> str:
 
 
 def _metric_cells(row: dict) -> list[str]:
-    return [format_mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in METRIC_KEYS]
+    """Mean ± std per metric; top-1 also with its 95% t-interval over seeds (two seeds or more)."""
+    cells = [format_mean_std(row[f"{k}_mean"], row[f"{k}_std"]) for k in METRIC_KEYS]
+    if row.get("top1_ci95"):
+        cells[METRIC_KEYS.index("top1")] += f" {format_interval(row['top1_ci95'])}"
+    return cells
 
 
 def _last_epoch_table(runs: list[Run], stage: str, title: str, caption: str) -> Table:
@@ -122,8 +128,8 @@ def _method_tables(runs: list[Run]) -> list[Table]:
             runs,
             "last",
             "Last epoch (headline)",
-            "Test set, percent; mean ± sample std (ddof=1) over n seeds; epochs counted from 1, as in the training "
-            "log.",
+            "Test set, percent; mean ± sample std (ddof=1) over n seeds, brackets: 95% t-interval of top-1's mean "
+            "over the seeds; epochs counted from 1, as in the training log.",
         )
     ]
     selected = method_table(runs, "selected")
