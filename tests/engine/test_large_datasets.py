@@ -25,8 +25,14 @@ SMALL = ["--device", "cpu", "--epochs", "1", "--limit-batches", "2", "--batch_si
 
 
 def _jpeg_bytes(shade: int) -> bytes:
+    """A 40x36 JPEG of ``shade`` with a pixel-level texture: crops of one flat colour give a 2-image batch
+    zero variance in BatchNorm, whose 1/sqrt(eps) gain through ResNet-50's 53 layers can overflow."""
+    pixels = torch.Generator().manual_seed(shade)
+    noise = torch.randint(0, 64, (36, 40, 3), generator=pixels, dtype=torch.uint8)
+    base = torch.tensor([shade, 255 - shade, 128], dtype=torch.int32).clamp(0, 191)
+    image = Image.fromarray((noise.int() + base).clamp(0, 255).to(torch.uint8).numpy())
     buffer = io.BytesIO()
-    Image.new("RGB", (40, 36), (shade, 255 - shade, 128)).save(buffer, format="JPEG")
+    image.save(buffer, format="JPEG")
     return buffer.getvalue()
 
 
