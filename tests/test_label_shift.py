@@ -81,6 +81,20 @@ def test_prior_weighted_accuracy_equals_the_subsampled_test_set_when_exactly_div
     assert subsampled == pytest.approx(expected, rel=1e-12)
 
 
+def test_subsampled_accuracies_name_each_prior_and_need_every_class():
+    counts, prior = [40, 20, 10], LabelPrior("forward", 4)
+    labels, predictions = _divisible_test_set()
+    table = label_shift.subsampled_accuracies(
+        labels, predictions, counts, priors=(prior, LabelPrior("uniform")), seed=None
+    )
+    # forward-4 keeps 20/10/5 first images of classes 0/1/2: 20 right of 35; uniform keeps the first 20 of each
+    assert table["forward-4"] == pytest.approx(100 * 20 / 35, rel=1e-12)
+    assert table["uniform"] == pytest.approx(100 * (15 + 6 + 8) / 60, rel=1e-12)  # every image kept
+    assert set(table) == {"forward-4", "uniform"}
+    no_class_2 = [label for label in labels if label != 2]
+    assert label_shift.subsampled_accuracies(no_class_2, no_class_2, counts) is None
+
+
 def test_evaluation_sums_give_the_same_number_as_the_subsampled_test_set():
     counts, prior = [40, 20, 10], LabelPrior("forward", 4)
     labels, predictions = _divisible_test_set()

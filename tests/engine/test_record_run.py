@@ -60,8 +60,13 @@ def test_eval_of_the_kept_run_reproduces_its_summary_exactly(kept, capsys):
     assert main(["eval", str(kept), "--device", "cpu", "--quiet", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["execution"] == "bf16, channels-last, compiled"
+    subsampled = {name: row.pop("subsampled") for name, row in result["test_priors"].items()}
     recorded = {key: value for key, value in summary["last"].items() if key != "epoch"}
     assert {key: result[key] for key in recorded} == recorded  # every metric, every float, bit for bit
+    # SADE's subsampled form, which fbl eval adds: on this balanced test set (40 images per class) the
+    # uniform prior keeps every image, so it is plain top-1
+    assert [sum(row) for row in result["confusion"]] == [40] * 10
+    assert subsampled["uniform"] == pytest.approx(result["top1"]) and len(subsampled) == 11
 
 
 def test_eval_in_fp32_is_the_full_precision_reference_not_the_recorded_run(kept, capsys):

@@ -12,6 +12,7 @@ from fbl.engine.execution import Execution
 from fbl.engine.experiment import Trained, load_trained
 from fbl.engine.progress import Progress, no_progress
 from fbl.errors import ConfigError
+from fbl.label_shift import subsampled_accuracies
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
 from fbl.statistics import bootstrap_intervals
@@ -97,8 +98,17 @@ def evaluate_checkpoint(
         logit_transform=transform,
         progress=progress,
     )
-    metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
     metrics["execution"] = execution.describe()
-    if split in data.end_of_run_splits:  # a skewed class mix: only the balanced estimate means anything
-        metrics = {**metrics, **balanced_estimate_of(metrics, data.class_counts), "top5": None, "ece": None}
+    return _with_split_extras(metrics, predictions, data, split)
+
+
+def _with_split_extras(metrics: dict, predictions, data, split: str) -> dict:
+    """95% bootstrap intervals; on a skewed end-of-run split only the balanced estimate means anything,
+    elsewhere accuracy on SADE's subsampled test set for each prior joins the exact one."""
+    metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
+    if split in data.end_of_run_splits:
+        return {**metrics, **balanced_estimate_of(metrics, data.class_counts), "top5": None, "ece": None}
+    subsampled = subsampled_accuracies(predictions.label, predictions.prediction, data.class_counts)
+    for name, accuracy in (subsampled or {}).items():
+        metrics["test_priors"][name]["subsampled"] = accuracy
     return metrics

@@ -41,7 +41,7 @@ def format_test_priors(metrics: dict) -> str:
         return ""
     names = [name for name in PRIOR_NAMES if name in table]
     lines = ["test prior   " + "".join(f"{short_prior_name(n):>7}" for n in names)]
-    for form in FORMS:
+    for form in (*FORMS, "subsampled"):  # subsampled: SADE's subsampled test sets (fbl eval)
         values = [table[n].get(form) for n in names]
         if all(v is None for v in values):
             continue
