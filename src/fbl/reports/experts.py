@@ -22,7 +22,7 @@ from fbl.errors import ConfigError
 from fbl.losses import LOSSES, loss_class
 from fbl.registry import normalize_name
 from fbl.reports.aggregate import format_mean_std, mean_std
-from fbl.reports.figures import _color, _literal, _panel_grid, _save
+from fbl.reports.figures import literal_text, panel_grid, save_figure, series_color
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import Run
 from fbl.reports.writers import Table
@@ -171,17 +171,17 @@ def expert_groups_figure(methods: list[Method], path: Path) -> Path:
         by_method.setdefault(row["method"], []).append(row)
     if not by_method:
         raise ConfigError("no run has per-expert numbers (summary.json 'experts')")
-    fig, axes = _panel_grid(len(by_method), size=3.2, max_cols=3)
+    fig, axes = panel_grid(len(by_method), size=3.2, max_cols=3)
     for ax, (label, rows) in zip(axes, by_method.items(), strict=False):
         width = 0.8 / len(rows)
         for i, row in enumerate(rows):
             heights = [row[f"{group}_mean"] or 0.0 for group in SHOT_NAMES]
             positions = [g - 0.4 + (i + 0.5) * width for g in range(len(SHOT_NAMES))]
-            color = "0.3" if row["expert"] == ENSEMBLE else _color(i - 1)
-            ax.bar(positions, heights, width=width, color=color, label=_literal(row["expert"]))
+            color = "0.3" if row["expert"] == ENSEMBLE else series_color(i - 1)
+            ax.bar(positions, heights, width=width, color=color, label=literal_text(row["expert"]))
         ax.set_xticks(range(len(SHOT_NAMES)), SHOT_NAMES)
         ax.set_ylim(0, 100)
         ax.set_ylabel("test accuracy (%)")
-        ax.set_title(_literal(f"{label} (n={rows[0]['n']})"), fontsize="small")
+        ax.set_title(literal_text(f"{label} (n={rows[0]['n']})"), fontsize="small")
         ax.legend(fontsize="x-small", frameon=False)
-    return _save(fig, path)
+    return save_figure(fig, path)

@@ -6,7 +6,7 @@ the caller's process, and no figure is kept alive by pyplot's registry.
 
 Each function takes the methods (see :func:`fbl.reports.methods.group_methods`) and a PNG path and
 returns that path; the PNG is written whole or not at all (:func:`fbl.atomic_files.atomic_output`).
-Text that comes from run folders (method labels) goes through :func:`_literal`, so a ``$`` in a
+Text that comes from run folders (method labels) goes through :func:`literal_text`, so a ``$`` in a
 label is a dollar sign, not the start of matplotlib mathtext (``$\\foo$`` would fail to draw).
 A figure that needs a field a run folder lacks raises a one-line :class:`~fbl.errors.ConfigError`
 naming the run folder and the field.
@@ -32,17 +32,17 @@ DPI = 80
 MAX_CONFUSION_CLASSES = 100
 
 
-def _color(index: int) -> str:
+def series_color(index: int) -> str:
     return f"C{index % 10}"
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save_figure(fig: Figure, path: Path) -> Path:
     with atomic_output(path, "figure") as handle:
         fig.savefig(handle, dpi=DPI, format="png")
     return path
 
 
-def _literal(text: str) -> str:
+def literal_text(text: str) -> str:
     """``text`` as matplotlib shows it literally: an unescaped ``$`` would start mathtext."""
     return str(text).replace("$", r"\$")
 
@@ -69,14 +69,14 @@ def per_class_accuracy(methods: list[Method], path: Path) -> Path:
             [a for _, a in points],
             marker="o",
             markersize=3,
-            color=_color(i),
-            label=_literal(f"{method.label} (n={len(method.runs)})"),
+            color=series_color(i),
+            label=literal_text(f"{method.label} (n={len(method.runs)})"),
         )
     ax.set_xscale("log")
     ax.set_xlabel("training images of the class")
     ax.set_ylabel("test top-1 accuracy (%)")
     _legend(ax, methods)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def feature_norms(methods: list[Method], path: Path, split: str = "test") -> Path:
@@ -98,14 +98,14 @@ def feature_norms(methods: list[Method], path: Path, split: str = "test") -> Pat
             [v for _, v in shown],
             marker="o",
             markersize=3,
-            color=_color(i),
-            label=_literal(f"{method.label} (n={len(method.runs)})"),
+            color=series_color(i),
+            label=literal_text(f"{method.label} (n={len(method.runs)})"),
         )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("class index")
     ax.set_ylabel(f"mean feature norm, {split} set")
     _legend(ax, methods)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def training_curves(methods: list[Method], path: Path) -> Path:
@@ -126,16 +126,16 @@ def training_curves(methods: list[Method], path: Path) -> Path:
         for i, method in enumerate(methods):
             epochs, values = epoch_mean(method.runs, value)
             if epochs:
-                ax.plot([e + 1 for e in epochs], values, color=_color(i), label=_literal(method.label))
+                ax.plot([e + 1 for e in epochs], values, color=series_color(i), label=literal_text(method.label))
         ax.set_title(title, fontsize="medium")
     for ax in axes[2:]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("epoch")
     _legend(axes[0], methods)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
-def _panel_grid(count: int, size: float = 2.8, max_cols: int = 4):
+def panel_grid(count: int, size: float = 2.8, max_cols: int = 4):
     cols = min(max_cols, count)
     rows = -(-count // cols)
     fig = Figure(figsize=(size * cols, size * rows + 0.3), layout="constrained")
@@ -148,7 +148,7 @@ def _panel_grid(count: int, size: float = 2.8, max_cols: int = 4):
 def reliability_diagrams(methods: list[Method], path: Path) -> Path:
     """Reliability diagram per method: per-bin accuracy against confidence, bins summed over seeds."""
     bins_per_method = [add_bins([require(run, "last.calibration") for run in m.runs]) for m in methods]
-    fig, axes = _panel_grid(len(methods))
+    fig, axes = panel_grid(len(methods))
     for ax, method, bins in zip(axes, methods, bins_per_method, strict=False):
         accuracy, confidence = bin_accuracy_confidence(bins)
         width = 1.0 / len(accuracy)
@@ -168,12 +168,12 @@ def reliability_diagrams(methods: list[Method], path: Path) -> Path:
         ax.plot([x for x, _ in shown], [c for _, c in shown], "o", color="C3", markersize=3, label="confidence")
         ece = expected_calibration_error(bins)
         ece_text = f"{ece:.2f}%" if ece is not None else "–"
-        ax.set_title(_literal(f"{method.label}\nECE {ece_text} (n={len(method.runs)})"), fontsize="small")
+        ax.set_title(literal_text(f"{method.label}\nECE {ece_text} (n={len(method.runs)})"), fontsize="small")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
         ax.set_ylabel("accuracy")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def confusion_matrices(methods: list[Method], path: Path) -> Path:
@@ -190,17 +190,17 @@ def confusion_matrices(methods: list[Method], path: Path) -> Path:
         size = len(per_run[0])
         total = [[sum(m[i][j] for m in per_run) for j in range(size)] for i in range(size)]
         matrices.append([[v / sum(row) if sum(row) else 0.0 for v in row] for row in total])
-    fig, axes = _panel_grid(len(shown))
+    fig, axes = panel_grid(len(shown))
     image = None
     for ax, method, matrix in zip(axes, shown, matrices, strict=False):
         image = ax.imshow(matrix, vmin=0.0, vmax=1.0, cmap="Blues", interpolation="nearest")
-        ax.set_title(_literal(f"{method.label} (n={len(method.runs)})"), fontsize="small")
+        ax.set_title(literal_text(f"{method.label} (n={len(method.runs)})"), fontsize="small")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
     fig.colorbar(image, ax=list(axes[: len(shown)]), shrink=0.8, label="fraction of the true class")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
@@ -215,11 +215,12 @@ def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
             points = [(x, y) for x, y in points if y is not None]
             if not points:
                 continue
-            label = _literal(f"{row['method']} (n={row['n']})" + (", prior-corrected" if form == "corrected" else ""))
-            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, color=_color(i), label=label)
+            corrected = ", prior-corrected" if form == "corrected" else ""
+            label = literal_text(f"{row['method']} (n={row['n']}){corrected}")
+            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, color=series_color(i), label=label)
     ax.set_xticks(positions, [short_prior_name(name) for name in PRIOR_NAMES])
     ax.axvline(PRIOR_NAMES.index("uniform"), color="grey", linewidth=0.5)
     ax.set_xlabel("test class prior (F: forward, U: uniform, B: backward long-tailed; number: imbalance)")
     ax.set_ylabel("test top-1 accuracy (%)")
     _legend(ax, methods)
-    return _save(fig, path)
+    return save_figure(fig, path)
