@@ -29,6 +29,16 @@ def test_labels_that_would_clash_name_the_differing_setting(tmp_path):
     assert sorted(m.label for m in group_methods(runs)) == ["ce weight_decay=0.0002", "ce weight_decay=0.0005"]
 
 
+def test_a_clash_names_only_what_differs_not_an_int_against_its_float_or_overwrite(tmp_path):
+    settings = [
+        {"lambda_": 60, "weight_decay": 2e-4, "overwrite": True},
+        {"lambda_": 60.0, "weight_decay": 5e-4, "overwrite": False},
+    ]
+    folders = [write_run(tmp_path / f"r{i}", "ce", 1, HEADLINE[("ce", 1)], **extra) for i, extra in enumerate(settings)]
+    runs = [load_run(folder) for folder in folders]
+    assert sorted(m.label for m in group_methods(runs)) == ["ce weight_decay=0.0002", "ce weight_decay=0.0005"]
+
+
 def test_train_rule_and_stage2_enter_the_label_and_stage1_path_does_not_split(tmp_path):
     runs = [
         load_run(

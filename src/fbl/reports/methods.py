@@ -37,6 +37,9 @@ IGNORED_KEYS = frozenset(
         "compile",
         "skip_bad_images",
         "allow_outside_root",
+        "overwrite",
+        "dist_timeout",
+        "estimate_every",
     }
 )
 #: Config keys holding a path that differs per run; only whether they are set identifies the method.
@@ -85,7 +88,14 @@ def varying_keys(methods: list[Method]) -> list[str]:
     keys: list[str] = []
     for method in methods:
         keys.extend(k for k in method.config if k not in keys)
-    return [k for k in keys if len({json.dumps(m.config.get(k), default=str) for m in methods}) > 1]
+    return [k for k in keys if len({_comparable(m.config.get(k)) for m in methods}) > 1]
+
+
+def _comparable(value: Any) -> str:
+    """A config value as text in which 60 and 60.0 (a preset's int, a flag's float) are one value."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    return json.dumps(value, default=str)
 
 
 def _base_label(method: Method) -> str:
