@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The CIFAR-10-LT protocol runs of README's "Reproducing the paper", one after another, each kept with its
+# weights. Run it again after any stop: a finished run is skipped, a stopped one continues with --resume, and
+# the queue stops at the first run that fails or is interrupted (Ctrl-C, SIGTERM), so nothing trains twice.
+#
+#   analysis/reproduce_cifar10_lt.sh DATA_DIR RUNS_DIR KEPT_DIR [NAME ...]
+#
+# DATA_DIR holds cifar-10-batches-py; RUNS_DIR gets the run folders (and a .log per run); KEPT_DIR gets each
+# finished run through `fbl record` (results and weights, no optimizer state: what results/ holds). NAMEs pick
+# runs from the list below (default: all, in this order). Two trainings at once on a small CPU slow both
+# many times over: run one queue per machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:?usage: analysis/reproduce_cifar10_lt.sh DATA_DIR RUNS_DIR KEPT_DIR [NAME ...]}
+RUNS=${2:?usage: analysis/reproduce_cifar10_lt.sh DATA_DIR RUNS_DIR KEPT_DIR [NAME ...]}
+KEPT=${3:?usage: analysis/reproduce_cifar10_lt.sh DATA_DIR RUNS_DIR KEPT_DIR [NAME ...]}
+shift 3
+FBL=${FBL:-.venv/bin/fbl}
+DEVICE=${DEVICE:-auto}   # e.g. DEVICE=cpu, DEVICE=cuda:0
+
+# name            preset                    seed   (single models first: issue #21; then the ensembles: #22)
+PROTOCOL="
+fbl-lambda60-seed123    cifar10-lt               123
+ce-seed123              cifar10-lt-ce            123
+ldam-drw-seed123        cifar10-lt-ldam-drw      123
+fbl-lambda60-seed124    cifar10-lt               124
+ce-seed124              cifar10-lt-ce            124
+tuned-seed123           cifar10-lt-tuned         123
+fbl-lambda60-seed125    cifar10-lt               125
+ce-seed125              cifar10-lt-ce            125
+sade-seed123            cifar10-lt-sade          123
+balpoe-seed123          cifar10-lt-balpoe        123
+fbl-experts-seed123     cifar10-lt-fbl-experts   123
+ride-seed123            cifar10-lt-ride          123
+"
+
+train_and_keep() {  # name preset seed
+  local run="$RUNS/$1"
+  if [ ! -f "$run/summary.json" ]; then
+    if [ -f "$run/checkpoints/last.pt" ]; then
+      "$FBL" train --resume "$run" --quiet >> "$run.log" 2>&1
+    else
+      mkdir -p "$RUNS"
+      "$FBL" train --preset "$2" --data-dir "$DATA" --device "$DEVICE" --seed "$3" --out "$run" --quiet >> "$run.log" 2>&1
+    fi
+  fi
+  [ -d "$KEPT/$1" ] || "$FBL" record "$run" "$KEPT/$1"
+  echo "done: $1"
+}
+
+while read -r name preset seed; do
+  [ -n "$name" ] || continue
+  if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
+  train_and_keep "$name" "$preset" "$seed"
+done <<< "$PROTOCOL"
