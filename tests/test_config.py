@@ -122,7 +122,9 @@ def test_unknown_yaml_key_is_an_error(tmp_path):
 # ---- one declaration per option ---------------------------------------------------------------------
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-RECORDED_RUNS = sorted(p.parent for p in RESULTS.rglob("config.yaml"))
+RECORDED_RUNS = sorted(
+    p.parent for p in RESULTS.rglob("config.yaml") if "config_version" not in yaml.safe_load(p.read_text())
+)  # the runs recorded before config sections (version 1); later ones are kept in sections
 
 
 def test_the_recorded_runs_are_there():

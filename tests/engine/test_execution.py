@@ -1,6 +1,8 @@
 """The fast path changes nothing but rounding: bf16 vs fp32 losses and gradients, resume exactness
 with bf16 + channels-last, checkpoints that load into an eager fp32 model, and the defaults."""
 
+import json
+
 import pytest
 import torch
 
@@ -146,7 +148,12 @@ def test_a_fast_path_checkpoint_evaluates_in_an_eager_fp32_model(tmp_path, monke
     assert not any(key.startswith(("_orig_mod.", "model._compiled")) for key in state)
     configured = []
     monkeypatch.setattr(Execution, "configure_backends", lambda self: configured.append(self))
-    result = evaluate_checkpoint(str(out), device="cpu")  # builds the plain fp32 model
+    result = evaluate_checkpoint(str(out), device="cpu", precision="fp32")  # builds the plain fp32 model
     assert result["top1"] is not None
     # fbl eval sets the backends as an fp32 training run does (on CUDA: no TF32), once, for fp32 eager
     assert [(e.precision, e.channels_last, e.compile) for e in configured] == [("fp32", False, False)]
+    configured.clear()
+    evaluate_checkpoint(str(out), device="cpu")  # by default as the run ran (its provenance)
+    provenance = json.loads((out / "summary.json").read_text())["provenance"]
+    ran = (provenance["precision"], provenance["channels_last"], provenance["compile"] == "compiled")
+    assert [(e.precision, e.channels_last, e.compile) for e in configured] == [ran]
