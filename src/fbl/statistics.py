@@ -153,7 +153,7 @@ def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> dict:
         >>> mcnemar([1, 1, 1, 1, 1, 0], [0, 0, 0, 0, 0, 0])["p_value"]  # 2 / 2**5
         0.0625
     """
-    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    a, b = np.asarray(correct_a).astype(np.bool_), np.asarray(correct_b).astype(np.bool_)
     if a.shape != b.shape:
         raise ConfigError(f"Expected two correctness vectors of one length but got {a.shape} and {b.shape}")
     a_only, b_only = int(np.sum(a & ~b)), int(np.sum(~a & b))
