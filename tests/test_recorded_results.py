@@ -4,6 +4,10 @@ The CIFAR-10 runs were trained on ``../shared``'s CIFAR-10 (materialized by the 
 fixture). On a CPU like the one that trained the run (same model, bf16 units and thread count) the
 numbers must come out bit for bit; elsewhere bf16 kernels round differently, so a handful of images
 may change class and the check is that top-1 and every class stay within a few images.
+
+Every kept run is checked on its test split; the extra splits (the 1,000 lossless images, the
+37,697-image lossless estimate) go through the same evaluation path and cost about 20 s each, so
+they are checked on the first kept run only, which keeps the suite's time flat as results/ grows.
 """
 
 from __future__ import annotations
@@ -48,6 +52,8 @@ def test_a_kept_run_evaluates_to_its_recorded_summary(run, cifar10_root):
     exact = same_machine(summary["provenance"])
     result = evaluate_checkpoint(str(run), data_dir=str(cifar10_root), device="cpu")
     assert_reproduced(result, summary["last"], exact)
+    if run != KEPT[0]:
+        return
     for split, recorded in summary.get("last_extra", {}).items():
         again = evaluate_checkpoint(str(run), data_dir=str(cifar10_root), device="cpu", split=split)
         assert_reproduced(again, recorded, exact)

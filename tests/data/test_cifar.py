@@ -13,19 +13,9 @@ from fbl.data.cifar import CIFAR10_FORMAT, read_cifar
 from fbl.data.lossless_estimate_split import LOSSLESS_ESTIMATE
 from fbl.errors import ConfigError
 
+from ._reference import reference_indices
+
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-
-
-def reference_indices(targets, counts, seed):
-    """The CIFAR-LT reference: global numpy seed, then per class shuffle positions and keep the head."""
-    np.random.seed(seed)
-    targets_np = np.array(targets, dtype=np.int64)
-    kept = []
-    for the_class, the_img_num in zip(np.unique(targets_np), counts, strict=False):
-        idx = np.where(targets_np == the_class)[0]
-        np.random.shuffle(idx)
-        kept.append(idx[:the_img_num])
-    return np.concatenate(kept)
 
 
 def exp_counts(n_max, num_classes, imb_factor):

@@ -9,6 +9,8 @@ import torch
 from fbl.data import long_tail_counts, long_tail_indices
 from fbl.errors import ConfigError
 
+from ._reference import reference_indices
+
 
 def reference_counts(n_max, num_classes, imb_type, imb_factor):
     """The reference's loop: img_max is a float (len(data) / C) and every count is truncated by int()."""
@@ -21,18 +23,6 @@ def reference_counts(n_max, num_classes, imb_type, imb_factor):
         for cls_idx in range(num_classes):
             counts.append(int(img_max) if cls_idx < num_classes // 2 else int(img_max * imb_factor))
     return counts
-
-
-def reference_indices(targets, counts, seed):
-    """Seed the global RNG once, then per class (ascending) shuffle its positions and keep the head."""
-    np.random.seed(seed)
-    targets_np = np.array(targets, dtype=np.int64)
-    kept = []
-    for the_class, the_img_num in zip(np.unique(targets_np), counts, strict=False):
-        idx = np.where(targets_np == the_class)[0]
-        np.random.shuffle(idx)
-        kept.append(idx[:the_img_num])
-    return np.concatenate(kept)
 
 
 # Published CIFAR-10-LT profiles (n_max 5000); the totals are the well-known train sizes.
