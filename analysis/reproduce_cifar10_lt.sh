@@ -7,8 +7,9 @@
 #
 # DATA_DIR holds cifar-10-batches-py; RUNS_DIR gets the run folders (and a .log per run); KEPT_DIR gets each
 # finished run through `fbl record` (results and weights, no optimizer state: what results/ holds). NAMEs pick
-# runs from the list below (default: all, in this order). Two trainings at once on a small CPU slow both
-# many times over: run one queue per machine.
+# runs from the list below (default: all, in this order). Two trainings that each use every core slow both
+# many times over; on a small CPU, one single-thread queue per core with disjoint NAMEs finishes sooner
+# (OMP_NUM_THREADS=1; 12-30% more images/s in total on 2 cores: benchmarks/threads_vs_processes.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:?usage: analysis/reproduce_cifar10_lt.sh DATA_DIR RUNS_DIR KEPT_DIR [NAME ...]}

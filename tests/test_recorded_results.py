@@ -1,9 +1,10 @@
 """Every run kept in ``results/`` with its weights evaluates to the summary it recorded.
 
 The CIFAR-10 runs were trained on ``../shared``'s CIFAR-10 (materialized by the ``cifar10_root``
-fixture). On a CPU like the one that trained the run (same model, bf16 units and thread count) the
-numbers must come out bit for bit; elsewhere bf16 kernels round differently, so a handful of images
-may change class and the check is that top-1 and every class stay within a few images.
+fixture). Each run is evaluated with the thread count that finished it (its provenance; a queue may
+train one single-thread run per core). On a CPU like the one that trained the run (same model and bf16
+units) the numbers must come out bit for bit; elsewhere bf16 kernels round differently, so a handful of
+images may change class and the check is that top-1 and every class stay within a few images.
 
 Every kept run is checked on its test split; the extra splits (the 1,000 lossless images, the
 37,697-image lossless estimate) go through the same evaluation path and cost about 20 s each, so
@@ -26,9 +27,17 @@ KEPT = sorted(path.parent.parent for path in RESULTS.glob("**/checkpoints/last.p
 
 
 def same_machine(provenance: dict) -> bool:
-    here = {**cpu_description(), "threads": torch.get_num_threads()}
-    keys = ("cpu", "cpu_amx_bf16", "cpu_avx512_bf16", "threads")
+    here = cpu_description()
+    keys = ("cpu", "cpu_amx_bf16", "cpu_avx512_bf16")
     return provenance.get("device") == "cpu" and all(provenance.get(k) == here[k] for k in keys)
+
+
+@pytest.fixture
+def set_threads():
+    """Sets torch's thread count for the test (bf16 kernels split work, and round, by threads) and restores it."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
 
 
 def assert_reproduced(result: dict, recorded: dict, exact: bool) -> None:
@@ -47,9 +56,10 @@ def test_some_runs_are_kept_with_their_weights():
 
 
 @pytest.mark.parametrize("run", KEPT, ids=[str(path.relative_to(RESULTS)) for path in KEPT])
-def test_a_kept_run_evaluates_to_its_recorded_summary(run, cifar10_root):
+def test_a_kept_run_evaluates_to_its_recorded_summary(run, cifar10_root, set_threads):
     summary = json.loads((run / "summary.json").read_text())
     exact = same_machine(summary["provenance"])
+    set_threads(summary["provenance"]["threads"])
     result = evaluate_checkpoint(str(run), data_dir=str(cifar10_root), device="cpu")
     assert_reproduced(result, summary["last"], exact)
     if run != KEPT[0]:
