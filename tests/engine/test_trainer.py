@@ -260,6 +260,7 @@ def test_sigterm_stops_after_a_step_and_the_resumed_run_equals_the_uninterrupted
     if process.returncode == 0:
         pytest.skip("the run finished before SIGTERM arrived")
     assert process.returncode == 130 and f"--resume {out}" in err and "Traceback" not in err
+    assert "checkpoint written" in err and "interrupted at once" not in err  # one SIGTERM: the graceful stop
     child("train", "--resume", str(out), "--quiet")
     whole, resumed = load_checkpoint(tmp_path / "whole")["model"], load_checkpoint(out)["model"]
     for key in whole:
@@ -305,7 +306,7 @@ def test_eval_on_another_split_and_a_missing_split(fbl_run, capsys):
 
 
 @pytest.mark.parametrize("mixup", [False, True])
-def test_a_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path, monkeypatch, mixup):
+def test_a_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_path, monkeypatch, capsys, mixup):
     import fbl.engine.trainer as trainer
 
     args = ["train", "--preset", "digits-lt", "--epochs", "3", "--device", "cpu", "--quiet", "--mixup", str(mixup)]
@@ -319,6 +320,7 @@ def test_a_stop_inside_an_epoch_checkpoints_the_step_and_resumes_exactly(tmp_pat
     monkeypatch.setattr(trainer.GracefulStop, "requested", asked_at_the_seventh_step)
     out = tmp_path / "stopped"
     assert main([*args, "--out", str(out)]) == 130
+    assert "stopped after step 3 of epoch 2, checkpoint written" in capsys.readouterr().err
     saved = load_checkpoint(out)
     assert saved["epoch"] == 1 and saved["partial"]["step"] == 3  # 4 boundaries in epoch 0, then 3
     monkeypatch.undo()

@@ -115,6 +115,8 @@ class Training:
                     record["estimates"] = self.estimates()
                 logger.info(_epoch_line(record, epochs, last if "eval" in record else None))
                 self.record(epoch, record, started)
+        except TrainingInterrupted:  # a graceful stop: its checkpoint holds the step reached (a KeyboardInterrupt too)
+            raise
         except KeyboardInterrupt:
             raise self._interrupted_at_once() from None
         except (ConfigError, TrainingDiverged):
