@@ -16,6 +16,7 @@ PAPER_CIFAR = {
     "batch_size": 64,
     "lr": 0.1,
     "momentum": 0.9,
+    "nesterov": False,
     "weight_decay": 2e-4,
     "warmup_epochs": 5,
     "seed": 123,
@@ -31,6 +32,33 @@ def test_paper_presets_hold_the_paper_hyper_parameters(name):
         assert cfg.flat()[key] == value, key
     assert (cfg.loss.loss, cfg.loss.lambda_, cfg.loss.alpha_schedule) == ("fbl", 60.0, "parabolic")
     assert cfg.optim.lr_milestones == [0.8, 0.9] and cfg.optim.lr_decay == [0.01, 0.0001]
+
+
+#: The ensemble papers' released CIFAR-LT configurations (RIDE, SADE, BalPoE): 200 epochs, lr 0.1 with 5
+#: warm-up epochs, steps at 160 and 180, Nesterov SGD, batch 128, weight decay 5e-4.
+ENSEMBLE_OPTIM = {
+    "ride": {"lr_decay": [0.01, 0.0001]},
+    "sade": {"lr_decay": [0.1, 0.01]},
+    "balpoe": {"lr_decay": [0.1, 0.01]},
+}
+#: BalPoE's mixup alpha: 0.8 in its CIFAR-10 configurations, 0.4 in its CIFAR-100 ones.
+BALPOE_MIXUP = {"cifar10": 0.8, "cifar100": 0.4}
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("method", sorted(ENSEMBLE_OPTIM))
+def test_ensemble_presets_hold_their_papers_optimisation(method, dataset):
+    cfg = resolve_config(f"{dataset}-lt-{method}").flat()
+    expected = {"epochs": 200, "lr": 0.1, "warmup_epochs": 5, "lr_milestones": [0.8, 0.9], "nesterov": True}
+    expected |= {"momentum": 0.9, "batch_size": 128, "weight_decay": 5e-4, **ENSEMBLE_OPTIM[method]}
+    assert {key: cfg[key] for key in expected} == expected
+    if method == "balpoe":
+        assert cfg["mixup"] is True and cfg["mixup_alpha"] == BALPOE_MIXUP[dataset]
+
+
+def test_nesterov_without_momentum_is_one_line():
+    with pytest.raises(ConfigError, match="--nesterov needs a momentum above 0"):
+        resolve_config("cifar10-lt", overrides={"nesterov": True, "momentum": 0.0})
 
 
 @pytest.mark.parametrize("name", list_presets())

@@ -205,6 +205,10 @@ class OptimConfig:
     )  # fmt: skip
     lr: float = option(0.1, "--learning_rate", "--lr", stage2=INHERIT)
     momentum: float = option(0.9, "--momentum", stage2=INHERIT)
+    nesterov: bool = option(
+        False, "--nesterov", stage2=INHERIT,
+        help="Nesterov momentum (RIDE's, SADE's and BalPoE's code use it; the FBL paper's does not)",
+    )  # fmt: skip
     weight_decay: float = option(2e-4, "--weight_decay", "--weight-decay", "--wd", stage2=INHERIT)
     warmup_epochs: int = option(5, "--warmup-epochs", stage2=0, help="linear warm-up of the lr")
     lr_milestones: list[float] = option(
@@ -655,6 +659,8 @@ def _check_optim(optim: OptimConfig) -> None:
         raise ConfigError(f"Expected a positive learning rate but got {optim.lr}")
     if optim.weight_decay < 0 or optim.momentum < 0:
         raise ConfigError("Expected weight_decay >= 0 and momentum >= 0")
+    if optim.nesterov and optim.momentum == 0:
+        raise ConfigError("--nesterov needs a momentum above 0 (--momentum)")
     if len(optim.lr_milestones) != len(optim.lr_decay):
         raise ConfigError("Expected as many lr_decay factors as lr_milestones")
     if any(not 0 < m <= 1 for m in optim.lr_milestones):

@@ -230,6 +230,19 @@ def test_accumulating_two_half_batches_is_one_step_on_the_whole_batch(fbl_run, t
         torch.testing.assert_close(halves[key], whole[key], rtol=1e-5, atol=1e-6)
 
 
+def test_nesterov_reaches_the_optimizer_and_changes_its_steps(tmp_path):
+    args = ["train", "--preset", "digits-lt", "--device", "cpu", "--quiet", "--epochs", "1", "--limit-batches", "1"]
+    args += ["--precision", "fp32", "--no-compile", "--warmup-epochs", "0"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    assert main([*args, "--nesterov", "--out", str(tmp_path / "nesterov")]) == 0
+    plain, nesterov = load_checkpoint(tmp_path / "plain"), load_checkpoint(tmp_path / "nesterov")
+    assert [g["nesterov"] for g in nesterov["optimizer"]["param_groups"]] == [True]
+    assert [g["nesterov"] for g in plain["optimizer"]["param_groups"]] == [False]
+    # One step from the same start: Nesterov moves by lr (1 + momentum) g, plain momentum by lr g.
+    start = [k for k in plain["model"] if k.endswith("weight")][0]
+    assert not torch.equal(plain["model"][start], nesterov["model"][start])
+
+
 def test_sigterm_stops_after_a_step_and_the_resumed_run_equals_the_uninterrupted_one(tmp_path):
     import os
     import signal

@@ -56,3 +56,18 @@ def test_train_rule_and_stage2_enter_the_label_and_stage1_path_does_not_split(tm
     (method,) = group_methods(runs)
     assert method.label == "ce + balanced-rs (cRT)"
     assert method_config(runs[0])["stage2_from"] is True
+
+
+def test_an_option_added_after_a_run_takes_its_default_and_60_is_60_0(tmp_path):
+    # Seed 1 was written before `nesterov` existed (no key: it trained without), seed 2 says False; seed 3
+    # has lambda_ 60 where the others have 60.0. One method; Nesterov runs are another.
+    old = write_run(tmp_path / "old", "fbl", 1, HEADLINE[("fbl60", 1)])
+    new = write_run(tmp_path / "new", "fbl", 2, HEADLINE[("fbl60", 2)], nesterov=False)
+    int_lambda = write_run(tmp_path / "int", "fbl", 3, HEADLINE[("fbl60", 3)], nesterov=False, lambda_=60)
+    nesterov = write_run(tmp_path / "nesterov", "fbl", 1, HEADLINE[("fbl60", 1)], nesterov=True)
+    methods = group_methods([load_run(folder) for folder in (old, new, int_lambda, nesterov)])
+    assert sorted((m.label, tuple(sorted(m.seeds))) for m in methods) == [
+        ("fbl λ=60 nesterov=False", (1, 2, 3)),
+        ("fbl λ=60 nesterov=True", (1,)),
+    ]
+    assert method_config(load_run(old))["nesterov"] is False

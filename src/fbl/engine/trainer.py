@@ -90,7 +90,7 @@ class Training:
         self.runner = self.execution.prepare_model(exp.model, wrap=exp.dist.wrap)
         self.optimizer = torch.optim.SGD(
             [p for p in exp.model.parameters() if p.requires_grad], lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-            weight_decay=cfg.optim.weight_decay, **self.execution.optimizer_options(),
+            nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay, **self.execution.optimizer_options(),
         )  # fmt: skip
         self.start_epoch, self.best, self.partial = cfg.run.start_epoch, None, None
         self.resumed = checkpoint is not None

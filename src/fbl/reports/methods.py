@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from fbl.config import option_specs
 from fbl.reports.run_folder import Run
 
 #: Config keys that are bookkeeping, not part of the method.
@@ -60,8 +61,10 @@ class Method:
 
 
 def method_config(run: Run) -> dict:
-    """The part of ``run.config`` that defines the method."""
-    config = {k: v for k, v in run.config.items() if k not in IGNORED_KEYS}
+    """The part of ``run.config`` that defines the method. An option the run's config lacks (added to fbl
+    after the run, e.g. ``nesterov``) has its default, which is how the run trained."""
+    missing = {key: spec.default for key, spec in option_specs().items() if key not in run.config}
+    config = {k: v for k, v in {**run.config, **missing}.items() if k not in IGNORED_KEYS}
     for key in PATH_KEYS & config.keys():
         config[key] = config[key] is not None
     return config
@@ -72,7 +75,7 @@ def group_methods(runs: list[Run]) -> list[Method]:
     by_key: dict[str, Method] = {}
     for run in runs:
         config = method_config(run)
-        key = json.dumps(config, sort_keys=True, default=str)
+        key = json.dumps({k: _comparable(v) for k, v in config.items()}, sort_keys=True)
         if key not in by_key:
             by_key[key] = Method(label="", config=config)
         by_key[key].runs.append(run)
