@@ -466,16 +466,19 @@ def check_keys(values: dict, source: str) -> dict:
 
 
 def config_from_dict(values: dict, source: str) -> TrainConfig:
-    """A :class:`TrainConfig` from a saved config (``config.yaml`` or a checkpoint's, either version).
+    """A :class:`TrainConfig` from a saved config (``config.yaml`` or a checkpoint's, either version)."""
+    return config_from_flat(saved_values({k: v for k, v in check_keys(values, source).items() if k in option_specs()}))
 
-    A saved config is complete, so an option it lacks was added after the run: it takes what the run
-    did then (the option's ``before_it``), not today's default.
-    """
-    flat = {k: v for k, v in check_keys(values, source).items() if k in option_specs()}
-    for key, spec in option_specs().items():
-        if key not in flat and spec.meta["before_it"] is not _UNSET:
-            flat[key] = spec.meta["before_it"]
-    return config_from_flat(flat)
+
+def saved_values(flat: dict) -> dict:
+    """A saved config's flat values, completed. A saved config is complete, so an option it lacks was
+    added after the run: it takes what the run did then (the option's ``before_it``), else its default."""
+    missing = {
+        key: spec.default if spec.meta["before_it"] is _UNSET else spec.meta["before_it"]
+        for key, spec in option_specs().items()
+        if key not in flat
+    }
+    return {**flat, **missing}
 
 
 def load_preset(name: str) -> dict:

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbl.config import option_specs
+from fbl.config import saved_values
 from fbl.reports.run_folder import Run
 
 #: Config keys that are bookkeeping, not part of the method.
@@ -61,10 +61,9 @@ class Method:
 
 
 def method_config(run: Run) -> dict:
-    """The part of ``run.config`` that defines the method. An option the run's config lacks (added to fbl
-    after the run, e.g. ``nesterov``) has its default, which is how the run trained."""
-    missing = {key: spec.default for key, spec in option_specs().items() if key not in run.config}
-    config = {k: v for k, v in {**run.config, **missing}.items() if k not in IGNORED_KEYS}
+    """The part of ``run.config`` that defines the method; an option the run predates (e.g. ``nesterov``)
+    counts as what the run did then (:func:`fbl.config.saved_values`)."""
+    config = {k: v for k, v in saved_values(run.config).items() if k not in IGNORED_KEYS}
     for key in PATH_KEYS & config.keys():
         config[key] = config[key] is not None
     return config
