@@ -35,7 +35,8 @@ def test_paper_presets_hold_the_paper_hyper_parameters(name):
 
 
 #: The ensemble papers' released CIFAR-LT configurations (RIDE, SADE, BalPoE): 200 epochs, lr 0.1 with 5
-#: warm-up epochs, steps at 160 and 180, Nesterov SGD, batch 128, weight decay 5e-4.
+#: warm-up epochs, steps at 160 and 180, Nesterov SGD, batch 128, weight decay 5e-4; their CIFAR data
+#: loaders add RandomRotation(15) after the crop and flip.
 ENSEMBLE_OPTIM = {
     "ride": {"lr_decay": [0.01, 0.0001]},
     "sade": {"lr_decay": [0.1, 0.01]},
@@ -50,10 +51,21 @@ BALPOE_MIXUP = {"cifar10": 0.8, "cifar100": 0.4}
 def test_ensemble_presets_hold_their_papers_optimisation(method, dataset):
     cfg = resolve_config(f"{dataset}-lt-{method}").flat()
     expected = {"epochs": 200, "lr": 0.1, "warmup_epochs": 5, "lr_milestones": [0.8, 0.9], "nesterov": True}
-    expected |= {"momentum": 0.9, "batch_size": 128, "weight_decay": 5e-4, **ENSEMBLE_OPTIM[method]}
+    expected |= {"momentum": 0.9, "batch_size": 128, "weight_decay": 5e-4, "rotate": 15.0, **ENSEMBLE_OPTIM[method]}
     assert {key: cfg[key] for key in expected} == expected
     if method == "balpoe":
         assert cfg["mixup"] is True and cfg["mixup_alpha"] == BALPOE_MIXUP[dataset]
+
+
+@pytest.mark.parametrize("name", ["cifar10-lt", "cifar10-lt-ldam-drw", "cifar10-lt-fbl-experts", "cifar100-lt"])
+def test_the_fbl_papers_pipeline_does_not_rotate(name):
+    assert resolve_config(name).data.rotate == 0.0
+
+
+@pytest.mark.parametrize("degrees", [-1, 181, -0.5])
+def test_a_rotation_outside_0_to_180_degrees_is_one_line(degrees):
+    with pytest.raises(ConfigError, match="Expected a rotation of 0 to 180 degrees"):
+        resolve_config("cifar10-lt", overrides={"rotate": degrees})
 
 
 def test_nesterov_without_momentum_is_one_line():

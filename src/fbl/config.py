@@ -33,6 +33,7 @@ import yaml
 
 from fbl.checks import check_beta
 from fbl.data import DATASETS
+from fbl.data.augment import check_rotation
 from fbl.errors import ConfigError
 from fbl.losses import LOSSES, SCHEDULES, check_loss_options, loss_class, loss_weighting
 from fbl.models import MODELS
@@ -116,6 +117,12 @@ class DataConfig:
         "auto", "--val-split", "--val_split",
         help="balanced validation split from the train images the LT subset left out: "
         "auto (50 per class on CIFAR, as many as digits-lt allows), N per class, or none",
+    )  # fmt: skip
+    rotate: float = option(
+        0.0, "--rotate", metavar="DEG",
+        help="CIFAR and digits-lt: after the crop and flip, rotate each training image by an angle uniform in "
+        "[-DEG, DEG] degrees (nearest neighbour, black corners; torchvision's RandomRotation), as RIDE, SADE and "
+        "BalPoE train on CIFAR; 0 (the FBL paper's pipeline): no rotation",
     )  # fmt: skip
     image_size: int = option(224, "--image-size", help="image files: crop side of the train/eval transforms")
     skip_bad_images: bool = option(
@@ -653,6 +660,7 @@ def _check_ranges(data: DataConfig, optim: OptimConfig) -> None:
         raise ConfigError(f"Expected 0 <= seed < 2**63 but got {optim.seed}")
     if not 0 <= data.rand_number < 2**32:
         raise ConfigError(f"Expected 0 <= rand_number < 2**32 (a numpy RandomState seed) but got {data.rand_number}")
+    check_rotation(data.rotate)
     if not 0 < data.imb_factor <= 1:
         raise ConfigError(f"Expected imb_factor in (0, 1] (0.01 = imbalance ratio 100) but got {data.imb_factor}")
 

@@ -89,7 +89,10 @@ def test_real_cifar10_batches_folder_and_seed(cifar10_root, raw10):
     np.testing.assert_array_equal(data.indices, reference_indices(y, counts, 3))
     assert data.augment.crop_padding == 4 and data.augment.hflip
     assert data.augment.mean == (0.4914, 0.4822, 0.4465) and data.augment.std == (0.2023, 0.1994, 0.2010)
+    assert data.augment.rotation == 0.0  # the FBL paper's pipeline: crop and flip only
     assert data.groups == {"many": list(range(8)), "medium": [8, 9], "few": []}
+    rotated = build_dataset("cifar10", cifar10_root, rand_number=3, rotate=15)
+    assert rotated.augment.rotation == 15.0 and rotated.augment.crop_padding == 4 and rotated.augment.hflip
 
 
 def test_real_cifar10_step_profile(cifar10_root, raw10):

@@ -21,6 +21,14 @@ def test_split_list_datasets_name_the_missing_list(name, tmp_path):
         build_dataset(name, data_dir=str(tmp_path), img_path=str(tmp_path))
 
 
+def test_rotation_reaches_the_in_memory_datasets_and_is_refused_by_the_others(tmp_path):
+    assert build_dataset("digits-lt").augment.rotation == 0.0
+    assert build_dataset("digits-lt", rotate=15).augment.rotation == 15.0
+    for name in ("imagenet", "folder", "shards"):
+        with pytest.raises(ConfigError, match=f"--rotate applies to the datasets held in memory .* not '{name}'"):
+            build_dataset(name, data_dir=str(tmp_path), rotate=15)
+
+
 def test_unknown_name_lists_valid_names():
     with pytest.raises(ConfigError, match="Unknown dataset 'mnist'.*; choose one of: cifar10, cifar100, digits-lt"):
         build_dataset("mnist")

@@ -1,4 +1,4 @@
-r"""Batched train-time augmentation of uint8 image tensors: random crop with zero padding, flip, normalise.
+r"""Batched train-time augmentation of uint8 image tensors: random crop with zero padding, flip, rotation, normalise.
 
 :func:`random_crop_flip` draws, for every sample independently, a crop offset
 :math:`(d_y, d_x) \sim \mathcal U\{0..2p\}^2` and a flip with probability 1/2, then returns
@@ -8,6 +8,18 @@ r"""Batched train-time augmentation of uint8 image tensors: random crop with zer
 where :math:`\tilde x` is the image zero-padded by ``p`` on each side. That is the distribution of
 torchvision's per-image ``RandomCrop(H, padding=p)`` followed by ``RandomHorizontalFlip()``,
 computed for the whole batch with one pad and one gather instead of a Python loop over images.
+
+:func:`apply_rotation` is torchvision's ``RandomRotation(r)`` on PIL images (what RIDE, SADE and
+BalPoE add after the crop and flip on CIFAR): an angle :math:`\theta \sim \mathcal U[-r, r]` degrees
+per image, a rotation about the image centre :math:`(W/2, H/2)`, nearest neighbour, black where the
+rotated image leaves the frame. Output pixel :math:`(i, j)` reads the source pixel
+:math:`(\lfloor y \rfloor, \lfloor x \rfloor)` with, for :math:`u = j + \tfrac12 - \tfrac W2` and
+:math:`v = i + \tfrac12 - \tfrac H2`,
+
+.. math:: x = u\cos\theta - v\sin\theta + \tfrac W2, \qquad y = u\sin\theta + v\cos\theta + \tfrac H2
+
+(PIL's ``Image.rotate``: pixel centres mapped back into the source image), or 0 when
+:math:`(x, y)` falls outside :math:`[0, W) \times [0, H)`.
 """
 
 from __future__ import annotations
@@ -30,12 +42,15 @@ class AugmentSpec:
         std: per-channel standard deviation, same scale.
         crop_padding: ``p`` of the random crop (zero padding on every side); 0 disables the crop.
         hflip: whether to flip horizontally with probability 1/2.
+        rotation: ``r`` of a random rotation by up to ``r`` degrees either way after the crop and flip
+            (torchvision's ``RandomRotation(r)``); 0 disables it.
     """
 
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_padding: int = 0
     hflip: bool = False
+    rotation: float = 0.0
 
     def __post_init__(self):
         object.__setattr__(self, "mean", tuple(float(m) for m in self.mean))
@@ -48,6 +63,7 @@ class AugmentSpec:
             raise ConfigError(f"Expected crop_padding to be an integer >= 0 but got {self.crop_padding!r}")
         object.__setattr__(self, "crop_padding", int(self.crop_padding))
         object.__setattr__(self, "hflip", bool(self.hflip))
+        object.__setattr__(self, "rotation", check_rotation(self.rotation))
 
     @property
     def num_channels(self) -> int:
@@ -116,6 +132,41 @@ def random_crop_flip(images: torch.Tensor, padding: int, hflip: bool, generator:
         return images
     dy, dx, flip = crop_flip_params(images.shape[0], padding, hflip, generator)
     return apply_crop_flip(images, dy, dx, flip, padding)
+
+
+def check_rotation(degrees) -> float:
+    """``degrees`` as a float in [0, 180] (the largest rotation either way), or a :class:`ConfigError`."""
+    if isinstance(degrees, bool) or not isinstance(degrees, (int, float)) or not 0 <= degrees <= 180:
+        raise ConfigError(f"Expected a rotation of 0 to 180 degrees but got {degrees!r}")
+    return float(degrees)
+
+
+def rotation_angles(num: int, degrees: float, generator: torch.Generator) -> torch.Tensor:
+    """``num`` angles uniform in ``[-degrees, degrees]`` (float64, on ``generator``'s device), one per image."""
+    return (torch.rand(num, generator=generator, device=generator.device, dtype=torch.float64) * 2 - 1) * degrees
+
+
+def apply_rotation(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each image of ``images`` (N×C×H×W) by its angle in degrees (see the module doc), zero fill.
+
+    The source position of every output pixel is computed in float64 on the CPU, so a batch is
+    rotated the same way on any device; one ``gather`` then reads every sample at once.
+    """
+    if images.ndim != 4 or angles.shape != (images.shape[0],):
+        raise ValueError(
+            f"Expected N x C x H x W images and N angles but got {tuple(images.shape)}, {tuple(angles.shape)}"
+        )
+    n, c, h, w = images.shape
+    theta = torch.deg2rad(angles.to("cpu", torch.float64))[:, None, None]
+    u = (torch.arange(w, dtype=torch.float64) + 0.5 - w / 2)[None, None, :]
+    v = (torch.arange(h, dtype=torch.float64) + 0.5 - h / 2)[None, :, None]
+    x = u * theta.cos() - v * theta.sin() + w / 2
+    y = u * theta.sin() + v * theta.cos() + h / 2
+    inside = ((x >= 0) & (x < w) & (y >= 0) & (y < h)).reshape(n, 1, h * w)
+    source = (y.floor().clamp(0, h - 1) * w + x.floor().clamp(0, w - 1)).long().reshape(n, 1, h * w)
+    source, inside = source.to(images.device), inside.to(images.device)
+    pixels = torch.gather(images.reshape(n, c, h * w), 2, source.expand(n, c, h * w))
+    return torch.where(inside, pixels, torch.zeros((), dtype=images.dtype, device=images.device)).reshape(n, c, h, w)
 
 
 def _scale_shift(

@@ -14,6 +14,7 @@ the ``lossless_estimate`` split, served on request (see :mod:`fbl.data.lossless_
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,6 +238,7 @@ def build_cifar(
     rand_number: int = 0,
     download: bool = False,
     val_split="none",
+    rotate: float = 0.0,
 ) -> LongTailData:
     """CIFAR-LT: the reference long-tailed subset of the train split, and the full test split.
 
@@ -250,6 +252,8 @@ def build_cifar(
             class: a balanced validation split from the official train images the long-tailed
             subset left out; the largest class gives up the shortfall from its own training images
             (see :mod:`fbl.data.validation_split`).
+        rotate: largest random rotation of a training image in degrees (:class:`~fbl.data.augment.AugmentSpec`'s
+            ``rotation``); 0, the FBL paper's pipeline, leaves only the crop and flip.
     """
     folder = resolve_cifar_folder(data_dir, fmt, download)
     class_names = read_class_names(folder, fmt)
@@ -283,7 +287,7 @@ def build_cifar(
         test_targets=torch.from_numpy(test_y),
         class_counts=counts,
         indices=indices,
-        augment=CIFAR_AUGMENT,
+        augment=dataclasses.replace(CIFAR_AUGMENT, rotation=rotate),
         val_images=None if val is None else torch.from_numpy(train_x[val]),
         val_targets=None if val is None else torch.from_numpy(train_y[val]),
         val_indices=val,
@@ -326,15 +330,15 @@ def _extra_eval_splits(folder: Path, fmt: CifarFormat, num_classes: int) -> dict
 
 @register_dataset("cifar10", "cifar10-lt")
 def build_cifar10(
-    data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none"
+    data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none", rotate=0.0
 ) -> LongTailData:
     """CIFAR-10-LT from ``cifar-10-batches-py``; see :func:`build_cifar`."""
-    return build_cifar(CIFAR10_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split)
+    return build_cifar(CIFAR10_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split, rotate)
 
 
 @register_dataset("cifar100", "cifar100-lt")
 def build_cifar100(
-    data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none"
+    data_dir=None, imb_type="exp", imb_factor=0.01, rand_number=0, download=False, val_split="none", rotate=0.0
 ) -> LongTailData:
     """CIFAR-100-LT from ``cifar-100-python``; see :func:`build_cifar`."""
-    return build_cifar(CIFAR100_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split)
+    return build_cifar(CIFAR100_FORMAT, data_dir, imb_type, imb_factor, rand_number, download, val_split, rotate)

@@ -13,6 +13,7 @@ and the test split has 400 images (40 per class).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
@@ -71,7 +72,7 @@ def held_out_split(
 
 
 @register_dataset("digits-lt")
-def build_digits_lt(imb_type="exp", imb_factor=0.01, rand_number=0, val_split="none") -> LongTailData:
+def build_digits_lt(imb_type="exp", imb_factor=0.01, rand_number=0, val_split="none", rotate=0.0) -> LongTailData:
     """digits-lt. ``indices`` (and ``val_indices``) are positions in the ``load_digits()`` arrays.
 
     ``val_split="auto"`` holds out as many images per class as every class still has after the
@@ -107,7 +108,7 @@ def build_digits_lt(imb_type="exp", imb_factor=0.01, rand_number=0, val_split="n
         test_targets=torch.from_numpy(targets[test]),
         class_counts=counts,
         indices=indices,
-        augment=DIGITS_AUGMENT,
+        augment=dataclasses.replace(DIGITS_AUGMENT, rotation=rotate),
         val_images=None if val is None else torch.from_numpy(images[val]),
         val_targets=None if val is None else torch.from_numpy(targets[val]),
         val_indices=val,

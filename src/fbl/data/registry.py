@@ -11,6 +11,7 @@ import inspect
 from collections.abc import Callable
 
 from fbl.data.contract import LongTailDataset
+from fbl.errors import ConfigError
 from fbl.registry import Registry
 
 Builder = Callable[..., LongTailDataset]
@@ -47,8 +48,14 @@ def build_dataset(name: str, data_dir=None, **options) -> LongTailDataset:
         imb_factor: ``n_min / n_max`` in (0, 1]; 0.01 is imbalance ratio 100, 1 keeps the set balanced.
         rand_number: seed of the long-tailed subsampling.
         download: fetch missing files where the dataset supports it.
+        rotate: largest random rotation of a training image in degrees (in-memory datasets only).
     """
     builder = DATASETS.get(name)
     options["data_dir"] = data_dir
     accepted = inspect.signature(builder).parameters
+    if options.get("rotate") and "rotate" not in accepted:
+        raise ConfigError(
+            f"--rotate applies to the datasets held in memory (cifar10, cifar100, digits-lt), not {name!r}, "
+            "whose training images get the paper's random-resized crop and flip"
+        )
     return builder(**{key: value for key, value in options.items() if key in accepted})

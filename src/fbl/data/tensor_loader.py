@@ -11,7 +11,15 @@ import logging
 
 import torch
 
-from fbl.data.augment import AugmentSpec, _affine, _scale_shift, apply_crop_flip, crop_flip_params
+from fbl.data.augment import (
+    AugmentSpec,
+    _affine,
+    _scale_shift,
+    apply_crop_flip,
+    apply_rotation,
+    crop_flip_params,
+    rotation_angles,
+)
 from fbl.data.sharding import eval_share, shard_order
 from fbl.errors import ConfigError
 from fbl.seeding import epoch_generator, epoch_seed
@@ -40,7 +48,7 @@ class TensorBatchLoader:
         images: uint8 N×C×H×W; moved to ``device`` once.
         targets: N labels (int64 after conversion).
         batch_size: samples per batch; the last batch is smaller unless ``drop_last``.
-        augment: normalisation, and (when ``train``) crop padding and flip.
+        augment: normalisation, and (when ``train``) crop padding, flip and rotation.
         train: shuffle and augment; ``False`` keeps the order and only normalises.
         device: where the data lives and batches are produced.
         seed: base seed of the per-epoch generator.
@@ -124,11 +132,15 @@ class TensorBatchLoader:
         order = self._order(generator)
         total = self.images.shape[0] if order is None else order.shape[0]
 
-        padding, hflip = self.augment.crop_padding, self.augment.hflip
+        padding, hflip, degrees = self.augment.crop_padding, self.augment.hflip, self.augment.rotation
         augment = self.train and (padding > 0 or hflip)
+        rotate = self.train and degrees > 0
         if augment:
             # Drawn for the whole epoch at once: one small host-to-device copy instead of one per batch.
             dy, dx, flip = crop_flip_params(total, padding, hflip, generator)
+        if rotate:
+            # Drawn after the crops and flips, so a run without rotation keeps its random stream.
+            angles = rotation_angles(total, degrees, generator)
         batch_size = self.batch_size
         if self.world_size > 1:
             # This process's share of the global epoch: augmentation is drawn per global position
@@ -141,6 +153,8 @@ class TensorBatchLoader:
             order = positions if order is None else order[positions]
             if augment:
                 dy, dx, flip = dy[positions], dx[positions], flip[positions]
+            if rotate:
+                angles = angles[positions]
             total = len(positions)
         if order is not None:
             order = order.to(self.device)
@@ -157,4 +171,6 @@ class TensorBatchLoader:
                 x, y = self.images[idx], self.targets[idx]
             if augment:
                 x = apply_crop_flip(x, dy[start:end], dx[start:end], flip[start:end], padding)
+            if rotate:
+                x = apply_rotation(x, angles[start:end])
             yield _affine(x, self._scale, self._shift), y
