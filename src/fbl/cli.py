@@ -173,6 +173,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         help="as-trained (default): the precision, memory format and compile mode the run recorded, so its summary "
         "comes out again exactly; fp32: the full-precision reference (eager)",
     )  # fmt: skip
+    p.add_argument(
+        "--test-time-aggregation", dest="test_time_aggregation", action=BoolFlag, default=False,
+        help="multi-expert runs (SADE, FBL experts, ...): SADE's test-agnostic protocol on --split, the experts' "
+        "weights learnt on each test prior's subsampled images (labels unread) and the images scored with them",
+    )  # fmt: skip
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
 
@@ -341,7 +346,12 @@ class _MainRankOnly(logging.Filter):
 
 def cmd_eval(namespace, extra=()) -> int:
     from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
-    from fbl.reports.console import format_long_tail, format_metrics_table, format_test_priors
+    from fbl.reports.console import (
+        format_long_tail,
+        format_metrics_table,
+        format_test_priors,
+        format_test_time_aggregation,
+    )
 
     _setup_logging(namespace.quiet)
     result = evaluate_checkpoint(
@@ -353,6 +363,7 @@ def cmd_eval(namespace, extra=()) -> int:
         tau_norm=namespace.tau_norm,
         split=namespace.split,
         precision=namespace.precision,
+        test_time_aggregation=namespace.test_time_aggregation,
         progress=_progress(_bars_wanted(namespace.quiet)),
     )
     if namespace.json:
@@ -366,7 +377,7 @@ def cmd_eval(namespace, extra=()) -> int:
     if namespace.tau_norm is not None:
         label += f" +tau-norm {namespace.tau_norm:g}"
     print(format_metrics_table({label: result}))
-    for line in (format_long_tail(result), format_test_priors(result)):
+    for line in (format_long_tail(result), format_test_priors(result), format_test_time_aggregation(result)):
         if line:
             print(line)
     print(f"evaluated as: {result['execution']}")

@@ -102,3 +102,17 @@ def test_resume_of_an_ensemble_run_equals_the_uninterrupted_run(tmp_path):
     a, c = read_jsonl(tmp_path / "a" / "metrics.jsonl"), read_jsonl(tmp_path / "c" / "metrics.jsonl")
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in c]
     assert [r["eval"]["top1"] for r in a] == [r["eval"]["top1"] for r in c]
+
+
+def test_eval_runs_sades_test_agnostic_protocol_on_a_multi_expert_run(tmp_path, capsys):
+    assert main(["train", *FAST, "--epochs", "1", "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--test-time-aggregation", "--json", "--quiet"]) == 0
+    table = json.loads(capsys.readouterr().out)["test_time_aggregation"]
+    assert list(table) == [f"forward-{r}" for r in (50, 25, 10, 5, 2)] + ["uniform"] + [
+        f"backward-{r}" for r in (2, 5, 10, 25, 50)
+    ]
+    assert all(len(row["weights"]) == 3 and row["images"] > 0 for row in table.values())
+    assert main(["eval", str(tmp_path / "run"), "--test-time-aggregation", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "test-time aggregation (subsampled test sets)" in out and "weight 3" in out

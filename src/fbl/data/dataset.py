@@ -134,7 +134,7 @@ class LongTailData:
 
     def split_size(self, split: str) -> int:
         """Number of images in ``split`` (``"train"`` or one of :attr:`eval_splits`)."""
-        return self.train_images.shape[0] if split == "train" else self._eval_tensors(split)[0].shape[0]
+        return self.train_images.shape[0] if split == "train" else self.eval_tensors(split)[0].shape[0]
 
     def train_loader(
         self, batch_size: int, *, device, seed: int, sampler=None, rank: int = 0, world_size: int = 1
@@ -151,7 +151,7 @@ class LongTailData:
     ) -> TensorBatchLoader:
         """Batches of ``split`` in order, normalised, not augmented (``"train"`` gives the training
         images); distributed, this process's disjoint share of them."""
-        images, targets = (self.train_images, self.train_targets) if split == "train" else self._eval_tensors(split)
+        images, targets = (self.train_images, self.train_targets) if split == "train" else self.eval_tensors(split)
         return TensorBatchLoader(
             images, targets, batch_size, augment=self.augment, train=False, device=device, rank=rank,
             world_size=world_size,
@@ -169,7 +169,8 @@ class LongTailData:
         self.split_size(split)  # an unknown split is still an error
         return None
 
-    def _eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The uint8 images and labels of evaluation split ``split``."""
         if split not in self.eval_splits:
             raise ValueError(f"{self.name} has no {split!r} split; it has {', '.join(self.eval_splits)}")
         if split == "val":

@@ -129,7 +129,8 @@ class LongTailDataWithEstimate(LongTailData):
         """Splits served only when asked for (end of run, every K epochs, ``fbl eval --split``)."""
         return (LOSSLESS_ESTIMATE,) if self.estimate is not None and self.estimate.size else ()
 
-    def _eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """As :class:`~fbl.data.dataset.LongTailData`'s, and the estimate split."""
         if split in self.end_of_run_splits:
             return self.estimate_images, self.estimate_targets
-        return super()._eval_tensors(split)
+        return super().eval_tensors(split)

@@ -11,6 +11,7 @@ from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution
 from fbl.engine.experiment import Trained, load_trained
 from fbl.engine.progress import Progress, no_progress
+from fbl.engine.test_time_aggregation import aggregate_under_priors
 from fbl.errors import ConfigError
 from fbl.label_shift import subsampled_accuracies
 from fbl.models import ForwardWithFeatures
@@ -62,6 +63,7 @@ def evaluate_checkpoint(
     tau_norm: float | None = None,
     split: str = "test",
     precision: str = AS_TRAINED,
+    test_time_aggregation: bool = False,
     progress: Progress = no_progress,
 ) -> dict:
     """Metrics of ``checkpoint`` on one of its dataset's evaluation splits (default the test split).
@@ -72,6 +74,9 @@ def evaluate_checkpoint(
         logit_adjust_tau: post-hoc logit adjustment ``z - tau log pi`` (Menon et al., ICLR 2021).
         tau_norm: classifier rows rescaled to ``W_j / ||W_j||^p`` (Kang et al., ICLR 2020).
         precision: ``as-trained`` (see :func:`evaluation_execution`) or ``fp32``/``bf16``/``fp16``, eager.
+        test_time_aggregation: a multi-expert run also gets SADE's test-agnostic protocol on ``split``
+            (:func:`~fbl.engine.test_time_aggregation.aggregate_under_priors`, in the same precision, eager):
+            ``test_time_aggregation`` maps each test prior to its learnt weights and accuracies.
     """
     trained = load_trained(checkpoint, device=resolve_device(device), data_dir=data_dir)
     data = trained.data
@@ -99,7 +104,11 @@ def evaluate_checkpoint(
         progress=progress,
     )
     metrics["execution"] = execution.describe()
-    return _with_split_extras(metrics, predictions, data, split)
+    metrics = _with_split_extras(metrics, predictions, data, split)
+    if test_time_aggregation:
+        eager = Execution(execution.device, execution.precision)
+        metrics["test_time_aggregation"] = aggregate_under_priors(trained, split, execution=eager, progress=progress)
+    return metrics
 
 
 def _with_split_extras(metrics: dict, predictions, data, split: str) -> dict:

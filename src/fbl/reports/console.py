@@ -49,6 +49,24 @@ def format_test_priors(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def format_test_time_aggregation(metrics: dict) -> str:
+    """SADE's test-agnostic table (``fbl eval --test-time-aggregation``): per test prior, top-1 on its subsampled
+    images with the experts' learnt weights and with their plain average, and the learnt weights."""
+    table = metrics.get("test_time_aggregation") or {}
+    if not table:
+        return ""
+    names = [name for name in PRIOR_NAMES if name in table]
+    lines = [
+        "test-time aggregation (subsampled test sets)",
+        "test prior   " + "".join(f"{short_prior_name(n):>7}" for n in names),
+    ]
+    lines.append("aggregated   " + "".join(f"{table[n]['aggregated']:7.2f}" for n in names))
+    lines.append("averaged     " + "".join(f"{table[n]['averaged']:7.2f}" for n in names))
+    for k in range(len(table[names[0]]["weights"])):
+        lines.append(f"weight {k + 1:<5} " + "".join(f"{table[n]['weights'][k]:7.3f}" for n in names))
+    return "\n".join(lines)
+
+
 def format_paired(row: dict, metric: str = "top1") -> str:
     """``"fbl λ=60 - ce, top1: +1.92 ± 0.30 [+0.64, +3.31] * (McNemar p 0.0031)"`` from a
     :func:`~fbl.reports.significance.paired_rows` row (or :func:`~fbl.reports.significance.paired_difference`
