@@ -11,8 +11,9 @@ on two random views :math:`x', x''` of each image,
 
 which favours the experts that are stable under augmentation — those whose skill matches the test
 prior. The backbone and heads stay frozen (eval mode); only :math:`\omega` learns, by SGD as in SADE's
-CIFAR code (lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4, 5 epochs, stopping early once a
-weight falls below 0.05). **Labels are never read**: a batch may be images alone or ``(images, ...)``,
+CIFAR code (lr 0.1, momentum 0.9, Nesterov, weight decay 5e-4, 5 epochs, stopping early after an
+epoch that leaves a weight below 0.05 when rounded to two decimals, as that code reads them).
+**Labels are never read**: a batch may be images alone or ``(images, ...)``,
 of which only the first item is used (a test feeds shuffled and missing labels and gets the same
 weights).
 
@@ -167,7 +168,8 @@ def learn_expert_weights(
             optimizer.zero_grad(set_to_none=False)
             _mean_gradient(model, raw, batch, view, generator, execution, logit_scale, dist)
             optimizer.step()
-        if bool((raw.detach().softmax(dim=0) < settings.min_weight).any()):
+        # SADE's check reads the weights rounded to two decimals (np.round): it stops below 0.045, not 0.05.
+        if bool((raw.detach().softmax(dim=0).round(decimals=2) < settings.min_weight).any()):
             break
     weights = raw.detach().softmax(dim=0)
     experts_model.set_expert_weights(weights)
