@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import typing
 from collections.abc import Callable
@@ -366,6 +367,11 @@ def cmd_eval(namespace, extra=()) -> int:
         test_time_aggregation=namespace.test_time_aggregation,
         progress=_progress(_bars_wanted(namespace.quiet)),
     )
+    saved = None
+    if namespace.test_time_aggregation and os.path.isdir(namespace.checkpoint):
+        from fbl.aggregation_record import save_aggregation
+
+        saved = save_aggregation(namespace.checkpoint, namespace.split, result["test_time_aggregation"])
     if namespace.json:
         import json
 
@@ -384,6 +390,8 @@ def cmd_eval(namespace, extra=()) -> int:
     if result.get("se") is not None:
         partial = " (partial: some classes have no held-out images)" if result.get("partial") else ""
         print(f"balanced estimate: top-1 {result['top1']:.2f} ± {result['se']:.2f} (standard error){partial}")
+    if saved is not None:
+        print(f"test-time aggregation table saved: {saved} (fbl report shows it)")
     return 0
 
 

@@ -116,3 +116,14 @@ def test_eval_runs_sades_test_agnostic_protocol_on_a_multi_expert_run(tmp_path, 
     assert main(["eval", str(tmp_path / "run"), "--test-time-aggregation", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "test-time aggregation (subsampled test sets)" in out and "weight 3" in out
+    # Kept in the run folder, listed in its marker, copied by fbl record and shown by fbl report.
+    saved = tmp_path / "run" / "test_time_aggregation" / "test.json"
+    assert json.loads(saved.read_text()) == table and f"saved: {saved}" in out
+    assert "test_time_aggregation/test.json" in json.loads((tmp_path / "run" / ".fbl-run").read_text())["files"]
+    assert main(["record", str(tmp_path / "run"), str(tmp_path / "kept")]) == 0
+    assert json.loads((tmp_path / "kept" / "test_time_aggregation" / "test.json").read_text()) == table
+    assert main(["report", str(tmp_path / "kept"), "--out", str(tmp_path / "report")]) == 0
+    report = (tmp_path / "report" / "report.md").read_text()
+    section = report.split("## Test-time aggregation (SADE's test-agnostic protocol)")[1].split("##")[0]
+    assert f"| aggregated | 1 | {table['forward-50']['aggregated']:.2f} ± – |" in section
+    assert f"| averaged | 1 | {table['forward-50']['averaged']:.2f} ± – |" in section

@@ -4,9 +4,9 @@ A run folder holds two checkpoints of model *and* optimizer state (about 4 MB ea
 and TensorBoard events. To keep a run beside a paper's numbers (``results/``) the weights matter, so
 that anything recorded can be evaluated again with a metric invented later; the optimizer's momentum
 and the events do not. The kept folder has every result file of the run (config, metrics, resumes,
-splits, summary, per-image predictions) and ``checkpoints/last.pt`` and ``best.pt`` with the model's
-weights bit for bit and ``optimizer: None`` — ``fbl eval`` and ``fbl report`` read it like the run
-itself, ``--stage2-from`` takes it, and ``--resume`` refuses it in one line.
+splits, summary, per-image predictions, test-time aggregation tables) and ``checkpoints/last.pt`` and
+``best.pt`` with the model's weights bit for bit and ``optimizer: None`` — ``fbl eval`` and ``fbl report``
+read it like the run itself, ``--stage2-from`` takes it, and ``--resume`` refuses it in one line.
 """
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+from fbl.aggregation_record import FOLDER as AGGREGATIONS
 from fbl.engine.checkpoint import load_checkpoint, save_checkpoint, weights_only
 from fbl.engine.run_folder import CONFIG, METRICS, RESUMES, SPLITS, SUMMARY
 from fbl.errors import ConfigError
 from fbl.manifest import Manifest
+from fbl.predictions import FOLDER as PREDICTIONS
 
 #: The run's result files, copied as they are.
 RESULT_FILES = (CONFIG, RESUMES, METRICS, SPLITS, SUMMARY)
@@ -36,7 +38,8 @@ def record_run(source: str | Path, dest: str | Path) -> list[str]:
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ConfigError(f"{dest} already exists and is not an empty folder; record into a new folder")
     files = [name for name in RESULT_FILES if (source / name).is_file()]
-    files += sorted(p.relative_to(source).as_posix() for p in (source / "predictions").glob("*") if p.is_file())
+    for folder in (PREDICTIONS, AGGREGATIONS):
+        files += sorted(p.relative_to(source).as_posix() for p in (source / folder).glob("*") if p.is_file())
     checkpoints = [f"checkpoints/{name}.pt" for name in CHECKPOINTS]
     checkpoints = [name for name in checkpoints if (source / name).is_file()]
     manifest = Manifest(dest)

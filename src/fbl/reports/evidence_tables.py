@@ -2,7 +2,8 @@
 
 * long-tail summaries per method (worst-class accuracy, harmonic and geometric mean of per-class
   accuracy, macro-F1), mean ± std over seeds;
-* accuracy under SADE's eleven test priors, without and with the prior correction;
+* accuracy under SADE's eleven test priors, without and with the prior correction, and with SADE's
+  test-time aggregation where ``fbl eval --test-time-aggregation`` kept its table;
 * per run, 95% bootstrap intervals over the test images;
 * per run, the lossless estimate beside the 1,000 lossless test images, and per method its mean over
   seeds with a 95% t-interval (:mod:`fbl.reports.estimate_table`);
@@ -19,7 +20,14 @@ from collections.abc import Sequence
 
 from fbl.reports.aggregate import LONG_TAIL_KEYS, format_mean_std, method_table
 from fbl.reports.estimate_table import estimate_table
-from fbl.reports.label_shift import FORMS, PRIOR_NAMES, method_prior_rows, short_prior_name
+from fbl.reports.label_shift import (
+    AGGREGATION_FORMS,
+    FORMS,
+    PRIOR_NAMES,
+    method_aggregation_rows,
+    method_prior_rows,
+    short_prior_name,
+)
 from fbl.reports.methods import Method
 from fbl.reports.provenance import COLUMNS as PROVENANCE_COLUMNS
 from fbl.reports.provenance import provenance_rows
@@ -42,7 +50,8 @@ PAIRED_TITLES = {"top1": "Δ Top-1", "few": "Δ Few", "macro_f1": "Δ Macro-F1"}
 def evidence_tables(runs: list[Run], methods: list[Method]) -> tuple[list[Table], list[str]]:
     """``(tables, notes)`` in report order; notes say which pairs could not be compared."""
     paired, notes = _paired_table(methods)
-    tables = [_long_tail_table(runs), *_prior_tables(methods), _interval_table(methods), estimate_table(methods)]
+    tables = [_long_tail_table(runs), *_prior_tables(methods), _aggregation_table(methods), _interval_table(methods)]
+    tables.append(estimate_table(methods))
     tables += [paired, _provenance_table(runs)]
     return [t for t in tables if t is not None], notes
 
@@ -84,6 +93,25 @@ def _prior_tables(methods: list[Method]) -> list[Table]:
         title = "Accuracy under test class priors" + (", prior-corrected" if form == "corrected" else "")
         tables.append(Table(title, columns, cells, captions[form]))
     return tables
+
+
+def _aggregation_table(methods: list[Method]) -> Table | None:
+    rows = method_aggregation_rows(methods)
+    if not rows:
+        return None
+    cells = [
+        [row["method"], form, str(row["n"]), *(format_mean_std(*row[form][name]) for name in PRIOR_NAMES)]
+        for row in rows
+        for form in AGGREGATION_FORMS
+    ]
+    return Table(
+        "Test-time aggregation (SADE's test-agnostic protocol)",
+        ["Method", "Weights", "n", *(short_prior_name(name) for name in PRIOR_NAMES)],
+        cells,
+        "Top-1 (%) on SADE's subsampled test set of each prior (fbl eval RUN --test-time-aggregation): aggregated, "
+        "with the experts' weights learnt on that set's unlabelled images; averaged, the experts' plain average on "
+        "the same images. Mean ± std over the n runs that kept the table.",
+    )
 
 
 def _interval_table(methods: list[Method]) -> Table | None:

@@ -8,6 +8,7 @@ runs from before it was recorded give ``None`` there.
 
 from __future__ import annotations
 
+from fbl.aggregation_record import load_aggregation
 from fbl.label_shift import SADE_PRIORS, accuracy_under_priors
 from fbl.reports.aggregate import mean_std
 from fbl.reports.methods import Method
@@ -35,6 +36,26 @@ def method_prior_rows(methods: list[Method]) -> list[dict]:
         row = {"method": method.label, "n": len(method.runs)}
         for form in FORMS:
             row[form] = {name: mean_std([r[name][form] for r in per_run]) for name in PRIOR_NAMES}
+        rows.append(row)
+    return rows
+
+
+#: The two rows of SADE's test-agnostic protocol (``fbl eval --test-time-aggregation``): learnt weights, plain average.
+AGGREGATION_FORMS = ("aggregated", "averaged")
+
+
+def method_aggregation_rows(methods: list[Method]) -> list[dict]:
+    """Per method whose runs kept a test-time aggregation table of their reported split:
+    ``{"method", "n", "aggregated": {prior: (mean, std)}, "averaged": {...}}`` over those runs."""
+    rows = []
+    for method in methods:
+        tables = [load_aggregation(run.path, run.reported_split) for run in method.runs]
+        tables = [table for table in tables if table]
+        if not tables:
+            continue
+        row = {"method": method.label, "n": len(tables)}
+        for form in AGGREGATION_FORMS:
+            row[form] = {name: mean_std([(t.get(name) or {}).get(form) for t in tables]) for name in PRIOR_NAMES}
         rows.append(row)
     return rows
 
