@@ -36,6 +36,7 @@ from fbl.data import DATASETS
 from fbl.data.augment import check_rotation
 from fbl.errors import ConfigError
 from fbl.losses import LOSSES, SCHEDULES, check_loss_options, loss_class, loss_weighting
+from fbl.lr_schedule import LR_SCHEDULES
 from fbl.models import MODELS
 from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS
 from fbl.models.registry import CLASSIFIERS
@@ -119,7 +120,7 @@ class DataConfig:
         "auto (50 per class on CIFAR, as many as digits-lt allows), N per class, or none",
     )  # fmt: skip
     rotate: float = option(
-        0.0, "--rotate", metavar="DEG",
+        0.0, "--rotate", metavar="DEG", stage2=INHERIT,
         help="CIFAR and digits-lt: after the crop and flip, rotate each training image by an angle uniform in "
         "[-DEG, DEG] degrees (nearest neighbour, black corners; torchvision's RandomRotation), as RIDE, SADE and "
         "BalPoE train on CIFAR; 0 (the FBL paper's pipeline): no rotation",
@@ -218,6 +219,10 @@ class OptimConfig:
     )  # fmt: skip
     weight_decay: float = option(2e-4, "--weight_decay", "--weight-decay", "--wd", stage2=INHERIT)
     warmup_epochs: int = option(5, "--warmup-epochs", stage2=0, help="linear warm-up of the lr")
+    lr_schedule: str = option(
+        "step", "--lr-schedule", choices=LR_SCHEDULES,
+        help="step: x lr_decay after each of lr_milestones (the paper's); cosine: annealed to 0 after the warm-up",
+    )  # fmt: skip
     lr_milestones: list[float] = option(
         [0.8, 0.9], "--lr-milestones", metavar="F,F", stage2=INHERIT,
         help="epochs (fractions of the run) after which the lr decays, e.g. 0.8,0.9",

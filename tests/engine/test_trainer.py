@@ -243,6 +243,14 @@ def test_nesterov_reaches_the_optimizer_and_changes_its_steps(tmp_path):
     assert not torch.equal(plain["model"][start], nesterov["model"][start])
 
 
+def test_cosine_schedule_reaches_the_optimizer(tmp_path):
+    args = ["train", "--preset", "digits-lt", "--device", "cpu", "--quiet", "--epochs", "4", "--limit-batches", "1"]
+    args += ["--lr", "0.2", "--warmup-epochs", "0", "--lr-schedule", "cosine", "--out", str(tmp_path / "run")]
+    assert main(args) == 0
+    logged = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == pytest.approx([0.2 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])
+
+
 def test_sigterm_stops_after_a_step_and_the_resumed_run_equals_the_uninterrupted_one(tmp_path):
     import os
     import signal

@@ -25,7 +25,6 @@ from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution, compile_pays
 from fbl.engine.experiment import Experiment, build_experiment
 from fbl.engine.expert_metrics import evaluate_experts
-from fbl.engine.lr_schedule import step_lr_with_warmup
 from fbl.engine.progress import Progress, no_progress
 from fbl.engine.provenance import provenance
 from fbl.engine.resume import StartingPoint, default_run_dir, starting_point
@@ -33,6 +32,7 @@ from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.summary import best_by_split, build_summary, reported_and_selected_splits
 from fbl.engine.train_one_epoch import StoppedMidEpoch, train_one_epoch
 from fbl.errors import ConfigError, TrainingDiverged, TrainingInterrupted
+from fbl.lr_schedule import lr_at
 from fbl.seeding import MIXUP_STREAM, epoch_generator
 from fbl.statistics import bootstrap_intervals
 
@@ -131,8 +131,8 @@ class Training:
         """Train one epoch at its learning rate, curriculum and class weights; its record so far."""
         cfg, exp = self.cfg, self.exp
         optim = cfg.optim
-        lr = step_lr_with_warmup(
-            epoch, optim.lr, optim.epochs, optim.warmup_epochs, tuple(optim.lr_milestones), tuple(optim.lr_decay)
+        lr = lr_at(
+            optim.lr_schedule, epoch, optim.lr, optim.epochs, optim.warmup_epochs, optim.lr_milestones, optim.lr_decay
         )
         for group in self.optimizer.param_groups:
             group["lr"] = lr
