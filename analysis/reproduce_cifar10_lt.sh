@@ -19,7 +19,9 @@ shift 3
 FBL=${FBL:-.venv/bin/fbl}
 DEVICE=${DEVICE:-auto}   # e.g. DEVICE=cpu, DEVICE=cuda:0
 
-# name            preset                    seed   (single models first: issue #21; then the ensembles: #22)
+# name            preset                    seed   then   (single models first: issue #21; then the ensembles: #22)
+# "from:NAME": a stage 2 of run NAME (--stage2-from); "tta": SADE's test-agnostic protocol on the kept run
+# (fbl eval --test-time-aggregation, on the lossless estimate and the test set), kept beside it.
 PROTOCOL="
 fbl-lambda60-seed123    cifar10-lt               123
 ce-seed123              cifar10-lt-ce            123
@@ -29,28 +31,36 @@ ce-seed124              cifar10-lt-ce            124
 tuned-seed123           cifar10-lt-tuned         123
 fbl-lambda60-seed125    cifar10-lt               125
 ce-seed125              cifar10-lt-ce            125
-sade-seed123            cifar10-lt-sade          123
+sade-seed123            cifar10-lt-sade          123    tta
 balpoe-seed123          cifar10-lt-balpoe        123
-fbl-experts-seed123     cifar10-lt-fbl-experts   123
+fbl-experts-seed123     cifar10-lt-fbl-experts   123    tta
 ride-seed123            cifar10-lt-ride          123
+ride-router-seed123     ride-router              123    from:ride-seed123
 "
 
-train_and_keep() {  # name preset seed
-  local run="$RUNS/$1"
+train_and_keep() {  # name preset seed [then]
+  local run="$RUNS/$1" start=(--preset "$2" --data-dir "$DATA")
+  if [[ "${4:-}" == from:* ]]; then start=(--stage2-from "$KEPT/${4#from:}" --preset "$2"); fi
   if [ ! -f "$run/summary.json" ]; then
     if [ -f "$run/checkpoints/last.pt" ]; then
       "$FBL" train --resume "$run" --quiet >> "$run.log" 2>&1
     else
       mkdir -p "$RUNS"
-      "$FBL" train --preset "$2" --data-dir "$DATA" --device "$DEVICE" --seed "$3" --out "$run" --quiet >> "$run.log" 2>&1
+      "$FBL" train "${start[@]}" --device "$DEVICE" --seed "$3" --out "$run" --quiet >> "$run.log" 2>&1
     fi
   fi
   [ -d "$KEPT/$1" ] || "$FBL" record "$run" "$KEPT/$1"
+  if [ "${4:-}" = tta ]; then
+    for split in lossless_estimate test; do
+      [ -f "$KEPT/$1/test_time_aggregation/$split.json" ] ||
+        "$FBL" eval "$KEPT/$1" --split "$split" --test-time-aggregation --quiet >> "$run.log" 2>&1
+    done
+  fi
   echo "done: $1"
 }
 
-while read -r name preset seed; do
+while read -r name preset seed then; do
   [ -n "$name" ] || continue
   if [ $# -gt 0 ] && [[ " $* " != *" $name "* ]]; then continue; fi
-  train_and_keep "$name" "$preset" "$seed"
+  train_and_keep "$name" "$preset" "$seed" "$then"
 done <<< "$PROTOCOL"

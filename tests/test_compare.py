@@ -328,6 +328,8 @@ def test_a_rerun_recognises_a_method_preset_run():
     assert first_difference(recorded, _asked("ride", "cifar10-lt")) is None
     # fbl train --preset cifar10-lt --loss ride --arch resnet32-ride: another run (none of the ride preset's values).
     plain = resolve_config("cifar10-lt", overrides={"loss": "ride", "arch": "resnet32-ride", "seed": 0})
+    assert first_difference(plain, asked) == "--rotate 0.0, not 15.0"
+    plain = plain.replace(rotate=15.0)
     assert first_difference(plain, asked) == (
         '--loss-option {}, not {"max_m": 0.5, "s": 30.0, "diversity_factor": -0.45}'
     )

@@ -77,7 +77,32 @@ def test_nesterov_without_momentum_is_one_line():
 def test_every_preset_resolves_and_names_its_paper(name):
     preset = load_preset(name)
     assert preset["description"] and preset["paper"]
-    resolve_config(name)  # builds the loss and train rule on stand-in counts
+    if preset.get("decoupled") == "router":  # a stage 2: on top of a RIDE run
+        stage1 = resolve_config("cifar10-lt-ride").to_dict()
+        resolve_config(name, overrides={"stage2_from": "ride-run"}, stage1_config=stage1)
+    else:
+        resolve_config(name)  # builds the loss and train rule on stand-in counts
+
+
+#: RIDE's router stage (its *_ride_ea.json configurations): 5 epochs, batch 512 class-balanced, SGD lr 0.01
+#: Nesterov, weight decay 5e-4, cosine annealing, BCE with pos_weight 100.
+RIDE_ROUTER = {"epochs": 5, "batch_size": 512, "train_rule": "balanced-rs", "lr": 0.01, "momentum": 0.9}
+RIDE_ROUTER |= {"nesterov": True, "weight_decay": 5e-4, "warmup_epochs": 0, "lr_schedule": "cosine"}
+
+
+def test_router_preset_holds_rides_router_stage_and_keeps_the_stage1_data_and_model():
+    stage1 = resolve_config("cifar100-lt-ride")
+    cfg = resolve_config("ride-router", overrides={"stage2_from": "ride-run"}, stage1_config=stage1.to_dict()).flat()
+    assert {key: cfg[key] for key in RIDE_ROUTER} == RIDE_ROUTER
+    assert (cfg["decoupled"], cfg["loss"], cfg["loss_options"]) == ("router", "ride-router", {"pos_weight": 100.0})
+    assert (cfg["dataset"], cfg["arch"], cfg["rotate"]) == ("cifar100", "resnet32-ride", 15.0)
+
+
+def test_router_stage_needs_a_stage1_run_and_its_loss():
+    with pytest.raises(ConfigError, match="give --stage2-from"):
+        resolve_config("cifar10-lt-ride", overrides={"decoupled": "router", "loss": "ride-router", "loss_options": {}})
+    with pytest.raises(ConfigError, match="--loss ride-router and --decoupled router together"):
+        resolve_config("cifar10-lt-ride", overrides={"loss": "ride-router", "loss_options": {}})
 
 
 LAMBDA_SWEEP = Path(__file__).resolve().parents[1] / "results" / "cifar10-lt-lambda"

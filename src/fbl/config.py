@@ -168,9 +168,10 @@ class ModelConfig:
         help="multi-expert models (resnet32-ride, resnet32-experts): K experts; default the model's, 3",
     )  # fmt: skip
     decoupled: str = option(
-        "crt", "--decoupled", choices=("crt", "lws"),
+        "crt", "--decoupled", choices=("crt", "lws", "router"),
         help="stage 2 (--stage2-from): crt retrains the classifier, lws learns one scale per class of the "
-        "stage-1 classifier (Kang et al., ICLR 2020)",
+        "stage-1 classifier (Kang et al., ICLR 2020); router trains RIDE's expert assignment on a frozen "
+        "multi-expert run (with --loss ride-router; preset ride-router)",
     )  # fmt: skip
 
 
@@ -689,6 +690,13 @@ def _check_optim(optim: OptimConfig) -> None:
 
 def _check_experts(cfg: TrainConfig) -> None:
     """An ensemble loss trains the experts of a multi-expert model; any other model has none."""
+    router_stage, router_loss = cfg.model.decoupled == "router", cfg.loss.loss == "ride-router"
+    if router_stage and not cfg.model.stage2_from:
+        raise ConfigError(
+            "--decoupled router trains RIDE's router on a finished multi-expert run: give --stage2-from RUN"
+        )
+    if router_loss != (router_stage and bool(cfg.model.stage2_from)):
+        raise ConfigError("RIDE's router is trained with --loss ride-router and --decoupled router together")
     if getattr(loss_class(cfg.loss.loss), "needs_experts", False) and cfg.model.arch not in MULTI_EXPERT_ARCHS:
         raise ConfigError(
             f"Loss {cfg.loss.loss!r} trains a multi-expert model's experts; give --arch "

@@ -22,6 +22,13 @@ if [ "$1" = train ]; then
   mkdir -p "$out/checkpoints" && touch "$out/checkpoints/last.pt" "$out/summary.json"
 elif [ "$1" = record ]; then
   mkdir -p "$3"
+elif [ "$1" = eval ]; then
+  split=""; prev=""
+  for arg in "$@"; do
+    if [ "$prev" = --split ]; then split=$arg; fi
+    prev=$arg
+  done
+  mkdir -p "$2/test_time_aggregation" && touch "$2/test_time_aggregation/$split.json"
 fi
 """
 
@@ -59,9 +66,25 @@ def test_a_finished_and_kept_run_is_left_alone_and_a_stopped_one_resumes(tmp_pat
     (stopped / "last.pt").touch()
     done, calls = run_queue(tmp_path, "ce-seed124", "sade-seed123")
     assert done.returncode == 0, done.stderr
+    kept = tmp_path / "kept" / "sade-seed123"
     assert calls == [
         f"train --resume {tmp_path / 'runs' / 'sade-seed123'} --quiet",
-        f"record {tmp_path / 'runs' / 'sade-seed123'} {tmp_path / 'kept' / 'sade-seed123'}",
+        f"record {tmp_path / 'runs' / 'sade-seed123'} {kept}",
+        f"eval {kept} --split lossless_estimate --test-time-aggregation --quiet",
+        f"eval {kept} --split test --test-time-aggregation --quiet",
+    ]
+    done, calls = run_queue(tmp_path, "sade-seed123")
+    assert done.returncode == 0 and calls == []  # kept with its test-agnostic tables: nothing to do
+
+
+def test_rides_router_is_a_stage_2_of_the_kept_ride_run(tmp_path):
+    done, calls = run_queue(tmp_path, "ride-seed123", "ride-router-seed123")
+    assert done.returncode == 0, done.stderr
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    assert calls[2:] == [
+        f"train --stage2-from {kept / 'ride-seed123'} --preset ride-router --device cpu --seed 123 "
+        f"--out {runs / 'ride-router-seed123'} --quiet",
+        f"record {runs / 'ride-router-seed123'} {kept / 'ride-router-seed123'}",
     ]
 
 
@@ -78,4 +101,5 @@ def test_without_names_every_protocol_run_is_queued_single_models_first(tmp_path
     trained = [call.split("--out ")[1].split()[0].rsplit("/", 1)[1] for call in calls if call.startswith("train")]
     assert trained[:3] == ["fbl-lambda60-seed123", "ce-seed123", "ldam-drw-seed123"]
     assert {"sade-seed123", "balpoe-seed123", "fbl-experts-seed123", "ride-seed123"} <= set(trained)
-    assert len(trained) == len(set(trained)) == 12
+    assert trained[-1] == "ride-router-seed123"  # after the run it starts from
+    assert len(trained) == len(set(trained)) == 13

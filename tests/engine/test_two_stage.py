@@ -109,3 +109,30 @@ def test_eval_cli_with_posthoc_flags(stage1, capsys):
 def test_stage2_from_a_missing_run_is_a_clear_error(tmp_path, capsys):
     assert main(["train", "--stage2-from", str(tmp_path / "nope"), "--device", "cpu"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def router_stage(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ride")
+    ride = ["train", "--preset", "digits-lt", "--arch", "digits-experts", "--loss", "ride", "--epochs", "3", *FAST]
+    assert main([*ride, "--out", str(root / "experts")]) == 0
+    router = ["train", "--stage2-from", str(root / "experts"), "--preset", "ride-router", "--epochs", "2"]
+    assert main([*router, "--out", str(root / "router"), "--device", "cpu", "--quiet"]) == 0
+    return root / "experts", root / "router"
+
+
+def test_rides_router_stage_keeps_the_experts_and_trains_only_the_router(router_stage):
+    experts, router = router_stage
+    before, after = load_checkpoint(experts)["model"], load_checkpoint(router)["model"]
+    assert set(after) == {f"model.{k}" for k in before} | {k for k in after if k.startswith("router.")} | {
+        "logit_scale"
+    }
+    for key, value in before.items():  # every expert's weights and BatchNorm statistics
+        assert torch.equal(value, after[f"model.{key}"]), key
+    assert float(after["logit_scale"]) == 30.0  # the RIDE loss's s: the experts' logits as trained
+    summary = json.loads((router / "summary.json").read_text())
+    shares = [entry["routed_share"] for entry in summary["experts"]]
+    assert shares[0] == 1.0 and all(a >= b for a, b in zip(shares, shares[1:], strict=False))
+    lrs = [json.loads(line)["lr"] for line in (router / "metrics.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.01, 0.005])  # cosine over the 2 epochs asked for
+    assert evaluate_checkpoint(str(router), device="cpu")["top1"] == pytest.approx(summary["last"]["top1"])

@@ -12,6 +12,7 @@ from fbl.losses import (
     LDAMLoss,
     LogitAdjustedLoss,
     RIDELoss,
+    RIDERouterLoss,
     SADELoss,
     create_loss,
     list_losses,
@@ -37,6 +38,7 @@ EXPECTED = {
     "ldam": LDAMLoss,
     "logit-adjusted": LogitAdjustedLoss,
     "ride": RIDELoss,
+    "ride-router": RIDERouterLoss,
     "sade": SADELoss,
 }
 # The ensemble losses read every expert's outputs: their contract is tested in test_ensemble_losses.py.

@@ -29,6 +29,7 @@ from fbl.errors import ConfigError
 from fbl.losses import alpha_at, build_loss, loss_parameters, loss_weighting
 from fbl.losses.base import LongTailLoss
 from fbl.models import ClassifierRetraining, create_model
+from fbl.models.expert_router import RoutedExperts
 from fbl.models.torchvision_resnet import require_pretrained_source
 from fbl.train_rules import ResolvedRule, resolve_train_rule
 
@@ -98,8 +99,13 @@ def build_model(cfg: TrainConfig, data: LongTailDataset, *, weights: str = "none
     model = create_model(model_cfg.arch, num_classes=data.num_classes, classifier=model_cfg.classifier, **kwargs)
     _check_model_fits_data(model, data, model_cfg.arch)
     if model_cfg.stage2_from:
-        if weights == "train":
-            _load_stage1_weights(model, model_cfg.stage2_from)
+        stage1 = load_checkpoint(model_cfg.stage2_from) if weights == "train" else None
+        if stage1 is not None:
+            _load_stage1_weights(model, stage1["model"], model_cfg.stage2_from)
+        if model_cfg.decoupled == "router":
+            # The experts' logits as trained (RIDE's s); a rebuilt model gets it back from its checkpoint.
+            scale = 1.0 if stage1 is None else _stage1_logit_scale(stage1["config"], data, model_cfg.stage2_from)
+            return RoutedExperts(model, logit_scale=scale)
         model = ClassifierRetraining(model, data.num_classes, method=model_cfg.decoupled)
     return model
 
@@ -161,9 +167,14 @@ def _check_model_fits_data(model: torch.nn.Module, data: LongTailDataset, arch: 
         model.train(was_training)
 
 
-def _load_stage1_weights(model: torch.nn.Module, source: str) -> None:
+def _stage1_logit_scale(config: dict, data: LongTailDataset, source: str) -> float:
+    stage1 = config_from_dict(config, f"the config in {source}")
+    return build_criterion(stage1, data.class_counts).logit_scale
+
+
+def _load_stage1_weights(model: torch.nn.Module, weights: dict, source: str) -> None:
     try:
-        model.load_state_dict(load_checkpoint(source)["model"])
+        model.load_state_dict(weights)
     except RuntimeError:
         raise ConfigError(f"The weights in {source} do not fit this model; --stage2-from needs a stage-1 run") from None
 

@@ -19,6 +19,7 @@ from fbl.engine.execution import Execution
 from fbl.engine.progress import Progress, no_progress
 from fbl.metrics import ClassMetrics
 from fbl.models.classifier_retraining import ClassifierRetraining
+from fbl.models.expert_router import experts_used
 from fbl.models.multi_expert_resnet import MultiExpertResNet
 
 #: What each expert's entry keeps of :meth:`~fbl.metrics.ClassMetrics.compute` (besides the group norms).
@@ -47,8 +48,9 @@ def evaluate_experts(
     progress: Progress = no_progress,
 ) -> list[dict] | None:
     """One dict per expert (``expert``, ``top1``, ``many``/``medium``/``few``, ``worst``, per-class accuracy and
-    feature norm, and ``feature_norm``: the mean of the per-class norms in each shot group); ``None`` for a
-    single model. Accuracies in percent, logits times ``logit_scale`` as in :func:`~fbl.engine.evaluate.evaluate`.
+    feature norm, and ``feature_norm``: the mean of the per-class norms in each shot group; with RIDE's router,
+    ``routed_share``: the share of images sent on to the expert); ``None`` for a single model. Accuracies in
+    percent, logits times ``logit_scale`` as in :func:`~fbl.engine.evaluate.evaluate`.
     """
     experts_model = multi_expert_model(model)
     if experts_model is None:
@@ -58,13 +60,26 @@ def evaluate_experts(
     metrics = [ClassMetrics(len(class_counts), class_counts=class_counts) for _ in range(experts_model.num_experts)]
     total = len(loader) if limit_batches is None else min(len(loader), limit_batches)
     batches = progress(islice(loader, total), total=total, desc="experts", leave=False)
+    # Routed (RIDE's router): how many images reach each expert, and how many were seen.
+    reached = torch.zeros(experts_model.num_experts + 1, dtype=torch.float64, device=execution.device)
+    routed = False
     for target, experts in forward_expert_batches(model, batches, execution, logit_scale):
         for k, expert_metrics in enumerate(metrics):
             expert_metrics.update(experts.logits[:, k], target, experts.features[:, k])
+        if getattr(experts, "router_logits", None) is not None:
+            routed = True
+            used = experts_used(experts.router_logits)
+            reached[:-1] += (used[:, None] > torch.arange(len(metrics), device=used.device)).sum(0)
+            reached[-1] += len(target)
     if dist is not None and dist.enabled:
         for expert_metrics in metrics:
             expert_metrics.load_state_tensor(dist.all_reduce_sum(expert_metrics.state_tensor()))
-    return [_expert_entry(k, m.compute(class_counts), class_counts) for k, m in enumerate(metrics)]
+        reached = dist.all_reduce_sum(reached)
+    entries = [_expert_entry(k, m.compute(class_counts), class_counts) for k, m in enumerate(metrics)]
+    if routed:  # the share of images the router sends on to each expert (the first sees them all)
+        for k, entry in enumerate(entries):
+            entry["routed_share"] = float(reached[k] / reached[-1]) if reached[-1] else None
+    return entries
 
 
 def _expert_entry(k: int, computed: dict, class_counts: list[int]) -> dict:

@@ -23,6 +23,7 @@ from fbl.losses.registry import (
     resolve_loss_name,
 )
 from fbl.losses.ride_loss import RIDELoss
+from fbl.losses.ride_router_loss import RIDERouterLoss
 from fbl.losses.sade_loss import SADELoss
 from fbl.losses.schedules import SCHEDULES, alpha_at, list_schedules, register_schedule
 
@@ -42,6 +43,7 @@ __all__ = [
     "LogitAdjustedLoss",
     "EnsembleLoss",
     "RIDELoss",
+    "RIDERouterLoss",
     "SADELoss",
     "BalPoELoss",
     "FBLExpertsLoss",

@@ -20,8 +20,8 @@ class RIDELoss(EnsembleLoss):
     See :func:`fbl.losses.ensemble_functional.ride_loss`. RIDE's deferred re-weighting is the train
     rule's (``--train-rule drw``, epoch 160 of 200): when the rule assigns ``loss.weight``, the LDAM
     terms are weighted and the diversity temperature becomes per class, both at once as in RIDE's
-    code. The expert-assignment router (RIDE's "EA" stage, which skips experts for easy images) is
-    not built: every expert sees every image.
+    code. The expert-assignment router (RIDE's "EA" stage, which stops easy images after the first
+    experts) is trained afterwards on the frozen experts: :mod:`fbl.models.expert_router`.
 
     Args:
         class_counts: training samples per class.
