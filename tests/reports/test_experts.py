@@ -1,3 +1,5 @@
+import json
+
 import pytest
 
 from fbl.errors import ConfigError
@@ -101,6 +103,18 @@ def test_one_seed_has_no_std(tmp_path):
     _write_fbl_experts(tmp_path, seeds=(2,))
     table = experts_table(group_methods(load_runs([tmp_path])))
     assert table.rows[1][:5] == ["fbl-experts", "λ=15", "1", "72.00 ± –", "92.00 ± –"]
+
+
+def test_a_routed_run_shows_the_share_of_images_each_expert_sees(tmp_path):
+    runs = _write_fbl_experts(tmp_path)
+    for run, shares in zip(runs, ([1.0, 0.4, 0.1], [1.0, 0.6, 0.3]), strict=True):
+        summary = json.loads((run / "summary.json").read_text())
+        for entry, share in zip(summary["experts"], shares, strict=True):
+            entry["routed_share"] = share
+        (run / "summary.json").write_text(json.dumps(summary))
+    table = experts_table(group_methods(load_runs([tmp_path])))
+    assert table.columns[-1] == "Seen (%)" and "RIDE's router" in table.caption
+    assert [row[-1] for row in table.rows] == ["–", "100.00 ± 0.00", "50.00 ± 14.14", "20.00 ± 14.14"]
 
 
 def test_no_section_without_experts(tmp_path):

@@ -111,6 +111,8 @@ def _row(method: Method, expert: str, entries: list[dict]) -> dict:
     for group in SHOT_NAMES:
         norms = [(e.get("feature_norm") or {}).get(group) for e in entries]
         row[f"norm_{group}_mean"], row[f"norm_{group}_std"] = mean_std(norms)
+    shares = [None if e.get("routed_share") is None else 100.0 * e["routed_share"] for e in entries]
+    row["seen_mean"], row["seen_std"] = mean_std(shares)
     return row
 
 
@@ -141,6 +143,7 @@ def experts_table(methods: list[Method]) -> Table | None:
     rows = expert_rows(methods)
     if not rows:
         return None
+    routed = any(r["seen_mean"] is not None for r in rows)
     cells = [
         [
             r["method"],
@@ -148,19 +151,24 @@ def experts_table(methods: list[Method]) -> Table | None:
             str(r["n"]),
             *(format_mean_std(r[f"{k}_mean"], r[f"{k}_std"]) for k in ACCURACY_KEYS),
             *(format_mean_std(r[f"norm_{g}_mean"], r[f"norm_{g}_std"]) for g in SHOT_NAMES),
+            *([format_mean_std(r["seen_mean"], r["seen_std"])] if routed else []),
         ]
         for r in rows
     ]
-    return Table(
-        "Experts",
-        ["Method", "Expert", "n", *ACCURACY_TITLES.values(), *(f"‖f‖ {g}" for g in SHOT_NAMES)],
-        cells,
+    caption = (
         "Each expert of a multi-expert model on its own, beside the ensemble (the model's aggregate logits, the "
         "headline numbers): test set at the last epoch, percent, mean ± std over n seeds; ‖f‖: mean over the "
         "group's classes of the per-class mean feature norm. Experts are named from the run's config (fbl-experts: "
         "their λ; BalPoE: their τ; SADE: the test prior each fits), else numbered from 1. The ensemble's feature is "
-        "the experts' features concatenated, so its norm is the root of the sum of their squared norms.",
+        "the experts' features concatenated, so its norm is the root of the sum of their squared norms."
     )
+    if routed:
+        caption += (
+            " Seen: with RIDE's router, the share of test images it sends on to the expert (the ensemble's row is "
+            "then the routed prediction; the shares summed, over 100, are the experts an image uses on average)."
+        )
+    columns = ["Method", "Expert", "n", *ACCURACY_TITLES.values(), *(f"‖f‖ {g}" for g in SHOT_NAMES)]
+    return Table("Experts", columns + (["Seen (%)"] if routed else []), cells, caption)
 
 
 def expert_groups_figure(methods: list[Method], path: Path) -> Path:
