@@ -266,7 +266,7 @@ def test_under_torchrun_only_rank_0_prints_an_error(monkeypatch, capsys, rank, p
         assert err == ""
 
 
-def test_presets_and_compare_argument_errors_do_not_wait_for_torch():
+def test_help_presets_and_argument_errors_do_not_wait_for_torch():
     import subprocess
     import sys
 
@@ -275,7 +275,13 @@ def test_presets_and_compare_argument_errors_do_not_wait_for_torch():
         "from fbl.cli import main\n"
         "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):\n"
         "    codes = (main(['presets']), main(['compare', '--losses', 'ce', '--seeds', '1,x', '--out', 'o']))\n"
+        "    codes += (main([]), main(['trian']), main(['train', '--epochs', 'x']))\n"
+        "    for argv in (['--help'], ['train', '--help']):\n"
+        "        try:\n"
+        "            main(argv)\n"
+        "        except SystemExit as exit:\n"
+        "            codes += (exit.code,)\n"
         "print(codes, 'torch' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["(0,", "2)", "False"]
+    assert done.stdout.split() == ["(0,", "2,", "0,", "2,", "2,", "0,", "0)", "False"]

@@ -141,7 +141,8 @@ TRAIN_DESCRIPTION = (
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The ``fbl`` parser; with ``only``, the other subcommands get no arguments (``fbl train``'s flags come
-    from the config, which imports torch: ``fbl presets`` and argument errors of ``compare`` need not wait)."""
+    from the config, which imports torch: ``fbl --help``, ``fbl presets`` and argument errors of ``compare``
+    need not wait); ``only=""``: none does."""
     parser = _Parser(prog="fbl", description="Feature-Balanced Loss for long-tailed recognition")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
     for name, command in SUBCOMMANDS.items():
@@ -559,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0].startswith("-") and argv[0] not in ("-h", "--help"):
         argv = ["train", *argv]  # `fbl --dataset cifar10 ...` means `fbl train`, as the seed's train.py
     _setup_logging(quiet=False)
-    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else None)
+    # Only the named subcommand's arguments: `fbl --help` and a mistyped subcommand need none (nor torch).
+    parser = build_parser(argv[0] if argv and argv[0] in SUBCOMMANDS else "")
     try:
         args, extra = parser.parse_known_args(_drop_lone_slashes(argv))
         if args.command is None:

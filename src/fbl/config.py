@@ -31,16 +31,12 @@ from typing import Any
 
 import yaml
 
-from fbl.checks import check_beta
-from fbl.data import DATASETS
-from fbl.data.augment import check_rotation
+from fbl.classifiers import CLASSIFIERS
 from fbl.errors import ConfigError
-from fbl.losses import LOSSES, SCHEDULES, check_loss_options, loss_class, loss_weighting
 from fbl.lr_schedule import LR_SCHEDULES
-from fbl.models import MODELS
-from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS
-from fbl.models.registry import CLASSIFIERS
-from fbl.train_rules import TRAIN_RULES, check_weighting
+
+# The registries (datasets, losses, models, train rules) import torch, which takes seconds: they are
+# imported where a config is validated, so declaring the options (``fbl train --help``) needs none of them.
 
 #: Numeric precisions of the forward pass (``auto``: bf16 where the device runs it natively).
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -603,6 +599,8 @@ def _check_stage2_dataset(cfg: TrainConfig, stage1_dataset) -> None:
 
 
 def _dataset_key(name) -> str | None:
+    from fbl.data import DATASETS
+
     try:
         return DATASETS.canonical(name)
     except ConfigError:
@@ -624,6 +622,11 @@ def _check_choices(cfg: TrainConfig) -> None:
 
 def _canonical_names(cfg: TrainConfig) -> None:
     """Registry names in their canonical spelling (``FeaBal`` -> ``fbl``)."""
+    from fbl.data import DATASETS
+    from fbl.losses import LOSSES, SCHEDULES, loss_class
+    from fbl.models import MODELS
+    from fbl.train_rules import TRAIN_RULES
+
     cfg.loss.loss = LOSSES.canonical(cfg.loss.loss)
     cfg.model.arch = MODELS.canonical(cfg.model.arch)
     cfg.data.dataset = DATASETS.canonical(cfg.data.dataset)
@@ -661,6 +664,8 @@ def validate(cfg: TrainConfig) -> TrainConfig:
 
 
 def _check_ranges(data: DataConfig, optim: OptimConfig) -> None:
+    from fbl.data.augment import check_rotation
+
     # torch.manual_seed takes 64 bits (and the per-epoch seeds need seed >= 0); numpy's RandomState 32.
     if not 0 <= optim.seed < 2**63:
         raise ConfigError(f"Expected 0 <= seed < 2**63 but got {optim.seed}")
@@ -690,6 +695,9 @@ def _check_optim(optim: OptimConfig) -> None:
 
 def _check_experts(cfg: TrainConfig) -> None:
     """An ensemble loss trains the experts of a multi-expert model; any other model has none."""
+    from fbl.losses import loss_class
+    from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS
+
     router_stage, router_loss = cfg.model.decoupled == "router", cfg.loss.loss == "ride-router"
     if router_stage and not cfg.model.stage2_from:
         raise ConfigError(
@@ -707,6 +715,10 @@ def _check_experts(cfg: TrainConfig) -> None:
 
 
 def _check_loss(loss: LossConfig, optim: OptimConfig) -> None:
+    from fbl.checks import check_beta
+    from fbl.losses import check_loss_options, loss_weighting
+    from fbl.train_rules import check_weighting
+
     if loss.mixup and not loss.mixup_alpha > 0:
         raise ConfigError(f"Expected mixup_alpha > 0 but got {loss.mixup_alpha}")
     check_beta(loss.beta)

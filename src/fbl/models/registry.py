@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
+from fbl.classifiers import CLASSIFIERS
 from fbl.errors import ConfigError
 from fbl.models._helpers import check_num_classes
 from fbl.models.normed_linear import NormedLinear
@@ -31,9 +32,6 @@ def list_models(pattern: str | None = None) -> list[str]:
     if pattern is not None:
         names = fnmatch.filter(names, pattern.lower())
     return names
-
-
-CLASSIFIERS = ("linear", "normed")
 
 
 def create_model(name: str, num_classes: int, *, classifier: str = "linear", **kwargs) -> nn.Module:
