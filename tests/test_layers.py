@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "fbl"
 
 # Lowest first. A module may import from its own layer or any lower one.
 LAYERS = [
-    {"errors", "registry", "checks", "seeding", "atomic_files", "manifest"},
+    {"errors", "registry", "checks", "seeding", "atomic_files", "manifest", "classifiers", "lr_schedule"},
     {
         "class_weights",
         "samplers",
@@ -24,6 +24,7 @@ LAYERS = [
         "predictions",
         "statistics",
         "balanced_estimate",
+        "aggregation_record",
     },  # fmt: skip
     {"config"},
     {"engine"},

@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+import yaml
 
 from fbl.config import resolve_config
 from fbl.engine.trainer import train
@@ -13,9 +14,18 @@ from fbl.losses import list_losses, loss_class
 from fbl.train_rules import get_train_rule, list_train_rules
 
 
+@pytest.fixture(scope="module")
+def experts_run(tmp_path_factory):
+    """A finished multi-expert run: what RIDE's router (a stage 2) trains on."""
+    out = tmp_path_factory.mktemp("experts") / "run"
+    flags = {"arch": "digits-experts", "loss": "ride", "epochs": 1, "limit_batches": 1, "device": "cpu"}
+    train(resolve_config("digits-lt", overrides={**flags, "quiet": True, "out": str(out)}))
+    return out
+
+
 @pytest.mark.parametrize("rule", list_train_rules())
 @pytest.mark.parametrize("loss", list_losses())
-def test_loss_and_rule_compose(loss, rule, tmp_path):
+def test_loss_and_rule_compose(loss, rule, tmp_path, request):
     overrides = {
         "loss": loss,
         "train_rule": rule,
@@ -33,7 +43,13 @@ def test_loss_and_rule_compose(loss, rule, tmp_path):
         with pytest.raises(ConfigError, match="not both"):
             resolve_config("digits-lt", overrides=overrides)
         return
-    cfg = resolve_config("digits-lt", overrides=overrides)
+    if loss == "ride-router":  # RIDE's router is a stage 2 on a trained multi-expert run
+        stage1 = request.getfixturevalue("experts_run")
+        overrides = {**overrides, "stage2_from": str(stage1), "decoupled": "router"}
+        del overrides["arch"]
+        cfg = resolve_config(overrides=overrides, stage1_config=yaml.safe_load((stage1 / "config.yaml").read_text()))
+    else:
+        cfg = resolve_config("digits-lt", overrides=overrides)
     summary = train(cfg)
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(math.isfinite(r["train_loss"]) for r in records)
