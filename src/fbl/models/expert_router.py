@@ -7,7 +7,7 @@ logits :math:`\bar z_i = \frac1i \sum_{k \le i} z_k` (scaled as trained, RIDE's 
 
 .. math:: r_i = w^\top [\,\mathrm{top}_k(\bar z_i),\ \mathrm{ReLU}(A_i f_i / \lVert f_i \rVert)\,] + b
 
-with :math:`A_i` a 16-unit layer of its own and :math:`(w, b)` shared by the routers; :math:`\mathrm{top}_k`
+with :math:`A_i` a 16-unit affine layer of its own and :math:`(w, b)` shared by the routers; :math:`\mathrm{top}_k`
 are the :math:`k` largest logits in descending order (RIDE's CIFAR-100 setting :math:`k = 30`, capped at
 the number of classes). At test time an image goes on to expert :math:`i + 1` while
 :math:`\sigma(r_i) > 0.5` and is predicted by the mean logits of the experts it saw
@@ -15,7 +15,7 @@ the number of classes). At test time an image goes on to expert :math:`i + 1` wh
 
 :class:`RoutedExperts` wraps a trained :class:`~fbl.models.multi_expert_resnet.MultiExpertResNet` with
 its experts frozen (weights and BatchNorm statistics) and a router; ``fbl train --stage2-from RUN
---preset cifar100-lt-ride-router`` trains it with :class:`~fbl.losses.ride_router_loss.RIDERouterLoss`.
+--preset ride-router`` trains it with :class:`~fbl.losses.ride_router_loss.RIDERouterLoss`.
 While training, its logits are the mean of every expert's (as RIDE's). Every expert runs on every image
 here; the routed prediction and the experts each image used are exact, the compute the router saves
 is counted (``experts_used``), not skipped.
