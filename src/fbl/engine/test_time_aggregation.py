@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from fbl.data.augment import AugmentSpec, apply_crop_flip, crop_flip_params, random_crop_flip
+from fbl.data.augment import AugmentSpec, apply_crop_flip, crop_flip_params, normalize, random_crop_flip
 from fbl.data.colour_augment import JitterDraw, colour_jitter, gaussian_blur, grey
 from fbl.data.dataset import LongTailData
 from fbl.engine.distributed import Distributed
@@ -223,11 +223,9 @@ class ShuffledBatches:
 
 def _plain_expert_logits(model, images, spec: AugmentSpec, execution: Execution, logit_scale: float) -> torch.Tensor:
     """Every expert's logits on the unaugmented ``images`` (uint8), (N, K, C) on the CPU."""
-    mean = torch.tensor(spec.mean).view(1, -1, 1, 1)
-    std = torch.tensor(spec.std).view(1, -1, 1, 1)
     chunks = []
     for start in range(0, images.shape[0], 512):
-        x = (images[start : start + 512].to(torch.float32) / 255 - mean) / std
+        x = normalize(images[start : start + 512], spec.mean, spec.std)
         chunks.append(_expert_logits(model, x.to(execution.device), execution, logit_scale).cpu())
     return torch.cat(chunks)
 
