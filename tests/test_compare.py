@@ -362,3 +362,20 @@ def test_a_multi_expert_arch_in_the_flags_runs_without_a_method_preset(tmp_path)
     asked = requested_config(run, "digits-lt", {"arch": "digits-experts", "epochs": 1, "device": "cpu"})
     assert (asked.run.preset, asked.model.arch, asked.loss.loss) == ("digits-lt", "digits-experts", "ride")
     assert decide(run, asked, overwrite=False) == "skip"  # a rerun recognises the finished run
+
+
+def test_a_bracketed_grid_value_is_one_list_valued_point():
+    grid = parse_grid(["expert_lambdas=[15,30,60],[30, 60, 120]", "lambda_=30,60"])
+    assert grid == {"expert_lambdas": [[15, 30, 60], [30, 60, 120]], "lambda_": [30, 60]}
+    runs = plan(["fbl-experts"], [0], {"expert_lambdas": grid["expert_lambdas"]}, NOWHERE)
+    assert [requested_config(run, "cifar10-lt", {}).loss.expert_lambdas for run in runs] == [
+        [15.0, 30.0, 60.0],
+        [30.0, 60.0, 120.0],
+    ]
+    assert len({run.folder for run in runs}) == 2
+
+
+@pytest.mark.parametrize("values", ["[15,30,60", "15,30]", "[15,[30],60"])
+def test_unbalanced_brackets_in_a_grid_value_are_one_line(values):
+    with pytest.raises(ConfigError, match="Unbalanced"):
+        parse_grid([f"expert_lambdas={values}"])

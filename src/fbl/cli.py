@@ -222,7 +222,7 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", type=_int_list, default="0", help="comma-separated seeds (default 0)")
     p.add_argument(
         "--grid", action="append", default=[], metavar="KEY=V1,V2",
-        help="values to sweep, e.g. lambda_=15,30,60 (repeatable, one key each)",
+        help="values to sweep, e.g. lambda_=15,30,60 or expert_lambdas=[15,30,60],[30,60] (repeatable, one key each)",
     )  # fmt: skip
     p.add_argument(
         "--select-on", dest="select_on", default="val-top1",

@@ -101,8 +101,24 @@ SET_BY_COMPARE = {"loss": "use --losses", "seed": "use --seeds", "out": "use --o
                   "overwrite": "pass --overwrite to retrain runs whose configuration changed"}  # fmt: skip
 
 
+def _top_level_items(values: str) -> list[str]:
+    """``"[15,30,60],[30,60,120]"`` -> ``["[15,30,60]", "[30,60,120]"]``: commas inside brackets stay."""
+    items, depth, start = [], 0, 0
+    for i, c in enumerate(values):
+        depth += {"[": 1, "]": -1}.get(c, 0)
+        if depth < 0:
+            raise ConfigError(f"Unbalanced ']' in --grid values {values!r}")
+        if c == "," and depth == 0:
+            items.append(values[start:i])
+            start = i + 1
+    if depth:
+        raise ConfigError(f"Unbalanced '[' in --grid values {values!r}")
+    return [*items, values[start:]]
+
+
 def parse_grid(items: list[str]) -> dict[str, list]:
-    """``["lambda_=15,30,60"]`` -> ``{"lambda_": [15, 30, 60]}`` (values read as YAML scalars).
+    """``["lambda_=15,30,60"]`` -> ``{"lambda_": [15, 30, 60]}`` (values read as YAML; a bracketed value is
+    one list-valued point: ``expert_lambdas=[15,30,60],[30,60,120]`` sweeps two sets of strengths).
 
     Keys are option keys (checked, with a suggestion for a misspelt one); a key given twice, or one
     ``fbl compare`` sets itself, is refused.
@@ -120,7 +136,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             raise ConfigError(f"--grid {key} is set by fbl compare itself: {SET_BY_COMPARE[key]}")
         if key in grid:
             raise ConfigError(f"--grid {key} is given twice; list every value once: --grid {key}=V1,V2,...")
-        grid[key] = [yaml.safe_load(v) for v in values.split(",") if v.strip()]
+        grid[key] = [yaml.safe_load(v) for v in _top_level_items(values) if v.strip()]
         if not grid[key]:
             raise ConfigError(f"--grid {key} has no values")
     return grid
