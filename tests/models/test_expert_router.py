@@ -85,3 +85,20 @@ def test_a_router_needs_several_experts():
         RoutedExperts(create_model("digits-cnn", num_classes=10))
     with pytest.raises(ConfigError, match="chooses between experts"):
         ExpertRouter(1, 4, 10)
+
+
+def test_under_bf16_autocast_the_heads_and_router_run_in_float32():
+    torch.manual_seed(3)
+    experts = create_model("digits-experts", num_classes=10).eval()
+    routed = RoutedExperts(experts, logit_scale=30.0, top_k=30).eval()
+    images = torch.randn(8, 1, 8, 8, generator=G)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, features, outputs = experts(images, return_experts=True)
+        routed_out, _, routed_outputs = routed(images, return_experts=True)
+    per_expert = outputs.features.float()
+    with torch.no_grad():
+        heads = experts.get_classifier()(per_expert)  # float32 outside autocast: the longhand
+    for tensor in (logits, outputs.logits, routed_out, routed_outputs.logits, routed_outputs.router_logits):
+        assert tensor.dtype == torch.float32
+    torch.testing.assert_close(outputs.logits, heads, rtol=0, atol=0)
+    torch.testing.assert_close(logits, heads.mean(1), rtol=1e-6, atol=1e-6)

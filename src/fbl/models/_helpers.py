@@ -28,6 +28,15 @@ def fresh_linear(old: nn.Linear, num_classes: int) -> nn.Linear:
     return nn.Linear(old.in_features, num_classes, device=old.weight.device, dtype=old.weight.dtype)
 
 
+def float32_head(features: torch.Tensor, head):
+    """``(features, head(features))`` with low-precision features cast to float32 and autocast off for
+    the head (:class:`ForwardWithFeatures` explains why every model's classifier runs in float32)."""
+    if features.dtype in (torch.float16, torch.bfloat16):
+        features = features.float()
+    with torch.autocast(device_type=features.device.type, enabled=False):
+        return features, head(features)
+
+
 class ForwardWithFeatures:
     """The one call the loops make: ``model(x)`` -> logits, ``model(x, return_features=True)`` ->
     ``(logits, features)``, built from the model's ``forward_features`` and ``forward_head``."""
@@ -40,11 +49,7 @@ class ForwardWithFeatures:
         precision but the classifier runs in float32 on the float32 features: it is a tiny share of
         the work, and losses that scale logits (LDAM's s = 30) would magnify bf16 rounding of them.
         """
-        features = self.forward_features(x)
-        if features.dtype in (torch.float16, torch.bfloat16):
-            features = features.float()
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            logits = self.forward_head(features)
+        features, logits = float32_head(self.forward_features(x), self.forward_head)
         return (logits, features) if return_features else logits
 
 

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbl.errors import ConfigError
-from fbl.models._helpers import ForwardWithFeatures
+from fbl.models._helpers import ForwardWithFeatures, float32_head
 from fbl.models.cifar_resnet import _init_weight
 from fbl.models.multi_expert_resnet import MultiExpertResNet
 
@@ -143,11 +143,7 @@ class RoutedExperts(ForwardWithFeatures, nn.Module):
     def forward(self, x: torch.Tensor, return_features: bool = False, return_experts: bool = False):
         """Logits; ``return_features`` adds the experts' concatenated features, ``return_experts`` the
         :class:`RoutedOutputs` of the same pass (``(logits, features, outputs)``)."""
-        features = self.forward_features(x)
-        if features.dtype in (torch.float16, torch.bfloat16):
-            features = features.float()
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            logits, outputs = self.heads(features)
+        features, (logits, outputs) = float32_head(self.forward_features(x), self.heads)
         if return_experts:
             return logits, features, outputs
         return (logits, features) if return_features else logits

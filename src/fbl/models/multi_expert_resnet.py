@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fbl.errors import ConfigError
-from fbl.models._helpers import ForwardWithFeatures, check_num_classes, no_pretrained_weights
+from fbl.models._helpers import ForwardWithFeatures, check_num_classes, float32_head, no_pretrained_weights
 from fbl.models.cifar_resnet import BasicBlock, _init_weight
 from fbl.models.normed_linear import NormedLinear
 from fbl.models.registry import register_model
@@ -130,16 +130,14 @@ class MultiExpertResNet(ForwardWithFeatures, nn.Module):
             return x
         return self.aggregate(self.fc(x.view(x.shape[0], self.num_experts, self.expert_width)))
 
+    def _expert_and_aggregate_logits(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        expert_logits = self.fc(features)
+        return expert_logits, self.aggregate(expert_logits)
+
     def forward(self, x: torch.Tensor, return_features: bool = False, return_experts: bool = False):
         """Aggregate logits; ``return_features`` adds the aggregate features, ``return_experts`` the
         :class:`ExpertOutputs` of the same pass (``(logits, features, experts)``)."""
-        features = self.expert_features(x)
-        if features.dtype in (torch.float16, torch.bfloat16):
-            features = features.float()
-        # The heads run in float32 as every model's does (ForwardWithFeatures explains why).
-        with torch.autocast(device_type=features.device.type, enabled=False):
-            expert_logits = self.fc(features)
-            logits = self.aggregate(expert_logits)
+        features, (expert_logits, logits) = float32_head(self.expert_features(x), self._expert_and_aggregate_logits)
         if return_experts:
             return logits, features.flatten(1), ExpertOutputs(expert_logits, features)
         return (logits, features.flatten(1)) if return_features else logits
