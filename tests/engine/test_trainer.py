@@ -103,6 +103,33 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, fbl_run):
     assert [r["train_loss"] for r in a] == [r["train_loss"] for r in b]
     assert [r["eval"]["top1"] for r in a] == [r["eval"]["top1"] for r in b]
 
+    # Provenance: the uninterrupted run is one part; the resumed one two, each with its epochs and times.
+    def parts(run):
+        return json.loads((run / "summary.json").read_text())["provenance"]["parts"]
+
+    assert [part["epochs"] for part in parts(fbl_run)] == [[0, 3]]
+    first, second = parts(tmp_path / "b")
+    assert (first["epochs"], second["epochs"]) == ([0, 2], [2, 3])
+    assert first["started_at"] <= first["ended_at"] <= second["started_at"] <= second["ended_at"]
+    for part in (first, second):
+        assert part["threads"] == torch.get_num_threads() and part["device"] == "cpu" and part["seconds"] >= 0
+        assert {"git_commit", "git_dirty", "precision", "compile", "world_size", "device_name"} <= set(part)
+
+
+def test_a_checkpoint_from_before_parts_were_recorded_leaves_its_epochs_unrecorded(tmp_path):
+    from fbl.engine.checkpoint import save_checkpoint
+
+    out = tmp_path / "older"
+    base = ["train", "--preset", "digits-lt", "--out", str(out), "--limit-batches", "2", "--device", "cpu", "--quiet"]
+    assert main([*base, "--epochs", "2"]) == 0
+    checkpoint = load_checkpoint(out)
+    del checkpoint["provenance_parts"]  # as fbl wrote checkpoints before it recorded parts
+    save_checkpoint(checkpoint, out / "checkpoints" / "last.pt")
+    assert main(["train", "--resume", str(out), "--epochs", "3", "--device", "cpu", "--quiet"]) == 0
+    first, second = json.loads((out / "summary.json").read_text())["provenance"]["parts"]
+    assert first == {"epochs": [0, 2], "recorded": False}
+    assert second["epochs"] == [2, 3] and second["started_at"]
+
 
 def test_default_train_runs_on_digits_lt(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)

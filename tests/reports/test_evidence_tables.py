@@ -3,12 +3,16 @@
 import json
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from fbl.predictions import Predictions, save_predictions
 from fbl.reports import write_report
+from fbl.reports.provenance import COLUMNS as PROVENANCE_COLUMNS
+from fbl.reports.provenance import provenance_rows
+from fbl.reports.run_folder import Run
 
 from ._fake_runs import CLASS_COUNTS, NUM_CLASSES, per_class_acc, write_two_methods
 
@@ -110,10 +114,43 @@ def test_paired_differences_against_ce(markdown):
 def test_provenance_table(markdown):
     section = _section(markdown, "How each run ran")
     row = next(line for line in section.splitlines() if "seed1" in line and "/ce/" in line)
-    assert "| 2026-01-02T03:04:05 | 1:01:01 | 2 | cuda:0 (NVIDIA H200) |" in row
+    assert "| 2026-01-02T03:04:05 | 1:01:01 | 1 | 2 | cuda:0 (NVIDIA H200) |" in row
     assert "Intel(R) Xeon(R) Platinum 8480+ (AMX-BF16, AVX512-BF16) | 8 |" in row
     assert "Python 3.11.7, torch 2.5.0, torchvision 0.20.0, CUDA 12.4 |" in row
     assert "fbl 0.1.0 @ 0123456789 + local changes | bf16, channels-last, compiled |" in row
+
+
+def _part(started, seconds, threads, commit, epochs):
+    return {"started_at": started, "seconds": seconds, "threads": threads, "git_commit": commit, "git_dirty": False,
+            "epochs": epochs}  # fmt: skip
+
+
+def _provenance_row(provenance, resumes=()):
+    run = Run(path=Path("r"), config={}, summary={"provenance": provenance}, resumes=list(resumes))
+    (row,) = provenance_rows([run])
+    return dict(zip(PROVENANCE_COLUMNS, row, strict=True))
+
+
+def test_a_run_resumed_in_parts_shows_its_first_start_summed_duration_and_every_commit_and_thread_count():
+    parts = [_part("2026-01-01T10:00:00+00:00", 3600.0, 2, "a" * 40, [0, 150]),
+             _part("2026-01-02T09:00:00+00:00", 1200.5, 1, "b" * 40, [150, 200])]  # fmt: skip
+    row = _provenance_row({**PROVENANCE, "parts": parts})
+    assert (row["Started (UTC)"], row["Duration"], row["Parts"]) == ("2026-01-01T10:00:00", "1:20:00", "2")
+    assert row["Threads"] == "2, 1" and row["Code"] == "fbl 0.1.0 @ aaaaaaaaaa, bbbbbbbbbb"
+
+
+def test_parts_an_older_fbl_did_not_record_make_the_start_unknown_and_the_duration_a_lower_bound():
+    parts = [{"epochs": [0, 7], "recorded": False}, _part("2026-01-02T09:00:00+00:00", 61.0, 1, "b" * 40, [7, 9])]
+    row = _provenance_row({**PROVENANCE, "parts": parts})
+    assert (row["Started (UTC)"], row["Duration"], row["Parts"]) == ("– (7 epochs unrecorded)", "≥ 0:01:01", "2")
+    assert row["Threads"] == "1" and row["Code"] == "fbl 0.1.0 @ bbbbbbbbbb"
+
+
+def test_a_resumed_run_from_before_parts_says_its_times_are_the_last_parts():
+    row = _provenance_row(PROVENANCE, resumes=[{"start_epoch": 7}, {"start_epoch": 193}])
+    assert (row["Started (UTC)"], row["Duration"], row["Parts"]) == (
+        "2026-01-02T03:04:05 (last part)", "1:01:01 (last part)", "3"
+    )  # fmt: skip
 
 
 def test_older_runs_show_none_of_the_new_tables_but_the_derivable_prior_table(tmp_path):

@@ -5,6 +5,8 @@ dict for ``summary.json`` (``fbl report`` shows it per run): world size and devi
 whether it multiplies bfloat16 in hardware (AMX-BF16, AVX512-BF16), thread count, the Python, torch,
 torchvision, CUDA and cuDNN versions, fbl's version and git commit (with whether the package's files
 differed from it), the precision, memory format and compile mode actually used, and start and end time.
+A run stopped and resumed is trained in parts; the record is the finishing process's and ``parts`` lists
+every part's times, epochs, machine, threads, commit and execution (:func:`training_part`).
 
 In a distributed job it is taken on rank 0: ``devices`` are the GPUs rank 0's node shows, and
 ``world_size`` says how many processes there were.
@@ -65,6 +67,27 @@ def provenance(
     }
     record.update(execution_settings(execution, model))
     return record
+
+
+#: What each part of a run keeps of its process's record (a resumed run is trained in several parts:
+#: ``summary.json``'s ``provenance.parts``, oldest first; the checkpoint carries the finished ones).
+PART_KEYS = (
+    "started_at", "ended_at", "seconds", "world_size", "device", "device_name", "threads",
+    "git_commit", "git_dirty", "precision", "compile",
+)  # fmt: skip
+
+
+def training_part(record: dict, epochs: tuple[int, int], started_at: float) -> dict:
+    """One part of a run, ending now: ``record``'s :data:`PART_KEYS` (its times brought up to now) and
+    ``epochs``, the ``[first, end)`` epochs it trained (0-based; ``end`` = epochs complete)."""
+    ended_at = time.time()
+    times = {"ended_at": _iso(ended_at), "seconds": round(ended_at - started_at, 3)}
+    return {**{key: record.get(key) for key in PART_KEYS}, **times, "epochs": list(epochs)}
+
+
+def unrecorded_part(epochs: tuple[int, int]) -> dict:
+    """The epochs a run trained before parts were recorded (a checkpoint from an older fbl)."""
+    return {"epochs": list(epochs), "recorded": False}
 
 
 def _iso(seconds: float | None) -> str | None:

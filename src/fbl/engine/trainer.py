@@ -26,7 +26,7 @@ from fbl.engine.execution import Execution, compile_pays
 from fbl.engine.experiment import Experiment, build_experiment
 from fbl.engine.expert_metrics import evaluate_experts
 from fbl.engine.progress import Progress, no_progress
-from fbl.engine.provenance import provenance
+from fbl.engine.provenance import provenance, training_part, unrecorded_part
 from fbl.engine.resume import StartingPoint, default_run_dir, starting_point
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.summary import best_by_split, build_summary, reported_and_selected_splits
@@ -93,9 +93,11 @@ class Training:
             nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay, **self.execution.optimizer_options(),
         )  # fmt: skip
         self.start_epoch, self.best, self.partial = cfg.run.start_epoch, None, None
+        self.earlier_parts, self._process_record = [], None
         self.resumed = checkpoint is not None
         if checkpoint is not None:
             self._restore(checkpoint)
+        self.first_epoch = self.start_epoch
 
     def run(self) -> dict:
         """Every remaining epoch — train, evaluate when due, select, record — then the summary."""
@@ -236,9 +238,8 @@ class Training:
         summary["last"]["ci95"] = bootstrap_intervals(
             self.predictions[summary["reported_on"]], self.exp.data.class_counts
         )
-        summary["provenance"] = provenance(
-            self.execution, self.exp.dist.world_size, self.exp.device, started_at=self.started, model=self.runner
-        )
+        record = self._provenance()
+        summary["provenance"] = {**record, "parts": self._parts(record, self.cfg.optim.epochs)}
         for split, predictions in self.predictions.items():
             self.folder.write_predictions(split, predictions)
         self.folder.write_summary(summary)
@@ -278,6 +279,9 @@ class Training:
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.start_epoch, self.best = checkpoint["epoch"], best_by_split(checkpoint["best"])
         self.partial = checkpoint.get("partial")
+        self.earlier_parts = checkpoint.get("provenance_parts") or (
+            [unrecorded_part((0, self.start_epoch))] if self.start_epoch > 0 or self.partial else []
+        )
         torch.set_rng_state(checkpoint["torch_rng_state"])
         logger.info("resuming %s at epoch %d", self.folder.path, self.start_epoch + 1)
 
@@ -293,7 +297,19 @@ class Training:
             "config": self.cfg.to_dict(),
             "best": self.best,
             "torch_rng_state": torch.get_rng_state(),
+            "provenance_parts": self._parts(self._process_record or self._provenance(), epoch + (partial is None)),
         }
+
+    def _provenance(self) -> dict:
+        """This process's record (how it ran, ending now); the machine and code are read once per process."""
+        self._process_record = provenance(
+            self.execution, self.exp.dist.world_size, self.exp.device, started_at=self.started, model=self.runner
+        )
+        return self._process_record
+
+    def _parts(self, record: dict, epochs_done: int) -> list[dict]:
+        """Every part of the run so far: the earlier processes' (from the checkpoint) and this one's."""
+        return [*self.earlier_parts, training_part(record, (self.first_epoch, epochs_done), self.started)]
 
     def _interrupted_at_once(self) -> TrainingInterrupted:
         path = self.folder.checkpoint_path()

@@ -173,5 +173,7 @@ def _provenance_table(runs: list[Run]) -> Table | None:
         rows,
         "Recorded by training: processes (world size), the device, the CPU and its hardware bfloat16 units, "
         "threads, versions, the commit of the code (+ local changes: the package's files differed from it), "
-        "and the precision, memory format and compile mode actually used.",
+        "and the precision, memory format and compile mode actually used. A run stopped and resumed trains in "
+        "parts: its start is the first part's, its duration their sum (≥: an older fbl did not record some "
+        "parts; '(last part)': it recorded none but the last), and Threads and Code list what each part used.",
     )

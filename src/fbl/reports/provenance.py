@@ -1,5 +1,9 @@
 """How each run ran, as report rows: the ``provenance`` record training writes into ``summary.json``.
 
+A run resumed after a stop ran in parts (``provenance.parts``): its row gives the first start, the summed
+duration, the number of parts, and every thread count and commit its parts used, in order; the other
+columns are the finishing part's.
+
 Runs from before it was recorded have none and get no row (see :mod:`fbl.engine.provenance`).
 """
 
@@ -9,7 +13,9 @@ from collections.abc import Sequence
 
 from fbl.reports.run_folder import Run
 
-COLUMNS = ("Run", "Started (UTC)", "Duration", "Processes", "Device", "CPU", "Threads", "Software", "Code", "Ran as")
+COLUMNS = (
+    "Run", "Started (UTC)", "Duration", "Parts", "Processes", "Device", "CPU", "Threads", "Software", "Code", "Ran as"
+)  # fmt: skip
 
 
 #: The CPU's hardware bfloat16 units, as the record names them.
@@ -36,12 +42,41 @@ def _software(record: dict) -> str:
     return f"Python {record.get('python')}, torch {record.get('torch')}, torchvision {record.get('torchvision')}{cuda}"
 
 
-def _code(record: dict) -> str:
-    commit = record.get("git_commit")
-    if not commit:
+def _code(record: dict, parts: list[dict]) -> str:
+    """fbl's version and each distinct commit the run's parts ran, in order (one for a run in one part)."""
+    commits = _distinct(parts, lambda part: (part.get("git_commit"), bool(part.get("git_dirty"))))
+    if not any(commit for commit, _ in commits):
         return f"fbl {record.get('fbl')} (not a git checkout)"
-    dirty = " + local changes" if record.get("git_dirty") else ""
-    return f"fbl {record.get('fbl')} @ {commit[:10]}{dirty}"
+    named = [f"{commit[:10] if commit else '?'}{' + local changes' if dirty else ''}" for commit, dirty in commits]
+    return f"fbl {record.get('fbl')} @ {', '.join(named)}"
+
+
+def _distinct(parts: list[dict], key) -> list:
+    values = []
+    for part in parts:
+        if key(part) not in values:
+            values.append(key(part))
+    return values
+
+
+def _timing(record: dict, run: Run) -> tuple[str, str, str]:
+    """Started, duration and number of parts. A run resumed after a stop trains in parts: its start is the
+    first part's and its duration their sum; epochs an older fbl trained before it recorded parts make
+    the start unknown and the duration a lower bound; a run from before parts were recorded at all shows
+    the finishing part's, said as such."""
+    started = str(record.get("started_at") or "–").replace("+00:00", "")
+    parts = record.get("parts")
+    if not parts:
+        count = 1 + len(run.resumes)
+        if count == 1:
+            return started, _duration(record.get("seconds")), "1"
+        return f"{started} (last part)", f"{_duration(record.get('seconds'))} (last part)", str(count)
+    recorded = [part for part in parts if part.get("recorded", True)]
+    seconds = sum(part.get("seconds") or 0.0 for part in recorded)
+    if len(recorded) < len(parts):
+        missing = sum(part["epochs"][1] - part["epochs"][0] for part in parts if part not in recorded)
+        return f"– ({missing} epochs unrecorded)", f"≥ {_duration(seconds)}", str(len(parts))
+    return str(parts[0].get("started_at") or "–").replace("+00:00", ""), _duration(seconds), str(len(parts))
 
 
 def _device(record: dict) -> str:
@@ -57,16 +92,17 @@ def provenance_rows(runs: Sequence[Run]) -> list[list[str]]:
         if not record:
             continue
         layout = "channels-last" if record.get("channels_last") else "NCHW"
+        parts = [part for part in record.get("parts") or [record] if part.get("recorded", True)]
+        threads = _distinct(parts, lambda part: part.get("threads", "–"))
         rows.append([
             str(run.path),
-            str(record.get("started_at") or "–").replace("+00:00", ""),
-            _duration(record.get("seconds")),
+            *_timing(record, run),
             str(record.get("world_size", "–")),
             _device(record),
             _cpu(record),
-            str(record.get("threads", "–")),
+            ", ".join(map(str, threads)),
             _software(record),
-            _code(record),
+            _code(record, parts),
             f"{record.get('precision')}, {layout}, {record.get('compile')}",
         ])  # fmt: skip
     return rows

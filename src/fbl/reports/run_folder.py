@@ -1,4 +1,4 @@
-"""Reading one training run folder: ``config.yaml``, ``metrics.jsonl``, ``summary.json`` and, when
+"""Reading one training run folder: ``config.yaml``, ``metrics.jsonl``, ``summary.json``, ``resumes.jsonl`` and, when
 training kept them, the per-image predictions ``predictions/<split>.npz``.
 
 Reports read run folders only (no checkpoints, no retraining). Fields added to the run folder
@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 SUMMARY = "summary.json"
 CONFIG = "config.yaml"
 METRICS = "metrics.jsonl"
+RESUMES = "resumes.jsonl"
 
 _MISSING = object()
 
@@ -39,6 +40,7 @@ class Run:
     config: dict
     epochs: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    resumes: list[dict] = field(default_factory=list)
 
     @property
     def seed(self) -> Any:
@@ -116,7 +118,13 @@ def load_run(path: str | Path) -> Run:
     if not isinstance(summary, dict):
         raise ConfigError(f"run {path}: {SUMMARY} is not a JSON object")
     config = flatten(config, f"run {path}: {CONFIG}")  # either layout; reports read options by their flat keys
-    return Run(path=path, config=config, epochs=_read_epochs(path / METRICS), summary=summary)
+    return Run(
+        path=path,
+        config=config,
+        epochs=_read_jsonl(path / METRICS),
+        summary=summary,
+        resumes=_read_jsonl(path / RESUMES),
+    )
 
 
 def find_run_dirs(paths: Iterable[str | Path]) -> list[Path]:
@@ -156,7 +164,7 @@ def _read_json(path: Path) -> Any:
         raise ConfigError(f"{path} is not valid JSON (line {err.lineno})") from None
 
 
-def _read_epochs(path: Path) -> list[dict]:
+def _read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
@@ -165,7 +173,7 @@ def _read_epochs(path: Path) -> list[dict]:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError:
-            # Training appends one line per epoch; a run killed mid-write leaves a torn last line.
+            # Training appends one line per epoch (per resume); a run killed mid-write leaves a torn last line.
             if i == len(lines) - 1:
                 logger.warning("%s: ignoring the torn last line %d", path, n)
                 break
