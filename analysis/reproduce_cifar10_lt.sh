@@ -50,6 +50,9 @@ train_and_keep() {  # name preset seed [then]
     fi
   fi
   [ -d "$KEPT/$1" ] || "$FBL" record "$run" "$KEPT/$1"
+  # runs trained before training kept the estimate's per-image predictions (paired differences in fbl report)
+  [ -f "$KEPT/$1/predictions/lossless_estimate.npz" ] ||
+    "$FBL" eval "$KEPT/$1" --split lossless_estimate --keep-predictions --quiet >> "$run.log" 2>&1
   if [ "${4:-}" = tta ]; then
     for split in lossless_estimate test; do
       [ -f "$KEPT/$1/test_time_aggregation/$split.json" ] ||

@@ -5,7 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from fbl.balanced_estimate import balanced_estimate, balanced_estimate_of
+from fbl.balanced_estimate import balanced_estimate, balanced_estimate_of, paired_balanced_difference
+from fbl.errors import ConfigError
+from fbl.predictions import Predictions
 
 # Training counts 500 / 50 / 10: class 0 many-shot, class 1 medium, class 2 few.
 COUNTS = [500, 50, 10]
@@ -70,3 +72,81 @@ def test_from_an_evaluation_result_the_sizes_are_the_images_evaluated():
     assert balanced_estimate_of({**metrics, "per_class_n": [5, 2, 0]}, COUNTS) == result
     with pytest.raises(ValueError, match="'per_class_n' or 'confusion'"):
         balanced_estimate_of({"per_class_acc": [80.0, 50.0, None]}, COUNTS)
+
+
+# The paired difference on the same images, against loops written out per class and per image.
+
+
+def _predictions(labels, predicted, num_classes):
+    return Predictions(np.arange(len(labels)), np.asarray(labels), np.asarray(predicted), num_classes)
+
+
+def _longhand_difference(pairs, num_classes):
+    """Per class: the mean over images of (A right − B right) averaged over the pairs, and its variance."""
+    labels = pairs[0][0].label
+    terms, variance_terms = [], []
+    for c in range(num_classes):
+        members = [i for i in range(len(labels)) if labels[i] == c]
+        if not members:
+            continue
+        d = []
+        for i in members:
+            per_pair = [int(a.prediction[i] == c) - int(b.prediction[i] == c) for a, b in pairs]
+            d.append(sum(per_pair) / len(per_pair))
+        mean = sum(d) / len(d)
+        terms.append(mean)
+        variance_terms.append(sum((x - mean) ** 2 for x in d) / len(d) / len(d))
+    count = len(terms)
+    return 100 * sum(terms) / count, 100 * math.sqrt(sum(variance_terms)) / count
+
+
+@pytest.mark.parametrize("num_pairs", [1, 3])
+def test_paired_difference_against_the_longhand_per_class_sums(num_pairs):
+    rng = np.random.default_rng(num_pairs)
+    labels = rng.integers(0, 5, size=300)
+    labels[labels == 4] = 3  # a class with no image is left out of the mean
+    pairs = [
+        (_predictions(labels, rng.integers(0, 5, size=300), 5), _predictions(labels, rng.integers(0, 5, size=300), 5))
+        for _ in range(num_pairs)
+    ]
+    result = paired_balanced_difference(pairs)
+    difference, se = _longhand_difference(pairs, 5)
+    assert result["difference"] == pytest.approx(difference, abs=1e-9)
+    assert result["se"] == pytest.approx(se, abs=1e-9)
+    assert result["z"] == pytest.approx(difference / se)
+    assert result["interval"] == pytest.approx([difference - 1.959964 * se, difference + 1.959964 * se])
+    assert result["per_pair"] == pytest.approx([_longhand_difference([pair], 5)[0] for pair in pairs])
+    assert result["images"] == 300
+
+
+def test_one_pair_se_from_the_discordant_counts():
+    # class 0, 10 images: only A right on 3, only B on 1; class 1, 20 images: only A right on 2
+    labels = [0] * 10 + [1] * 20
+    right_a = [1, 1, 1, 0, 1, 1, 1, 1, 1, 1] + [1, 1] + [0] * 18
+    right_b = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1] + [0] * 20
+
+    def predicted(right):  # a wrong prediction is the other class
+        return [label if ok else 1 - label for label, ok in zip(labels, right, strict=True)]
+
+    pair = (_predictions(labels, predicted(right_a), 2), _predictions(labels, predicted(right_b), 2))
+    result = paired_balanced_difference([pair])
+    d0, d1 = (3 - 1) / 10, (2 - 0) / 20
+    s0, s1 = (3 + 1) / 10 - d0**2, (2 + 0) / 20 - d1**2
+    assert result["difference"] == pytest.approx(100 * (d0 + d1) / 2)
+    assert result["se"] == pytest.approx(100 * math.sqrt(s0 / 10 + s1 / 20) / 2)
+
+
+def test_identical_predictions_differ_by_zero_with_no_z():
+    labels = [0, 1, 1, 2]
+    a = _predictions(labels, [0, 1, 0, 2], 3)
+    result = paired_balanced_difference([(a, a)])
+    assert (result["difference"], result["se"], result["z"]) == (0.0, 0.0, None)
+
+
+def test_pairs_on_other_images_are_refused():
+    a = _predictions([0, 1], [0, 1], 2)
+    other = Predictions(np.array([0, 2]), np.array([0, 1]), np.array([0, 1]), 2)
+    with pytest.raises(ConfigError, match="not evaluated on the same images"):
+        paired_balanced_difference([(a, other)])
+    with pytest.raises(ConfigError, match="at least one pair"):
+        paired_balanced_difference([])

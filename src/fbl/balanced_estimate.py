@@ -15,6 +15,20 @@ CIFAR-10-LT, 103 for its head class). With :math:`p_c` the accuracy on :math:`n_
 for a class measured at exactly 0 or 100 %, which understates the uncertainty of a class with few
 images, so :func:`balanced_estimate` returns each ``n_c`` beside its accuracy. Many/medium/few are
 the same mean and standard error over the classes of each shot group (by training count).
+
+Two models evaluated on the same images are compared in the same way, image by image
+(:func:`paired_balanced_difference`): with :math:`d_i` = 1 where only A is right, −1 where only B is,
+0 otherwise (averaged over the seed pairs when there are several), :math:`\bar d_c` its mean over class
+:math:`c`'s :math:`n_c` images and :math:`s_c^2` their variance,
+
+.. math::
+
+    \Delta = \frac{1}{C} \sum_c \bar d_c, \qquad
+    \mathrm{SE}(\Delta) = \frac{1}{C} \sqrt{\sum_c \frac{s_c^2}{n_c}}
+
+(for one pair :math:`s_c^2 = (b_c + w_c)/n_c - \bar d_c^2` with :math:`b_c, w_c` the images only A, only
+B gets right). The images both get right or wrong cancel, so the paired SE is much smaller than the
+two estimates' SEs combined whenever the models agree on most images.
 """
 
 from __future__ import annotations
@@ -22,7 +36,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import numpy as np
+
 from fbl.data.shot_groups import shot_groups
+from fbl.errors import ConfigError
+from fbl.predictions import Predictions, check_same_images
+
+#: Two-sided 95% normal quantile: ``interval`` is Δ ± this × SE.
+Z_95 = 1.959963984540054
 
 
 def _mean_and_se(accuracies: list[float], sizes: list[int]) -> tuple[float | None, float | None]:
@@ -94,3 +115,50 @@ def balanced_estimate_of(metrics: dict, class_counts: Sequence[int]) -> dict:
     else:
         raise ValueError("Expected an evaluation result with 'per_class_n' or 'confusion' but got neither")
     return balanced_estimate(metrics["per_class_acc"], sizes, class_counts)
+
+
+def paired_balanced_difference(pairs: Sequence[tuple[Predictions, Predictions]]) -> dict:
+    """Balanced top-1 of A minus B on the same images, with its paired standard error (module docstring).
+
+    Args:
+        pairs: ``(A, B)`` predictions of runs evaluated on the same images in the same order (one pair per
+            seed, say); a pair holding other images is a one-line :class:`~fbl.errors.ConfigError`.
+
+    Returns:
+        ``difference`` (percentage points, A − B, over the classes with images), ``se``, ``z`` (``None``
+        when ``se`` is 0), ``interval`` (Δ ± 1.96 SE), ``per_pair`` (each pair's Δ) and ``images``.
+
+    Example:
+        >>> from fbl.predictions import Predictions
+        >>> labels = np.array([0, 0, 1, 1])
+        >>> a = Predictions(np.arange(4), labels, np.array([0, 0, 1, 0]), 2)
+        >>> b = Predictions(np.arange(4), labels, np.array([0, 1, 1, 0]), 2)
+        >>> r = paired_balanced_difference([(a, b)])
+        >>> r["difference"], round(r["se"], 2)
+        (25.0, 17.68)
+    """
+    if not pairs:
+        raise ConfigError("Expected at least one pair of runs to compare but got none")
+    first = pairs[0][0]
+    for a, b in pairs:
+        check_same_images(first, a)
+        check_same_images(first, b)
+    per_image = [a.correct.astype(np.float64) - b.correct.astype(np.float64) for a, b in pairs]
+    classes = [c for c in range(first.num_classes) if np.any(first.label == c)]
+    if not classes:
+        raise ConfigError("Expected predictions on at least one image but got none")
+
+    def balanced(d: np.ndarray) -> float:
+        return 100.0 * math.fsum(d[first.label == c].mean() for c in classes) / len(classes)
+
+    mean_d = np.mean(per_image, axis=0)
+    variance = math.fsum(mean_d[first.label == c].var() / np.sum(first.label == c) for c in classes)
+    difference, se = balanced(mean_d), 100.0 * math.sqrt(variance) / len(classes)
+    return {
+        "difference": difference,
+        "se": se,
+        "z": difference / se if se > 0 else None,
+        "interval": [difference - Z_95 * se, difference + Z_95 * se],
+        "per_pair": [balanced(d) for d in per_image],
+        "images": len(first),
+    }

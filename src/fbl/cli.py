@@ -180,6 +180,11 @@ def _eval_arguments(p: argparse.ArgumentParser) -> None:
         help="multi-expert runs (SADE, FBL experts, ...): SADE's test-agnostic protocol on --split, the experts' "
         "weights learnt on each test prior's subsampled images (labels unread) and the images scored with them",
     )  # fmt: skip
+    p.add_argument(
+        "--keep-predictions", dest="keep_predictions", action=BoolFlag, default=False,
+        help="given a finished run folder: add its per-image predictions on --split to it (predictions/<split>.npz), "
+        "for paired comparisons in fbl report on a split training did not keep",
+    )  # fmt: skip
     p.add_argument("--json", action=BoolFlag, default=False, help="print every metric as JSON instead of the table")
     p.add_argument("--quiet", action=BoolFlag, default=False)
 
@@ -366,6 +371,7 @@ def cmd_eval(namespace, extra=()) -> int:
         split=namespace.split,
         precision=namespace.precision,
         test_time_aggregation=namespace.test_time_aggregation,
+        keep_predictions=namespace.keep_predictions,
         progress=_progress(_bars_wanted(namespace.quiet)),
     )
     saved = None
@@ -393,6 +399,9 @@ def cmd_eval(namespace, extra=()) -> int:
         print(f"balanced estimate: top-1 {result['top1']:.2f} ± {result['se']:.2f} (standard error){partial}")
     if saved is not None:
         print(f"test-time aggregation table saved: {saved} (fbl report shows it)")
+    if result.get("kept_predictions"):
+        kept = result["kept_predictions"]
+        print(f"predictions {'kept in' if kept['written'] else 'already in (identical)'} {kept['path']}")
     return 0
 
 

@@ -18,6 +18,7 @@ import numpy as np
 
 from fbl.atomic_files import atomic_output
 from fbl.errors import ConfigError
+from fbl.manifest import Manifest
 
 FOLDER = "predictions"
 COLUMNS = ("index", "label", "prediction")
@@ -57,6 +58,32 @@ def save_predictions(run_dir: str | Path, split: str, predictions: Predictions) 
     with atomic_output(path, what="predictions file") as handle:
         np.savez_compressed(handle, num_classes=np.int64(predictions.num_classes), **columns)
     return path
+
+
+def keep_in_run(run_dir: str | Path, split: str, predictions: Predictions) -> tuple[Path, bool]:
+    """Add ``predictions/<split>.npz`` to a finished run folder (``fbl eval RUN --keep-predictions``).
+
+    Returns ``(path, written)``: an identical file already there is left as it is (``written`` false); a
+    different one is a one-line :class:`ConfigError` (it was made on another machine, thread count or
+    precision, and the run's other results belong with it). The file is listed in the run's marker
+    first, when the folder has one, so ``--overwrite`` removes it with the run's other files.
+    """
+    path = predictions_path(run_dir, split)
+    kept = load_predictions(run_dir, split)
+    if kept is not None:
+        same = kept.num_classes == predictions.num_classes and all(
+            np.array_equal(getattr(kept, name), getattr(predictions, name)) for name in COLUMNS
+        )
+        if not same:
+            raise ConfigError(
+                f"{path} already holds other predictions for {split!r} (another machine, thread count or "
+                f"precision?); move it away to keep these"
+            )
+        return path, False
+    manifest = Manifest(run_dir)
+    if manifest.exists():
+        manifest.record(f"{FOLDER}/{split}.npz")
+    return save_predictions(run_dir, split, predictions), True
 
 
 def load_predictions(run_dir: str | Path, split: str) -> Predictions | None:

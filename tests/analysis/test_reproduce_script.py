@@ -21,14 +21,18 @@ if [ "$1" = train ]; then
   done
   mkdir -p "$out/checkpoints" && touch "$out/checkpoints/last.pt" "$out/summary.json"
 elif [ "$1" = record ]; then
-  mkdir -p "$3"
+  mkdir -p "$3/predictions" && touch "$3/predictions/lossless_estimate.npz"  # training keeps them
 elif [ "$1" = eval ]; then
   split=""; prev=""
   for arg in "$@"; do
     if [ "$prev" = --split ]; then split=$arg; fi
     prev=$arg
   done
-  mkdir -p "$2/test_time_aggregation" && touch "$2/test_time_aggregation/$split.json"
+  if [[ " $* " == *" --keep-predictions "* ]]; then
+    mkdir -p "$2/predictions" && touch "$2/predictions/$split.npz"
+  else
+    mkdir -p "$2/test_time_aggregation" && touch "$2/test_time_aggregation/$split.json"
+  fi
 fi
 """
 
@@ -103,3 +107,15 @@ def test_without_names_every_protocol_run_is_queued_single_models_first(tmp_path
     assert {"sade-seed123", "balpoe-seed123", "fbl-experts-seed123", "ride-seed123"} <= set(trained)
     assert trained[-1] == "ride-router-seed123"  # after the run it starts from
     assert len(trained) == len(set(trained)) == 13
+
+
+def test_a_kept_run_without_the_estimates_predictions_gets_them_once(tmp_path):
+    kept = tmp_path / "kept" / "ce-seed123"
+    kept.mkdir(parents=True)  # kept by an fbl that did not keep the estimate's predictions
+    (tmp_path / "runs" / "ce-seed123").mkdir(parents=True)
+    (tmp_path / "runs" / "ce-seed123" / "summary.json").touch()
+    done, calls = run_queue(tmp_path, "ce-seed123")
+    assert done.returncode == 0, done.stderr
+    assert calls == [f"eval {kept} --split lossless_estimate --keep-predictions --quiet"]
+    done, calls = run_queue(tmp_path, "ce-seed123")
+    assert done.returncode == 0 and calls == []

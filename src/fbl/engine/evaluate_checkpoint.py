@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -16,6 +18,7 @@ from fbl.errors import ConfigError
 from fbl.label_shift import subsampled_accuracies
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
+from fbl.predictions import keep_in_run
 from fbl.statistics import bootstrap_intervals
 
 #: ``fbl eval --precision``'s default: run the model as the run did.
@@ -64,6 +67,7 @@ def evaluate_checkpoint(
     split: str = "test",
     precision: str = AS_TRAINED,
     test_time_aggregation: bool = False,
+    keep_predictions: bool = False,
     progress: Progress = no_progress,
 ) -> dict:
     """Metrics of ``checkpoint`` on one of its dataset's evaluation splits (default the test split).
@@ -77,7 +81,12 @@ def evaluate_checkpoint(
         test_time_aggregation: a multi-expert run also gets SADE's test-agnostic protocol on ``split``
             (:func:`~fbl.engine.test_time_aggregation.aggregate_under_priors`, in the same precision, eager):
             ``test_time_aggregation`` maps each test prior to its learnt weights and accuracies.
+        keep_predictions: ``checkpoint`` is a finished run folder: add the per-image predictions on ``split``
+            to it (:func:`fbl.predictions.keep_in_run`; ``kept_predictions`` names the file), so paired
+            comparisons can use a split training did not keep. Only the run's own model, as it ran.
     """
+    if keep_predictions:
+        _check_predictions_are_the_runs(checkpoint, logit_adjust_tau, tau_norm, precision, limit_batches)
     trained = load_trained(checkpoint, device=resolve_device(device), data_dir=data_dir)
     data = trained.data
     splits = (*data.eval_splits, *data.end_of_run_splits)
@@ -104,11 +113,29 @@ def evaluate_checkpoint(
         progress=progress,
     )
     metrics["execution"] = execution.describe()
+    if keep_predictions:
+        path, written = keep_in_run(checkpoint, split, predictions)
+        metrics["kept_predictions"] = {"path": str(path), "written": written}
     metrics = _with_split_extras(metrics, predictions, data, split)
     if test_time_aggregation:
         eager = Execution(execution.device, execution.precision)
         metrics["test_time_aggregation"] = aggregate_under_priors(trained, split, execution=eager, progress=progress)
     return metrics
+
+
+def _check_predictions_are_the_runs(checkpoint: str, logit_adjust_tau, tau_norm, precision: str, limit_batches):
+    """``--keep-predictions`` keeps what the run's model predicts as it ran, on the whole split, in its folder."""
+    if not Path(checkpoint).is_dir() or not (Path(checkpoint) / "summary.json").is_file():
+        raise ConfigError(f"--keep-predictions needs a finished run folder (with summary.json), not {checkpoint}")
+    given = {
+        "--logit-adjust": logit_adjust_tau is not None,
+        "--tau-norm": tau_norm is not None,
+        "--precision": precision != AS_TRAINED,
+        "--limit-batches": limit_batches is not None,
+    }
+    changed = [flag for flag, is_given in given.items() if is_given]
+    if changed:
+        raise ConfigError(f"--keep-predictions keeps the run's own predictions; drop {', '.join(changed)}")
 
 
 def _with_split_extras(metrics: dict, predictions, data, split: str) -> dict:

@@ -192,10 +192,11 @@ class Training:
         )
 
     def estimates(self) -> dict:
-        """The balanced top-1 ± its standard error on each end-of-run split (CIFAR-LT's lossless estimate)."""
+        """The balanced top-1 ± its standard error on each end-of-run split (CIFAR-LT's lossless estimate);
+        the split's predictions are kept like the evaluation splits' (paired comparisons on the estimate)."""
         counts = self.exp.data.class_counts
         return {
-            split: balanced_estimate_of(self.evaluate_on(loader), counts)
+            split: balanced_estimate_of(self.evaluate_on(loader, split), counts)
             for split, loader in self.estimate_loaders.items()
         }
 

@@ -6,7 +6,8 @@
   test-time aggregation where ``fbl eval --test-time-aggregation`` kept its table;
 * per run, 95% bootstrap intervals over the test images;
 * per run, the lossless estimate beside the 1,000 lossless test images, and per method its mean over
-  seeds with a 95% t-interval (:mod:`fbl.reports.estimate_table`);
+  seeds with a 95% t-interval (:mod:`fbl.reports.estimate_table`), and every method against the best on
+  the estimate's images, with the paired standard error (:mod:`fbl.reports.estimate_differences`);
 * each method against a reference method on the same images: paired bootstrap interval and McNemar;
 * per run, how it ran (provenance).
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from fbl.reports.aggregate import LONG_TAIL_KEYS, format_mean_std, method_table
+from fbl.reports.estimate_differences import difference_table
 from fbl.reports.estimate_table import estimate_table
 from fbl.reports.label_shift import (
     AGGREGATION_FORMS,
@@ -50,10 +52,11 @@ PAIRED_TITLES = {"top1": "Δ Top-1", "few": "Δ Few", "macro_f1": "Δ Macro-F1"}
 def evidence_tables(runs: list[Run], methods: list[Method]) -> tuple[list[Table], list[str]]:
     """``(tables, notes)`` in report order; notes say which pairs could not be compared."""
     paired, notes = _paired_table(methods)
+    estimate_differences, estimate_notes = difference_table(methods)
     tables = [_long_tail_table(runs), *_prior_tables(methods), _aggregation_table(methods), _interval_table(methods)]
-    tables.append(estimate_table(methods))
+    tables += [estimate_table(methods), estimate_differences]
     tables += [paired, _provenance_table(runs)]
-    return [t for t in tables if t is not None], notes
+    return [t for t in tables if t is not None], notes + estimate_notes
 
 
 def _long_tail_table(runs: list[Run]) -> Table | None:

@@ -1,0 +1,74 @@
+"""The lossless estimate keeps its per-image predictions, and `fbl eval --keep-predictions` adds them to older runs."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from fbl.cli import main
+from fbl.predictions import load_predictions, predictions_path, save_predictions
+from tests.data.test_cifar import write_cifar10
+
+SPLIT = "lossless_estimate"
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cifar")
+    write_cifar10(data)
+    out = tmp_path_factory.mktemp("runs") / "run"
+    args = ["train", "--dataset", "cifar10", "--data-dir", str(data), "--imb-factor", "0.1", "--arch", "resnet32",
+            "--loss", "ce", "--epochs", "1", "--batch-size", "16", "--device", "cpu", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    return out
+
+
+def test_training_keeps_the_estimates_predictions_and_they_give_its_per_class_accuracy(cifar_run):
+    summary = json.loads((cifar_run / "summary.json").read_text())
+    estimate = summary["last_estimate"][SPLIT]
+    predictions = load_predictions(cifar_run, SPLIT)
+    assert predictions is not None and len(predictions) == sum(estimate["per_class_n"])
+    for c, (acc, n) in enumerate(zip(estimate["per_class_acc"], estimate["per_class_n"], strict=True)):
+        mine = predictions.label == c
+        assert mine.sum() == n
+        assert 100.0 * predictions.correct[mine].mean() == pytest.approx(acc)
+    assert f"predictions/{SPLIT}.npz" in json.loads((cifar_run / ".fbl-run").read_text())["files"]
+
+
+def test_eval_keep_predictions_adds_them_to_a_run_without_and_leaves_identical_ones(cifar_run, tmp_path, capsys):
+    older = tmp_path / "older"
+    shutil.copytree(cifar_run, older)
+    original = load_predictions(older, SPLIT)
+    predictions_path(older, SPLIT).unlink()  # as runs trained before training kept them
+    data = ["--device", "cpu", "--quiet", "--split", SPLIT, "--keep-predictions"]
+    assert main(["eval", str(older), *data]) == 0
+    assert "predictions kept in" in capsys.readouterr().out
+    again = load_predictions(older, SPLIT)
+    for name in ("index", "label", "prediction"):
+        np.testing.assert_array_equal(getattr(again, name), getattr(original, name))
+    assert main(["eval", str(older), *data]) == 0
+    assert "already in (identical)" in capsys.readouterr().out
+
+
+def _one_line_error(capsys):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_keep_predictions_refuses_other_predictions_and_changed_models(cifar_run, tmp_path, capsys):
+    other = tmp_path / "other"
+    shutil.copytree(cifar_run, other)
+    kept = load_predictions(other, SPLIT)
+    flipped = kept.prediction.copy()
+    flipped[0] = (flipped[0] + 1) % kept.num_classes
+    save_predictions(other, SPLIT, type(kept)(kept.index, kept.label, flipped, kept.num_classes))
+    base = ["eval", str(other), "--device", "cpu", "--quiet", "--split", SPLIT, "--keep-predictions"]
+    assert main(base) == 2
+    assert "already holds other predictions" in _one_line_error(capsys)
+    assert main([*base, "--logit-adjust", "1"]) == 2
+    assert "drop --logit-adjust" in _one_line_error(capsys)
+    assert main([*base[:1], str(other / "checkpoints" / "last.pt"), *base[2:]]) == 2
+    assert "needs a finished run folder" in _one_line_error(capsys)
