@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from fbl import label_shift
+from fbl.balanced_estimate import balanced_estimate
 from fbl.errors import ConfigError
-from fbl.label_shift import LabelPrior, prior_weighted_accuracy, subsample_counts, subsample_indices
+from fbl.label_shift import (
+    LabelPrior,
+    prior_weighted_accuracy,
+    prior_weighted_standard_error,
+    subsample_counts,
+    subsample_indices,
+)
 from fbl.metrics import ClassMetrics
 
 
@@ -127,3 +134,15 @@ def test_accuracy_under_priors_takes_the_corrected_per_class_accuracies_of_each_
         [100.0, 0.0], [90, 10], corrected={"uniform": [50.0, 100.0]}, priors=[LabelPrior("uniform")]
     )
     assert table == {"uniform": {"uncorrected": pytest.approx(50.0), "corrected": pytest.approx(75.0)}}
+
+
+def test_prior_weighted_standard_error_longhand_and_missing_class_renormalised():
+    se = prior_weighted_standard_error([80.0, 50.0, 20.0], [100, 400, 25], [0.5, 0.3, 0.2])
+    assert se == pytest.approx(100 * math.sqrt(0.25 * 0.8 * 0.2 / 100 + 0.09 * 0.25 / 400 + 0.04 * 0.2 * 0.8 / 25))
+    # a class without images: weights renormalised over the others (0.5, 0.2 -> 5/7, 2/7)
+    se = prior_weighted_standard_error([80.0, None, 20.0], [100, 0, 25], [0.5, 0.3, 0.2])
+    assert se == pytest.approx(100 * math.sqrt((5 / 7) ** 2 * 0.16 / 100 + (2 / 7) ** 2 * 0.16 / 25))
+    # the uniform prior is the balanced estimate's standard error
+    uniform = prior_weighted_standard_error([80.0, 50.0, 20.0], [100, 400, 25], [1, 1, 1])
+    assert uniform == pytest.approx(balanced_estimate([80.0, 50.0, 20.0], [100, 400, 25], [500, 50, 10])["se"])
+    assert prior_weighted_standard_error([None], [0], [1.0]) is None

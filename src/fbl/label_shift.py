@@ -125,6 +125,31 @@ def prior_weighted_accuracy(per_class_acc: Sequence[float | None], weights: Sequ
     return math.fsum(w * a for w, a in pairs) / mass
 
 
+def prior_weighted_standard_error(
+    per_class_acc: Sequence[float | None], per_class_n: Sequence[int], weights: Sequence[float]
+) -> float | None:
+    r"""Standard error of :func:`prior_weighted_accuracy` when each class's accuracy (percent) is a
+    proportion measured on its own :math:`n_c` images, classes independent:
+
+    .. math:: \mathrm{SE} = 100 \sqrt{\sum_c \pi_c^2 \, a_c (1 - a_c) / n_c}
+
+    over the classes with an accuracy, :math:`\pi` renormalised over them (the uniform prior gives the
+    balanced estimate's SE, :func:`fbl.balanced_estimate.balanced_estimate`); ``None`` where the accuracy is.
+    """
+    if not len(per_class_acc) == len(per_class_n) == len(weights):
+        raise ConfigError(
+            f"Expected one accuracy, size and prior weight per class but got "
+            f"{len(per_class_acc)}, {len(per_class_n)} and {len(weights)}"
+        )
+    terms = [
+        (w, a / 100, n) for w, a, n in zip(weights, per_class_acc, per_class_n, strict=True) if a is not None and n > 0
+    ]
+    mass = math.fsum(w for w, _, _ in terms)
+    if mass <= 0:
+        return None
+    return 100 * math.sqrt(math.fsum((w / mass) ** 2 * a * (1 - a) / n for w, a, n in terms))
+
+
 def prior_shifts(
     priors: Sequence[LabelPrior], class_counts: Counts, source: Sequence[float] | None = None
 ) -> torch.Tensor:

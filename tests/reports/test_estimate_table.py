@@ -160,3 +160,25 @@ def test_method_table_has_the_seed_interval_of_top1(tmp_path):
     half = 2.776 * math.sqrt(10) / math.sqrt(5)  # mean 74, s = sqrt(10), n = 5
     assert rows["fbl"]["top1_ci95"] == pytest.approx([74 - half, 74 + half])
     assert rows["ce"]["top1_ci95"] is None  # one seed
+
+
+def test_test_prior_table_on_the_estimate_longhand(tmp_path):
+    # per-class accuracies 90 / 60 / 30 on 100 / 400 / 900 images; classes ranked 0, 1, 2 by training count
+    estimate = {**_estimate(60.0, 1.0), "per_class_acc": [90.0, 60.0, 30.0], "per_class_n": [100, 400, 900]}
+    for seed in (1, 2):
+        _write_run(tmp_path / f"fbl{seed}", "fbl", seed, 67.0, estimate)
+    tables, _ = evidence_tables([], group_methods(load_runs([tmp_path])))
+    (table,) = [t for t in tables if t.title == "Accuracy under test class priors, lossless estimate"]
+    rows = {(row[0], row[1]): dict(zip(table.columns, row, strict=True)) for row in table.rows}
+    # forward-50: pi_c ∝ 50^(-rank/2) = 1, 1/sqrt(50), 1/50
+    weights = [1.0, 50**-0.5, 1 / 50]
+    pi = [w / sum(weights) for w in weights]
+    accuracy = sum(p * a for p, a in zip(pi, [90, 60, 30], strict=True))
+    se = 100 * math.sqrt(
+        sum(p**2 * a * (1 - a) / n for p, a, n in zip(pi, [0.9, 0.6, 0.3], [100, 400, 900], strict=True))
+    )
+    assert rows[("fbl", "1")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
+    uniform_se = 100 * math.sqrt(0.9 * 0.1 / 100 + 0.6 * 0.4 / 400 + 0.3 * 0.7 / 900) / 3
+    assert rows[("fbl", "2")]["U"] == f"60.00 ± {uniform_se:.2f}"
+    assert rows[("fbl", "mean of 2")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
+    assert [row[1] for row in table.rows] == ["1", "2", "mean of 2"]

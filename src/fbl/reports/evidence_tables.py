@@ -26,6 +26,7 @@ from fbl.reports.label_shift import (
     AGGREGATION_FORMS,
     FORMS,
     PRIOR_NAMES,
+    estimate_prior_rows,
     method_aggregation_rows,
     method_prior_rows,
     short_prior_name,
@@ -54,7 +55,7 @@ def evidence_tables(runs: list[Run], methods: list[Method]) -> tuple[list[Table]
     paired, notes = _paired_table(methods)
     estimate_differences, estimate_notes = difference_table(methods)
     tables = [_long_tail_table(runs), *_prior_tables(methods), _aggregation_table(methods), _interval_table(methods)]
-    tables += [estimate_table(methods), estimate_differences]
+    tables += [estimate_table(methods), estimate_differences, _estimate_prior_table(methods)]
     tables += [paired, _provenance_table(runs)]
     return [t for t in tables if t is not None], notes + estimate_notes
 
@@ -96,6 +97,27 @@ def _prior_tables(methods: list[Method]) -> list[Table]:
         title = "Accuracy under test class priors" + (", prior-corrected" if form == "corrected" else "")
         tables.append(Table(title, columns, cells, captions[form]))
     return tables
+
+
+def _estimate_prior_table(methods: list[Method]) -> Table | None:
+    rows = estimate_prior_rows(methods)
+    if not rows:
+        return None
+    cells = [[row["method"], row["seed"], *(_with_se(*row["priors"][name]) for name in PRIOR_NAMES)] for row in rows]
+    return Table(
+        "Accuracy under test class priors, lossless estimate",
+        ["Method", "Seed", *(short_prior_name(name) for name in PRIOR_NAMES)],
+        cells,
+        "As the uncorrected table above, Σ_c π_c · acc_c, on the per-class accuracies of the lossless estimate "
+        "(lossless images the run neither trained nor validated on) instead of the test set: percent ± the "
+        "standard error 100·√(Σ_c π_c² a_c(1−a_c)/n_c); in the 'mean of n' rows the mean over seeds ± the mean SE.",
+    )
+
+
+def _with_se(value: float | None, se: float | None) -> str:
+    if value is None:
+        return "–"
+    return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
 
 
 def _aggregation_table(methods: list[Method]) -> Table | None:

@@ -3,14 +3,17 @@
 The uncorrected accuracy under a prior is :math:`\\sum_c \\pi_c \\mathrm{acc}_c` of the last epoch's
 per-class test accuracies (:mod:`fbl.label_shift`), so every run folder has it, old ones included.
 The prior-corrected accuracy needs the evaluation's logits and is read from ``last.test_priors``;
-runs from before it was recorded give ``None`` there.
+runs from before it was recorded give ``None`` there. Where a run has a lossless estimate (CIFAR-LT,
+``last_estimate``), the same sums of its per-class accuracies give each prior's accuracy on lossless
+images, with the standard error of :func:`fbl.label_shift.prior_weighted_standard_error`.
 """
 
 from __future__ import annotations
 
 from fbl.aggregation_record import load_aggregation
-from fbl.label_shift import SADE_PRIORS, accuracy_under_priors
+from fbl.label_shift import SADE_PRIORS, accuracy_under_priors, prior_weighted_standard_error
 from fbl.reports.aggregate import mean_std
+from fbl.reports.estimate_table import run_estimate
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import Run, require
 
@@ -37,6 +40,39 @@ def method_prior_rows(methods: list[Method]) -> list[dict]:
         for form in FORMS:
             row[form] = {name: mean_std([r[name][form] for r in per_run]) for name in PRIOR_NAMES}
         rows.append(row)
+    return rows
+
+
+def run_estimate_priors(run: Run) -> dict[str, tuple[float | None, float | None]] | None:
+    """``{prior name: (accuracy, standard error)}`` on the run's lossless estimate; ``None`` without one."""
+    estimate = run_estimate(run)
+    if estimate is None or "per_class_n" not in estimate:
+        return None
+    accuracy, sizes = estimate["per_class_acc"], estimate["per_class_n"]
+    table = accuracy_under_priors(accuracy, run.class_counts)
+    return {
+        prior.name: (
+            table[prior.name]["uncorrected"],
+            prior_weighted_standard_error(accuracy, sizes, prior.weights(run.class_counts)),
+        )
+        for prior in SADE_PRIORS
+    }
+
+
+def estimate_prior_rows(methods: list[Method]) -> list[dict]:
+    """Per run with an estimate ``{"method", "seed", "priors"}``, then per method with several such runs
+    ``{"method", "seed": "mean of n", "priors"}``: the mean accuracy and the mean standard error over them."""
+    rows = []
+    for method in methods:
+        per_run = [(run, run_estimate_priors(run)) for run in method.runs]
+        per_run = [(run, priors) for run, priors in per_run if priors is not None]
+        rows += [{"method": method.label, "seed": str(run.seed), "priors": priors} for run, priors in per_run]
+        if len(per_run) > 1:
+            means = {
+                name: tuple(mean_std([priors[name][i] for _, priors in per_run])[0] for i in (0, 1))
+                for name in PRIOR_NAMES
+            }
+            rows.append({"method": method.label, "seed": f"mean of {len(per_run)}", "priors": means})
     return rows
 
 
