@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fbl.aggregation_record import save_aggregation
+from fbl.label_shift import SADE_PRIORS
 from fbl.predictions import Predictions, save_predictions
 from fbl.reports import write_report
 from fbl.reports.provenance import COLUMNS as PROVENANCE_COLUMNS
@@ -158,3 +160,20 @@ def test_older_runs_show_none_of_the_new_tables_but_the_derivable_prior_table(tm
     for title in ("Long-tail summaries", "prior-corrected", "Per-run 95%", "Paired differences", "How each run ran"):
         assert title not in markdown
     assert "## Accuracy under test class priors\n" in markdown
+
+
+def test_test_time_aggregation_tables_for_the_test_set_and_the_lossless_estimate(tmp_path):
+    folders = write_two_methods(tmp_path / "runs")
+    for folder in folders:
+        for split, base in (("test", 60.0), ("lossless_estimate", 70.0)):
+            seed = int(folder.name.removeprefix("seed"))
+            table = {p.name: {"images": 100, "weights": [0.5, 0.5], "aggregated": base + seed, "averaged": base}
+                     for p in SADE_PRIORS}  # fmt: skip
+            save_aggregation(folder, split, table)
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    markdown = (tmp_path / "report" / "report.md").read_text(encoding="utf-8")
+    on_test = _section(markdown, "Test-time aggregation (SADE's test-agnostic protocol)")
+    on_estimate = _section(markdown, "Test-time aggregation (SADE's test-agnostic protocol) on the lossless estimate")
+    assert "| ce | aggregated | 3 | 62.00 ± 1.00 |" in on_test  # seeds 1, 2, 3: 61, 62, 63
+    assert "| ce | aggregated | 3 | 72.00 ± 1.00 |" in on_estimate
+    assert "--split lossless_estimate --test-time-aggregation" in on_estimate

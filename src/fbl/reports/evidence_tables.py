@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fbl.data.lossless_estimate_split import LOSSLESS_ESTIMATE
 from fbl.reports.aggregate import LONG_TAIL_KEYS, format_mean_std, method_table
 from fbl.reports.estimate_differences import difference_table
 from fbl.reports.estimate_table import estimate_table
@@ -54,7 +55,7 @@ def evidence_tables(runs: list[Run], methods: list[Method]) -> tuple[list[Table]
     """``(tables, notes)`` in report order; notes say which pairs could not be compared."""
     paired, notes = _paired_table(methods)
     estimate_differences, estimate_notes = difference_table(methods)
-    tables = [_long_tail_table(runs), *_prior_tables(methods), _aggregation_table(methods), _interval_table(methods)]
+    tables = [_long_tail_table(runs), *_prior_tables(methods), *_aggregation_tables(methods), _interval_table(methods)]
     tables += [estimate_table(methods), estimate_differences, _estimate_prior_table(methods)]
     tables += [paired, _provenance_table(runs)]
     return [t for t in tables if t is not None], notes + estimate_notes
@@ -120,8 +121,14 @@ def _with_se(value: float | None, se: float | None) -> str:
     return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
 
 
-def _aggregation_table(methods: list[Method]) -> Table | None:
-    rows = method_aggregation_rows(methods)
+def _aggregation_tables(methods: list[Method]) -> list[Table]:
+    """SADE's protocol on the reported split, and on the lossless estimate where it was run there too."""
+    tables = [_aggregation_table(methods), _aggregation_table(methods, LOSSLESS_ESTIMATE)]
+    return [table for table in tables if table is not None]
+
+
+def _aggregation_table(methods: list[Method], split: str | None = None) -> Table | None:
+    rows = method_aggregation_rows(methods, split)
     if not rows:
         return None
     cells = [
@@ -129,13 +136,15 @@ def _aggregation_table(methods: list[Method]) -> Table | None:
         for row in rows
         for form in AGGREGATION_FORMS
     ]
+    where = "" if split is None else f" on the {split.replace('_', ' ')}"
     return Table(
-        "Test-time aggregation (SADE's test-agnostic protocol)",
+        f"Test-time aggregation (SADE's test-agnostic protocol){where}",
         ["Method", "Weights", "n", *(short_prior_name(name) for name in PRIOR_NAMES)],
         cells,
-        "Top-1 (%) on SADE's subsampled test set of each prior (fbl eval RUN --test-time-aggregation): aggregated, "
-        "with the experts' weights learnt on that set's unlabelled images; averaged, the experts' plain average on "
-        "the same images. Mean ± std over the n runs that kept the table.",
+        f"Top-1 (%) on SADE's subsampled {split or 'test'} set of each prior (fbl eval RUN --split "
+        f"{split or 'test'} --test-time-aggregation): aggregated, with the experts' weights learnt on that set's "
+        "unlabelled images; averaged, the experts' plain average on the same images. Mean ± std over the n runs "
+        "that kept the table.",
     )
 
 

@@ -80,12 +80,12 @@ def estimate_prior_rows(methods: list[Method]) -> list[dict]:
 AGGREGATION_FORMS = ("aggregated", "averaged")
 
 
-def method_aggregation_rows(methods: list[Method]) -> list[dict]:
-    """Per method whose runs kept a test-time aggregation table of their reported split:
+def method_aggregation_rows(methods: list[Method], split: str | None = None) -> list[dict]:
+    """Per method whose runs kept a test-time aggregation table of ``split`` (default: their reported split):
     ``{"method", "n", "aggregated": {prior: (mean, std)}, "averaged": {...}}`` over those runs."""
     rows = []
     for method in methods:
-        tables = [load_aggregation(run.path, run.reported_split) for run in method.runs]
+        tables = [load_aggregation(run.path, split or run.reported_split) for run in method.runs]
         tables = [table for table in tables if table]
         if not tables:
             continue
