@@ -40,7 +40,7 @@ import numpy as np
 
 from fbl.data.shot_groups import shot_groups
 from fbl.errors import ConfigError
-from fbl.predictions import Predictions, check_same_images
+from fbl.predictions import Predictions, check_pairs
 
 #: Two-sided 95% normal quantile: ``interval`` is Δ ± this × SE.
 Z_95 = 1.959963984540054
@@ -137,12 +137,7 @@ def paired_balanced_difference(pairs: Sequence[tuple[Predictions, Predictions]])
         >>> r["difference"], round(r["se"], 2)
         (25.0, 17.68)
     """
-    if not pairs:
-        raise ConfigError("Expected at least one pair of runs to compare but got none")
-    first = pairs[0][0]
-    for a, b in pairs:
-        check_same_images(first, a)
-        check_same_images(first, b)
+    first = check_pairs(pairs)
     per_image = [a.correct.astype(np.float64) - b.correct.astype(np.float64) for a, b in pairs]
     classes = [c for c in range(first.num_classes) if np.any(first.label == c)]
     if not classes:

@@ -105,3 +105,15 @@ def check_same_images(a: Predictions, b: Predictions, what: str = "the two runs"
         raise ConfigError(f"{what} were not evaluated on the same images ({len(a)} vs {len(b)}); cannot pair them")
     if not np.array_equal(a.label, b.label):
         raise ConfigError(f"{what} give the same images different labels; cannot pair them")
+
+
+def check_pairs(pairs) -> Predictions:
+    """Raise a ConfigError unless there is a pair and every ``(A, B)`` in ``pairs`` holds the same images as
+    the first pair's A (:func:`check_same_images`); returns that first A."""
+    if not pairs:
+        raise ConfigError("Expected at least one pair of runs to compare but got none")
+    first = pairs[0][0]
+    for a, b in pairs:
+        check_same_images(first, a)
+        check_same_images(first, b)
+    return first

@@ -31,7 +31,7 @@ import numpy as np
 from fbl.data.shot_groups import shot_groups
 from fbl.errors import ConfigError
 from fbl.metrics import metrics_from_sums
-from fbl.predictions import Predictions, check_same_images
+from fbl.predictions import Predictions, check_pairs
 
 #: Metrics that get an interval: all of them are functions of per-class sums.
 INTERVAL_METRICS = ("top1", "many", "medium", "few", "worst", "hmean", "gmean", "macro_f1")
@@ -103,12 +103,7 @@ def paired_bootstrap(
     say); ``difference`` is the mean over pairs of A's metric minus B's, ``per_pair`` those differences,
     and ``interval`` the bootstrap interval of the mean difference, one draw of images for all pairs.
     """
-    if not pairs:
-        raise ConfigError("Expected at least one pair of runs to compare but got none")
-    first = pairs[0][0]
-    for a, b in pairs:
-        check_same_images(first, a)
-        check_same_images(first, b)
+    first = check_pairs(pairs)
     groups = shot_groups(class_counts)
     ones = np.ones(len(first))
     observed = [_differences(a, b, ones, groups) for a, b in pairs]
