@@ -42,6 +42,8 @@ from fbl.data.shot_groups import shot_groups
 from fbl.errors import ConfigError
 from fbl.predictions import Predictions, check_pairs
 
+#: The numbers of an estimate without its per-class lists: balanced top-1, many/medium/few, their SEs.
+ESTIMATE_KEYS = ("top1", "se", "many", "many_se", "medium", "medium_se", "few", "few_se")
 #: Two-sided 95% normal quantile: ``interval`` is Δ ± this × SE.
 Z_95 = 1.959963984540054
 

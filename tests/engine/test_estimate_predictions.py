@@ -1,12 +1,16 @@
 """The lossless estimate keeps its per-image predictions, and `fbl eval --keep-predictions` adds them to older runs."""
 
 import json
+import math
 import shutil
 
 import numpy as np
 import pytest
+import torch
 
 from fbl.cli import main
+from fbl.data.augment import normalize
+from fbl.engine.experiment import load_trained
 from fbl.predictions import load_predictions, predictions_path, save_predictions
 from tests.data.test_cifar import write_cifar10
 
@@ -72,3 +76,28 @@ def test_keep_predictions_refuses_other_predictions_and_changed_models(cifar_run
     assert "drop --logit-adjust" in _one_line_error(capsys)
     assert main([*base[:1], str(other / "checkpoints" / "last.pt"), *base[2:]]) == 2
     assert "needs a finished run folder" in _one_line_error(capsys)
+
+
+def test_each_expert_of_an_ensemble_gets_its_balanced_estimate_longhand(tmp_path_factory):
+    data = tmp_path_factory.mktemp("cifar")
+    write_cifar10(data)
+    out = tmp_path_factory.mktemp("runs") / "experts"
+    args = ["train", "--dataset", "cifar10", "--data-dir", str(data), "--imb-factor", "0.1",
+            "--arch", "resnet32-experts", "--loss", "fbl-experts", "--epochs", "1", "--batch-size", "16",
+            "--precision", "fp32", "--no-compile", "--no-channels-last", "--device", "cpu", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main(args) == 0
+    experts = json.loads((out / "summary.json").read_text())["experts"]
+    trained = load_trained(str(out), device=torch.device("cpu"))
+    images, labels = trained.data.eval_tensors(SPLIT)
+    with torch.no_grad():
+        x = normalize(images, trained.data.augment.mean, trained.data.augment.std)
+        expert_logits = trained.model.eval()(x, return_experts=True)[2].logits
+    for k, entry in enumerate(experts):
+        right = expert_logits[:, k].argmax(1) == labels
+        accuracy = [right[labels == c].double().mean().item() for c in range(10)]
+        sizes = [int((labels == c).sum()) for c in range(10)]
+        estimate = entry["estimates"][SPLIT]
+        assert estimate["top1"] == pytest.approx(100 * sum(accuracy) / 10)
+        se = 100 * math.sqrt(sum(a * (1 - a) / n for a, n in zip(accuracy, sizes, strict=True))) / 10
+        assert estimate["se"] == pytest.approx(se)

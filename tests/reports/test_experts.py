@@ -117,6 +117,26 @@ def test_a_routed_run_shows_the_share_of_images_each_expert_sees(tmp_path):
     assert [row[-1] for row in table.rows] == ["–", "100.00 ± 0.00", "50.00 ± 14.14", "20.00 ± 14.14"]
 
 
+def test_experts_lossless_estimates_are_a_column_with_the_ensembles_own(tmp_path):
+    runs = _write_fbl_experts(tmp_path)
+    for run, base in zip(runs, (70.0, 72.0), strict=True):
+        summary = json.loads((run / "summary.json").read_text())
+        for k, entry in enumerate(summary["experts"]):
+            estimate = {"top1": base + k, "se": 0.5, "many": 80.0 - k, "many_se": 0.6, "medium": 60.0 + k,
+                        "medium_se": 0.4, "few": None, "few_se": None}  # fmt: skip
+            entry["estimates"] = {"lossless_estimate": estimate}
+        summary["last_estimate"] = {"lossless_estimate": {"top1": base + 5, "se": 0.5, "many": 79.0, "medium": 70.0}}
+        (run / "summary.json").write_text(json.dumps(summary))
+    table = experts_table(group_methods(load_runs([tmp_path])))
+    assert table.columns[-1] == "Lossless estimate (many / medium / few)" and "Lossless estimate:" in table.caption
+    assert [row[-1] for row in table.rows] == [
+        "76.00 ± 1.41 (79.00 / 70.00 / –)",  # the ensemble: its own last_estimate, seeds 75 and 77
+        "71.00 ± 1.41 (80.00 / 60.00 / –)",
+        "72.00 ± 1.41 (79.00 / 61.00 / –)",
+        "73.00 ± 1.41 (78.00 / 62.00 / –)",
+    ]
+
+
 def test_no_section_without_experts(tmp_path):
     write_two_methods(tmp_path / "runs")
     old = write_run(tmp_path / "runs" / "old", "ce", 4, HEADLINE[("ce", 1)], new_fields=False)

@@ -12,6 +12,8 @@ from itertools import islice
 
 import torch
 
+from fbl.balanced_estimate import ESTIMATE_KEYS
+from fbl.balanced_estimate import balanced_estimate as balanced_estimate_from
 from fbl.data.shot_groups import shot_groups
 from fbl.engine.distributed import Distributed
 from fbl.engine.evaluate import forward_expert_batches
@@ -45,12 +47,15 @@ def evaluate_experts(
     dist: Distributed | None = None,
     limit_batches: int | None = None,
     logit_scale: float = 1.0,
+    balanced_estimate: bool = False,
     progress: Progress = no_progress,
 ) -> list[dict] | None:
     """One dict per expert (``expert``, ``top1``, ``many``/``medium``/``few``, ``worst``, per-class accuracy and
     feature norm, and ``feature_norm``: the mean of the per-class norms in each shot group; with RIDE's router,
     ``routed_share``: the share of images sent on to the expert); ``None`` for a single model. Accuracies in
-    percent, logits times ``logit_scale`` as in :func:`~fbl.engine.evaluate.evaluate`.
+    percent, logits times ``logit_scale`` as in :func:`~fbl.engine.evaluate.evaluate`. With ``balanced_estimate``
+    (a split of unequal class sizes such as the lossless estimate), each entry also holds ``estimate``: the
+    balanced top-1 and many/medium/few with their standard errors (:func:`fbl.balanced_estimate.balanced_estimate`).
     """
     experts_model = multi_expert_model(model)
     if experts_model is None:
@@ -76,6 +81,11 @@ def evaluate_experts(
             expert_metrics.load_state_tensor(dist.all_reduce_sum(expert_metrics.state_tensor()))
         reached = dist.all_reduce_sum(reached)
     entries = [_expert_entry(k, m.compute(class_counts), class_counts) for k, m in enumerate(metrics)]
+    if balanced_estimate:
+        for entry, expert_metrics in zip(entries, metrics, strict=True):
+            sizes = [int(n) for n in expert_metrics.samples.tolist()]
+            estimate = balanced_estimate_from(entry["per_class_acc"], sizes, class_counts)
+            entry["estimate"] = {key: estimate[key] for key in ESTIMATE_KEYS}
     if routed:  # the share of images the router sends on to each expert (the first sees them all)
         for k, entry in enumerate(entries):
             entry["routed_share"] = float(reached[k] / reached[-1]) if reached[-1] else None

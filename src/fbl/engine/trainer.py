@@ -200,6 +200,18 @@ class Training:
             for split, loader in self.estimate_loaders.items()
         }
 
+    def _with_expert_estimates(self, experts: list[dict]) -> list[dict]:
+        """Each expert's balanced estimate on each end-of-run split (``estimates.<split>``), beside its test numbers."""
+        for split, loader in self.estimate_loaders.items():
+            on_split = evaluate_experts(
+                self.runner, loader, self.exp.data.class_counts, execution=self.execution, dist=self.exp.dist,
+                limit_batches=self.cfg.run.limit_batches, logit_scale=self.exp.criterion.logit_scale,
+                balanced_estimate=True,
+            )  # fmt: skip
+            for entry, estimated in zip(experts, on_split, strict=True):
+                entry.setdefault("estimates", {})[split] = estimated["estimate"]
+        return experts
+
     def record_evaluation(self, record: dict, metrics: dict) -> None:
         """The reported split as ``eval``, the others (``val``, extra splits) under their names."""
         record["eval_seconds"] = self._eval_seconds
@@ -235,7 +247,7 @@ class Training:
             dist=self.exp.dist, limit_batches=self.cfg.run.limit_batches, logit_scale=self.exp.criterion.logit_scale,
         )  # fmt: skip
         if experts is not None:  # a multi-expert model: each expert's accuracy and feature norms
-            summary["experts"] = experts
+            summary["experts"] = self._with_expert_estimates(experts)
         summary["last"]["ci95"] = bootstrap_intervals(
             self.predictions[summary["reported_on"]], self.exp.data.class_counts
         )

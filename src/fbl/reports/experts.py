@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from fbl.balanced_estimate import ESTIMATE_KEYS
+from fbl.data.lossless_estimate_split import LOSSLESS_ESTIMATE
 from fbl.data.shot_groups import SHOT_NAMES, shot_groups
 from fbl.errors import ConfigError
 from fbl.losses import LOSSES, loss_class
 from fbl.registry import normalize_name
 from fbl.reports.aggregate import format_mean_std, mean_std
+from fbl.reports.estimate_table import run_estimate
 from fbl.reports.figures import literal_text, panel_grid, save_figure, series_color
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import Run
@@ -96,11 +99,17 @@ def group_norms(per_class_norm: Sequence[float | None], groups: dict[str, list[i
 
 
 def _ensemble_numbers(run: Run) -> dict:
-    """The ensemble's own numbers in an expert entry's shape: ``run.last`` plus its group feature norms."""
+    """The ensemble's own numbers in an expert entry's shape: ``run.last`` plus its group feature norms and
+    its lossless estimate."""
     last = run.last
     groups = run.summary.get("groups") or shot_groups(run.class_counts)
     norms = last.get("per_class_feature_norm")
-    return {**{k: last.get(k) for k in ACCURACY_KEYS}, "feature_norm": group_norms(norms, groups) if norms else {}}
+    estimate = run_estimate(run)
+    return {
+        **{k: last.get(k) for k in ACCURACY_KEYS},
+        "feature_norm": group_norms(norms, groups) if norms else {},
+        "estimates": {LOSSLESS_ESTIMATE: estimate} if estimate else {},
+    }
 
 
 def _row(method: Method, expert: str, entries: list[dict]) -> dict:
@@ -113,6 +122,9 @@ def _row(method: Method, expert: str, entries: list[dict]) -> dict:
         row[f"norm_{group}_mean"], row[f"norm_{group}_std"] = mean_std(norms)
     shares = [None if e.get("routed_share") is None else 100.0 * e["routed_share"] for e in entries]
     row["seen_mean"], row["seen_std"] = mean_std(shares)
+    estimates = [(e.get("estimates") or {}).get(LOSSLESS_ESTIMATE) or {} for e in entries]
+    for key in ESTIMATE_KEYS:
+        row[f"estimate_{key}_mean"], row[f"estimate_{key}_std"] = mean_std([e.get(key) for e in estimates])
     return row
 
 
@@ -144,6 +156,7 @@ def experts_table(methods: list[Method]) -> Table | None:
     if not rows:
         return None
     routed = any(r["seen_mean"] is not None for r in rows)
+    estimated = any(r["estimate_top1_mean"] is not None for r in rows)
     cells = [
         [
             r["method"],
@@ -152,6 +165,7 @@ def experts_table(methods: list[Method]) -> Table | None:
             *(format_mean_std(r[f"{k}_mean"], r[f"{k}_std"]) for k in ACCURACY_KEYS),
             *(format_mean_std(r[f"norm_{g}_mean"], r[f"norm_{g}_std"]) for g in SHOT_NAMES),
             *([format_mean_std(r["seen_mean"], r["seen_std"])] if routed else []),
+            *([_estimate_cell(r)] if estimated else []),
         ]
         for r in rows
     ]
@@ -167,8 +181,23 @@ def experts_table(methods: list[Method]) -> Table | None:
             " Seen: with RIDE's router, the share of test images it sends on to the expert (the ensemble's row is "
             "then the routed prediction; the shares summed, over 100, are the experts an image uses on average)."
         )
+    if estimated:
+        caption += (
+            " Lossless estimate: the expert's (or ensemble's) balanced top-1 on the lossless estimate, mean ± std "
+            "over seeds, then its many / medium / few."
+        )
     columns = ["Method", "Expert", "n", *ACCURACY_TITLES.values(), *(f"‖f‖ {g}" for g in SHOT_NAMES)]
-    return Table("Experts", columns + (["Seen (%)"] if routed else []), cells, caption)
+    columns += (["Seen (%)"] if routed else []) + (["Lossless estimate (many / medium / few)"] if estimated else [])
+    return Table("Experts", columns, cells, caption)
+
+
+def _estimate_cell(row: dict) -> str:
+    """``"79.60 ± 0.21 (77.26 / 88.98 / –)"``: the estimate's mean ± std over seeds and its group means."""
+    if row["estimate_top1_mean"] is None:
+        return "–"
+    groups = " / ".join("–" if row[f"estimate_{g}_mean"] is None else f"{row[f'estimate_{g}_mean']:.2f}"
+                        for g in SHOT_NAMES)  # fmt: skip
+    return f"{format_mean_std(row['estimate_top1_mean'], row['estimate_top1_std'])} ({groups})"
 
 
 def expert_groups_figure(methods: list[Method], path: Path) -> Path:
