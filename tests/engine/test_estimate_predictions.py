@@ -39,6 +39,9 @@ def test_training_keeps_the_estimates_predictions_and_they_give_its_per_class_ac
         assert mine.sum() == n
         assert 100.0 * predictions.correct[mine].mean() == pytest.approx(acc)
     assert f"predictions/{SPLIT}.npz" in json.loads((cifar_run / ".fbl-run").read_text())["files"]
+    # accuracy under the test priors on the estimate, uncorrected = Σ π_c acc_c, and prior-corrected
+    uniform = estimate["test_priors"]["uniform"]
+    assert uniform["uncorrected"] == pytest.approx(estimate["top1"]) and uniform["corrected"] is not None
 
 
 def test_eval_keep_predictions_adds_them_to_a_run_without_and_leaves_identical_ones(cifar_run, tmp_path, capsys):

@@ -9,6 +9,7 @@ import yaml
 from fbl.reports.aggregate import method_table
 from fbl.reports.estimate_table import compare, estimate_table, lossless_top1
 from fbl.reports.evidence_tables import evidence_tables
+from fbl.reports.label_shift import PRIOR_NAMES
 from fbl.reports.methods import group_methods
 from fbl.reports.run_folder import load_runs
 
@@ -182,3 +183,19 @@ def test_test_prior_table_on_the_estimate_longhand(tmp_path):
     assert rows[("fbl", "2")]["U"] == f"60.00 ± {uniform_se:.2f}"
     assert rows[("fbl", "mean of 2")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
     assert [row[1] for row in table.rows] == ["1", "2", "mean of 2"]
+    assert {row[2] for row in table.rows} == {"uncorrected"}  # training recorded no corrected numbers
+
+
+def test_prior_corrected_rows_on_the_estimate_where_training_recorded_them(tmp_path):
+    recorded = {name: {"uncorrected": 0.0, "corrected": 70.0 + i} for i, name in enumerate(PRIOR_NAMES)}
+    for seed, shift in ((1, 0.0), (2, 2.0)):
+        estimate = {**_estimate(60.0, 1.0), "per_class_n": [100, 100, 100]}
+        estimate["test_priors"] = {n: {**v, "corrected": v["corrected"] + shift} for n, v in recorded.items()}
+        _write_run(tmp_path / f"fbl{seed}", "fbl", seed, 67.0, estimate)
+    tables, _ = evidence_tables([], group_methods(load_runs([tmp_path])))
+    (table,) = [t for t in tables if t.title == "Accuracy under test class priors, lossless estimate"]
+    rows = {(row[1], row[2]): dict(zip(table.columns, row, strict=True)) for row in table.rows}
+    assert list(rows) == [(s, f) for s in ("1", "2", "mean of 2") for f in ("uncorrected", "corrected")]
+    assert rows[("1", "corrected")]["F50"] == "70.00" and rows[("2", "corrected")]["B50"] == "82.00"
+    assert rows[("mean of 2", "corrected")]["U"] == "76.00"  # uniform is the sixth prior: 75 and 77
+    assert rows[("1", "uncorrected")]["U"].startswith("80.00 ± ")  # from per-class accuracies, not the record

@@ -195,10 +195,13 @@ class Training:
         """The balanced top-1 ± its standard error on each end-of-run split (CIFAR-LT's lossless estimate);
         the split's predictions are kept like the evaluation splits' (paired comparisons on the estimate)."""
         counts = self.exp.data.class_counts
-        return {
-            split: balanced_estimate_of(self.evaluate_on(loader, split), counts)
-            for split, loader in self.estimate_loaders.items()
-        }
+        estimates = {}
+        for split, loader in self.estimate_loaders.items():
+            metrics = self.evaluate_on(loader, split)
+            # accuracy under each test prior, uncorrected and prior-corrected: sums of per-class accuracies,
+            # so exact on a split of unequal class sizes
+            estimates[split] = {**balanced_estimate_of(metrics, counts), "test_priors": metrics["test_priors"]}
+        return estimates
 
     def _with_expert_estimates(self, experts: list[dict]) -> list[dict]:
         """Each expert's balanced estimate on each end-of-run split (``estimates.<split>``), beside its test numbers."""

@@ -104,14 +104,18 @@ def _estimate_prior_table(methods: list[Method]) -> Table | None:
     rows = estimate_prior_rows(methods)
     if not rows:
         return None
-    cells = [[row["method"], row["seed"], *(_with_se(*row["priors"][name]) for name in PRIOR_NAMES)] for row in rows]
+    cells = [
+        [row["method"], row["seed"], row["form"], *(_with_se(*row["priors"][name]) for name in PRIOR_NAMES)]
+        for row in rows
+    ]
     return Table(
         "Accuracy under test class priors, lossless estimate",
-        ["Method", "Seed", *(short_prior_name(name) for name in PRIOR_NAMES)],
+        ["Method", "Seed", "Form", *(short_prior_name(name) for name in PRIOR_NAMES)],
         cells,
-        "As the uncorrected table above, Σ_c π_c · acc_c, on the per-class accuracies of the lossless estimate "
-        "(lossless images the run neither trained nor validated on) instead of the test set: percent ± the "
-        "standard error 100·√(Σ_c π_c² a_c(1−a_c)/n_c); in the 'mean of n' rows the mean over seeds ± the mean SE.",
+        "As the tables above, Σ_c π_c · acc_c, on the per-class accuracies of the lossless estimate (lossless "
+        "images the run neither trained nor validated on) instead of the test set: uncorrected, percent ± the "
+        "standard error 100·√(Σ_c π_c² a_c(1−a_c)/n_c), and prior-corrected (z + log π_test − log π_train) where "
+        "training recorded it; in the 'mean of n' rows the mean over seeds ± the mean SE.",
     )
 
 

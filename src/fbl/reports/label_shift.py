@@ -43,36 +43,51 @@ def method_prior_rows(methods: list[Method]) -> list[dict]:
     return rows
 
 
-def run_estimate_priors(run: Run) -> dict[str, tuple[float | None, float | None]] | None:
-    """``{prior name: (accuracy, standard error)}`` on the run's lossless estimate; ``None`` without one."""
+def run_estimate_priors(run: Run) -> dict[str, dict[str, tuple[float | None, float | None]]] | None:
+    """``{form: {prior name: (accuracy, standard error)}}`` on the run's lossless estimate (``None`` without
+    one): ``uncorrected`` from its per-class accuracies, with the SE; ``corrected`` (the prior correction,
+    without an SE) where training recorded it (``last_estimate.<split>.test_priors``)."""
     estimate = run_estimate(run)
     if estimate is None or "per_class_n" not in estimate:
         return None
     accuracy, sizes = estimate["per_class_acc"], estimate["per_class_n"]
     table = accuracy_under_priors(accuracy, run.class_counts)
+    recorded = estimate.get("test_priors") or {}
     return {
-        prior.name: (
-            table[prior.name]["uncorrected"],
-            prior_weighted_standard_error(accuracy, sizes, prior.weights(run.class_counts)),
-        )
-        for prior in SADE_PRIORS
+        "uncorrected": {
+            prior.name: (
+                table[prior.name]["uncorrected"],
+                prior_weighted_standard_error(accuracy, sizes, prior.weights(run.class_counts)),
+            )
+            for prior in SADE_PRIORS
+        },
+        "corrected": {name: ((recorded.get(name) or {}).get("corrected"), None) for name in PRIOR_NAMES},
     }
 
 
 def estimate_prior_rows(methods: list[Method]) -> list[dict]:
-    """Per run with an estimate ``{"method", "seed", "priors"}``, then per method with several such runs
-    ``{"method", "seed": "mean of n", "priors"}``: the mean accuracy and the mean standard error over them."""
+    """Per run with an estimate and per form (uncorrected, then corrected where recorded) ``{"method", "seed",
+    "form", "priors"}``, then per method with several such runs the same with ``"seed": "mean of n"``: the mean
+    accuracy and the mean standard error over them."""
     rows = []
     for method in methods:
         per_run = [(run, run_estimate_priors(run)) for run in method.runs]
-        per_run = [(run, priors) for run, priors in per_run if priors is not None]
-        rows += [{"method": method.label, "seed": str(run.seed), "priors": priors} for run, priors in per_run]
+        per_run = [(str(run.seed), priors) for run, priors in per_run if priors is not None]
         if len(per_run) > 1:
             means = {
-                name: tuple(mean_std([priors[name][i] for _, priors in per_run])[0] for i in (0, 1))
-                for name in PRIOR_NAMES
+                form: {
+                    name: tuple(mean_std([priors[form][name][i] for _, priors in per_run])[0] for i in (0, 1))
+                    for name in PRIOR_NAMES
+                }
+                for form in FORMS
             }
-            rows.append({"method": method.label, "seed": f"mean of {len(per_run)}", "priors": means})
+            per_run.append((f"mean of {len(per_run)}", means))
+        for seed, priors in per_run:
+            rows += [
+                {"method": method.label, "seed": seed, "form": form, "priors": priors[form]}
+                for form in FORMS
+                if any(value is not None for value, _ in priors[form].values())
+            ]
     return rows
 
 
