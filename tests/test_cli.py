@@ -153,6 +153,14 @@ def test_presets_lists_the_paper_settings(capsys):
     for name in ("cifar10-lt", "cifar100-lt", "digits-lt"):
         assert name in out
     assert "lambda_=60.0" in out and "ICME 2022" in out
+    # each preset shows what it sets itself, not what it inherits and does not use (CE has no lambda_)
+    lines = out.splitlines()
+    ce = lines[lines.index(next(line for line in lines if line.startswith("cifar10-lt-ce:"))) + 1]
+    assert "loss=ce" in ce and "lambda_" not in ce
+    ride = lines[lines.index(next(line for line in lines if line.startswith("cifar10-lt-ride:"))) + 1]
+    assert "nesterov=True" in ride and "rotate=15.0" in ride and "lambda_" not in ride
+    experts = lines[lines.index(next(line for line in lines if line.startswith("cifar10-lt-fbl-experts:"))) + 1]
+    assert "expert_lambdas=[15.0, 30.0, 60.0]" in experts
 
 
 def test_yaml_config_then_flags(tmp_path):
