@@ -317,7 +317,8 @@ class Training:
         }
 
     def _provenance(self) -> dict:
-        """This process's record (how it ran, ending now); the machine and code are read once per process."""
+        """This process's record (how it ran, ending now). Checkpoints reuse the one read at the first of them
+        (the machine and code do not change mid-process); the summary reads it afresh."""
         self._process_record = provenance(
             self.execution, self.exp.dist.world_size, self.exp.device, started_at=self.started, model=self.runner
         )
