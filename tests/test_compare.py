@@ -366,16 +366,30 @@ def test_a_multi_expert_arch_in_the_flags_runs_without_a_method_preset(tmp_path)
 
 def test_a_bracketed_grid_value_is_one_list_valued_point():
     grid = parse_grid(["expert_lambdas=[15,30,60],[30, 60, 120]", "lambda_=30,60"])
-    assert grid == {"expert_lambdas": [[15, 30, 60], [30, 60, 120]], "lambda_": [30, 60]}
+    assert grid == {"expert_lambdas": [(15, 30, 60), (30, 60, 120)], "lambda_": [30, 60]}  # tuples: hashable
     runs = plan(["fbl-experts"], [0], {"expert_lambdas": grid["expert_lambdas"]}, NOWHERE)
     assert [requested_config(run, "cifar10-lt", {}).loss.expert_lambdas for run in runs] == [
         [15.0, 30.0, 60.0],
         [30.0, 60.0, 120.0],
     ]
-    assert len({run.folder for run in runs}) == 2
+    assert [run.folder.name for run in runs] == [
+        "fbl-experts-expert_lambdas=15,30,60-seed0",
+        "fbl-experts-expert_lambdas=30,60,120-seed0",
+    ]
 
 
 @pytest.mark.parametrize("values", ["[15,30,60", "15,30]", "[15,[30],60"])
 def test_unbalanced_brackets_in_a_grid_value_are_one_line(values):
     with pytest.raises(ConfigError, match="Unbalanced"):
         parse_grid([f"expert_lambdas={values}"])
+
+
+def test_validation_chooses_among_list_valued_points(tmp_path):
+    grid = parse_grid(["expert_lambdas=[15,30,60],[30,60,120]"])
+    runs = plan(["fbl-experts"], [0, 1], grid, tmp_path)
+    for run, val in zip(runs, (70.0, 72.0, 75.0, 74.0), strict=True):  # (15,30,60) seeds 0, 1; then (30,60,120)
+        run.folder.mkdir()
+        (run.folder / "config.yaml").write_text("loss: fbl-experts\n")
+        (run.folder / "summary.json").write_text(json.dumps({"last_val": {"top1": val}}))
+    (point, score) = choose(runs, "val-top1")["fbl-experts"]
+    assert point == (("expert_lambdas", (30, 60, 120)),) and score == pytest.approx(74.5)

@@ -39,6 +39,7 @@ from fbl.config import (
     config_from_dict,
     list_presets,
     load_preset,
+    option_applies,
     option_specs,
     resolve_config,
     runtime_keys,
@@ -50,7 +51,7 @@ from fbl.engine.data_paths import DATA_PATH_KEYS, absolute_path
 from fbl.engine.run_folder import RunFolder
 from fbl.engine.trainer import train
 from fbl.errors import ConfigError
-from fbl.losses import LOSSES, loss_class, loss_parameters
+from fbl.losses import LOSSES, loss_class
 from fbl.models import MODELS
 from fbl.models.multi_expert_resnet import MULTI_EXPERT_ARCHS
 from fbl.reports import highest_mean, load_run, method_table, report_folder, write_report
@@ -92,7 +93,7 @@ class GridRun:
 
     @property
     def label(self) -> str:
-        return "-".join([self.loss, *(f"{k}={v}" for k, v in self.point)])
+        return "-".join([self.loss, *(f"{k}={format_value(v)}" for k, v in self.point)])
 
 
 #: Options ``fbl compare`` sets itself for every run: a grid over them would be silently overridden.
@@ -116,6 +117,15 @@ def _top_level_items(values: str) -> list[str]:
     return [*items, values[start:]]
 
 
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
+
+
+def format_value(value) -> str:
+    """A grid value as labels and folder names show it: ``30``, or ``15,30,60`` for a list-valued point."""
+    return ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def parse_grid(items: list[str]) -> dict[str, list]:
     """``["lambda_=15,30,60"]`` -> ``{"lambda_": [15, 30, 60]}`` (values read as YAML; a bracketed value is
     one list-valued point: ``expert_lambdas=[15,30,60],[30,60,120]`` sweeps two sets of strengths).
@@ -136,24 +146,19 @@ def parse_grid(items: list[str]) -> dict[str, list]:
             raise ConfigError(f"--grid {key} is set by fbl compare itself: {SET_BY_COMPARE[key]}")
         if key in grid:
             raise ConfigError(f"--grid {key} is given twice; list every value once: --grid {key}=V1,V2,...")
-        grid[key] = [yaml.safe_load(v) for v in _top_level_items(values) if v.strip()]
+        # a list value becomes a tuple: grid points are compared and used as keys
+        grid[key] = [_hashable(yaml.safe_load(v)) for v in _top_level_items(values) if v.strip()]
         if not grid[key]:
             raise ConfigError(f"--grid {key} has no values")
     return grid
-
-
-def _applies(key: str, loss: str) -> bool:
-    """Options that only some losses use (declared with a ``loss_setting``, e.g. ``lambda_``) are swept
-    for those losses only, so ``--grid lambda_=15,30,60`` does not train CE three times."""
-    setting = option_specs()[key].meta["loss_setting"]
-    return setting is None or setting in loss_parameters(loss)
 
 
 def plan(losses: list[str], seeds: list[int], grid: dict[str, list], out: Path) -> list[GridRun]:
     """Every run of the comparison, in the order they are trained; each folder is checked to lie in ``out``."""
     runs = []
     for loss in losses:
-        keys = sorted(k for k in grid if _applies(k, loss))
+        # options only some losses use are swept for those only: --grid lambda_=15,30,60 trains CE once
+        keys = sorted(k for k in grid if option_applies(k, loss))
         points = [tuple(zip(keys, values, strict=True)) for values in itertools.product(*(grid[k] for k in keys))]
         for point, seed in itertools.product(points or [()], seeds):
             run = GridRun(loss, point, seed, out)
@@ -196,7 +201,8 @@ def requested_config(run: GridRun, preset: str | None, overrides: dict) -> Train
     Later wins: ``preset`` (for a multi-expert loss, its method preset, which extends ``preset``), the
     command's train flags ``overrides``, the grid point.
     """
-    values = {**overrides, **dict(run.point), "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
+    point = {k: list(v) if isinstance(v, tuple) else v for k, v in run.point}
+    values = {**overrides, **point, "loss": run.loss, "seed": run.seed, "out": str(run.folder)}
     values.pop("overwrite", None)
     return resolve_config(method_preset(run.loss, preset, values), overrides=values)
 
@@ -388,6 +394,6 @@ def _chosen_lines(runs: list[GridRun], chosen: dict[str, tuple], seeds: Sequence
             for k in ("top1", "many", "medium", "few")
             if row[f"{k}_mean"] is not None
         )
-        label = ", ".join(f"{k}={v}" for k, v in point) or "no grid"
+        label = ", ".join(f"{k}={format_value(v)}" for k, v in point) or "no grid"
         lines.append(f"  {loss} ({label}; val {score:.2f}; n={row['n']}): {cells}")
     return lines

@@ -357,6 +357,17 @@ def option_specs() -> dict[str, OptionSpec]:
     return _specs(TrainConfig)
 
 
+def option_applies(key: str, loss: str) -> bool:
+    """Whether option ``key`` means anything to ``loss``: an option declared with a ``loss_setting`` (e.g.
+    ``lambda_``) only to the losses that take that setting; every other option always."""
+    setting = option_specs()[key].meta["loss_setting"]
+    if setting is None:
+        return True
+    from fbl.losses import loss_parameters  # the registry imports torch: only when asked
+
+    return setting in loss_parameters(loss)
+
+
 def sections() -> dict[str, type]:
     """Section name -> section dataclass."""
     hints = typing.get_type_hints(TrainConfig)

@@ -15,6 +15,8 @@ from fbl.reports.run_folder import load_runs
 
 from ._fake_runs import config
 
+#: The method label of the fake FBL runs (λ = 60, from their config).
+FBL = "fbl λ=60"
 #: Three classes: many (500), medium (60), few (10) shots.
 COUNTS = [500, 60, 10]
 #: The 1,000-image lossless split of these runs: rows of 100, 50 and 20 images, right on 90, 40 and 10 of them.
@@ -93,7 +95,7 @@ def test_table_rows_per_run_and_per_method_longhand(tmp_path):
     table = _table(tmp_path)
     assert table.title == "Lossless estimate"
     rows = _rows(table)
-    first = rows[("fbl", "1")]
+    first = rows[(FBL, "1")]
     assert first["Estimate"] == "80.00 ± 0.50"
     assert (first["Many"], first["Medium"], first["Few"]) == ("91.00 ± 0.50", "70.00 ± 1.50", "40.00 ± 3.00")
     assert first["Lossless 1,000"] == "73.33 ± 4.29"
@@ -104,22 +106,22 @@ def test_table_rows_per_run_and_per_method_longhand(tmp_path):
     assert f"{z:.2f}" == "1.54"
     # ce: z = (85 - 73.333) / sqrt(0.25 + 18.444) = 2.70: they disagree
     assert (rows[("ce", "1")]["z"], rows[("ce", "1")]["Agree"]) == ("+2.70", "no")
-    mean = rows[("fbl", "mean of 3")]
+    mean = rows[(FBL, "mean of 3")]
     half = 4.303 / math.sqrt(3)  # seeds 80, 81, 82: s = 1
     assert mean["Estimate"] == f"81.00 ± 0.67 [{81 - half:.2f}, {81 + half:.2f}]"  # mean SE (0.5 + 1 + 0.5) / 3
     assert mean["Estimate"] == "81.00 ± 0.67 [78.52, 83.48]"
     assert mean["JPEG test"] == f"68.00 [{68 - half:.2f}, {68 + half:.2f}]"
     assert mean["Lossless 1,000"] == "73.33 ± 4.29 [73.33, 73.33]"  # the same images every seed: no spread
     assert mean["Agree"] == "2/3"  # seed 2: z = (81 - 73.333) / sqrt(1 + 4.2947²) = 1.74; seed 3: 2.00
-    assert rows[("fbl", "3")]["z"] == f"{(82.0 - LOSSLESS_TOP1) / math.sqrt(0.5**2 + LOSSLESS_SE**2):+.2f}"
-    assert (rows[("fbl", "2")]["Agree"], rows[("fbl", "3")]["Agree"]) == ("yes", "no")
+    assert rows[(FBL, "3")]["z"] == f"{(82.0 - LOSSLESS_TOP1) / math.sqrt(0.5**2 + LOSSLESS_SE**2):+.2f}"
+    assert (rows[(FBL, "2")]["Agree"], rows[(FBL, "3")]["Agree"]) == ("yes", "no")
     assert rows[("ce", "mean of 1")]["Estimate"] == "85.00 ± 0.50"  # one seed: no interval
     assert [row[1] for row in table.rows] == ["1", "1", "2", "3", "mean of 1", "mean of 3"]
 
 
 def test_partial_estimate_is_marked_and_compared_over_its_classes(tmp_path):
     _write_run(tmp_path / "run", "fbl", 1, 67.0, _estimate(80.0, 0.5, missing=(2,)))
-    row = _rows(_table(tmp_path))[("fbl", "1")]
+    row = _rows(_table(tmp_path))[(FBL, "1")]
     assert row["Estimate"] == "80.00 ± 0.50 (2/3 classes)"
     se = 100 * math.sqrt(0.9 * 0.1 / 100 + 0.8 * 0.2 / 50) / 2  # classes 0 and 1 of the lossless images
     assert row["Lossless 1,000"] == f"85.00 ± {se:.2f} (2/3 classes)"
@@ -132,9 +134,9 @@ def test_runs_without_an_estimate_or_lossless_images_show_what_they_have(tmp_pat
     _write_run(tmp_path / "without", "fbl", 2, 68.0)
     table = _table(tmp_path)
     assert [row[1] for row in table.rows] == ["1", "mean of 1"]  # seed 2 has no estimate: left out
-    row = _rows(table)[("fbl", "1")]
+    row = _rows(table)[(FBL, "1")]
     assert (row["Lossless 1,000"], row["z"], row["Agree"]) == ("–", "–", "–")
-    assert _rows(table)[("fbl", "mean of 1")]["Agree"] == "–"
+    assert _rows(table)[(FBL, "mean of 1")]["Agree"] == "–"
 
 
 def test_table_absent_without_estimates(tmp_path):
@@ -159,7 +161,7 @@ def test_method_table_has_the_seed_interval_of_top1(tmp_path):
     _write_run(tmp_path / "ce1", "ce", 1, 60.0)
     rows = {row["method"]: row for row in method_table(load_runs([tmp_path]))}
     half = 2.776 * math.sqrt(10) / math.sqrt(5)  # mean 74, s = sqrt(10), n = 5
-    assert rows["fbl"]["top1_ci95"] == pytest.approx([74 - half, 74 + half])
+    assert rows[FBL]["top1_ci95"] == pytest.approx([74 - half, 74 + half])
     assert rows["ce"]["top1_ci95"] is None  # one seed
 
 
@@ -178,10 +180,10 @@ def test_test_prior_table_on_the_estimate_longhand(tmp_path):
     se = 100 * math.sqrt(
         sum(p**2 * a * (1 - a) / n for p, a, n in zip(pi, [0.9, 0.6, 0.3], [100, 400, 900], strict=True))
     )
-    assert rows[("fbl", "1")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
+    assert rows[(FBL, "1")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
     uniform_se = 100 * math.sqrt(0.9 * 0.1 / 100 + 0.6 * 0.4 / 400 + 0.3 * 0.7 / 900) / 3
-    assert rows[("fbl", "2")]["U"] == f"60.00 ± {uniform_se:.2f}"
-    assert rows[("fbl", "mean of 2")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
+    assert rows[(FBL, "2")]["U"] == f"60.00 ± {uniform_se:.2f}"
+    assert rows[(FBL, "mean of 2")]["F50"] == f"{accuracy:.2f} ± {se:.2f}"
     assert [row[1] for row in table.rows] == ["1", "2", "mean of 2"]
     assert {row[2] for row in table.rows} == {"uncorrected"}  # training recorded no corrected numbers
 

@@ -1,3 +1,5 @@
+import json
+
 from fbl.reports.methods import group_methods, method_config
 from fbl.reports.run_folder import load_run, load_runs
 
@@ -71,3 +73,19 @@ def test_an_option_added_after_a_run_takes_its_default_and_60_is_60_0(tmp_path):
         ("fbl λ=60 nesterov=True", (1,)),
     ]
     assert method_config(load_run(old))["nesterov"] is False
+
+
+def test_lambda_names_only_the_losses_that_take_it(tmp_path):
+    # fbl-experts logs a curriculum alpha too, but its strengths are expert_lambdas, not lambda_
+    write_run(tmp_path / "experts", "fbl-experts", 1, HEADLINE[("fbl60", 1)], lambda_=30.0)
+    write_run(tmp_path / "cb", "cb-fbl", 1, HEADLINE[("fbl60", 1)], lambda_=30.0)
+    write_run(tmp_path / "ce", "ce", 1, HEADLINE[("ce", 1)], lambda_=30.0)
+    records = [json.loads(line) for line in (tmp_path / "experts" / "metrics.jsonl").read_text().splitlines()]
+    (tmp_path / "experts" / "metrics.jsonl").write_text(
+        "".join(json.dumps({**r, "alpha": 0.5}) + "\n" for r in records)
+    )
+    labels = sorted(m.label for m in group_methods(load_runs([tmp_path])))
+    assert labels == ["cb-fbl λ=30", "ce", "fbl-experts"]
+    # a loss this fbl does not know (an older run) keeps the old rule: λ where alpha was logged
+    write_run(tmp_path / "old", "some-old-loss", 1, HEADLINE[("ce", 1)], lambda_=30.0)
+    assert "some-old-loss" in [m.label for m in group_methods(load_runs([tmp_path / "old"]))]

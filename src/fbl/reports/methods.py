@@ -13,7 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fbl.config import saved_values
+from fbl.config import option_applies, saved_values
+from fbl.errors import ConfigError
 from fbl.reports.run_folder import Run
 
 #: Config keys that are bookkeeping, not part of the method.
@@ -109,12 +110,21 @@ def _base_label(method: Method) -> str:
         label += " + mixup"
     if config.get("stage2_from"):
         label += " (cRT)"
-    # The stimulus strength only matters to losses with a curriculum factor alpha, which they log.
-    if "lambda_" in config and any(r.get("alpha") is not None for run in method.runs for r in run.epochs):
+    if "lambda_" in config and _uses_lambda(method):
         label += (
             f" λ={config['lambda_']:g}" if isinstance(config["lambda_"], (int, float)) else f" λ={config['lambda_']}"
         )
     return label
+
+
+def _uses_lambda(method: Method) -> bool:
+    """Whether the run's loss takes the stimulus strength ``lambda_`` (FBL, CB-FBL; not CE, not FBL experts,
+    whose strengths are ``expert_lambdas``). A loss name fbl does not know (an older run): whether the run
+    logged a curriculum factor alpha, as the losses with a stimulus do."""
+    try:
+        return option_applies("lambda_", str(method.config.get("loss")))
+    except ConfigError:
+        return any(r.get("alpha") is not None for run in method.runs for r in run.epochs)
 
 
 def _disambiguate(methods: list[Method]) -> None:
