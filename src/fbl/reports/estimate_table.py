@@ -130,18 +130,19 @@ def _run_cells(row: dict) -> list[str]:
     classes = _classes_note(estimate)
     agree = "–" if row["agree"] is None else ("yes" if row["agree"] else "no")
     return [
-        row["method"], str(row["seed"]), _pm(estimate.get("top1"), estimate.get("se")) + classes,
-        *(_pm(estimate.get(g), estimate.get(f"{g}_se")) for g in GROUPS),
-        _pm(lossless.get("top1"), lossless.get("se")) + (classes if lossless else ""), _number(row["jpeg_top1"]),
+        row["method"], str(row["seed"]), format_with_se(estimate.get("top1"), estimate.get("se")) + classes,
+        *(format_with_se(estimate.get(g), estimate.get(f"{g}_se")) for g in GROUPS),
+        format_with_se(lossless.get("top1"), lossless.get("se")) + (classes if lossless else ""),
+        _number(row["jpeg_top1"]),
         _number(row["difference"], signed=True), _number(row["z"], signed=True), agree,
     ]  # fmt: skip
 
 
 def _summary_cells(label: str, s: dict) -> list[str]:
     return [
-        label, f"mean of {s['n']}", _with_interval(_pm(s["top1"], s["top1_se"]), s["top1_ci95"]),
-        *(_pm(s[g], s[f"{g}_se"]) for g in GROUPS),
-        _with_interval(_pm(s["lossless"], s["lossless_se"]), s["lossless_ci95"]),
+        label, f"mean of {s['n']}", _with_interval(format_with_se(s["top1"], s["top1_se"]), s["top1_ci95"]),
+        *(format_with_se(s[g], s[f"{g}_se"]) for g in GROUPS),
+        _with_interval(format_with_se(s["lossless"], s["lossless_se"]), s["lossless_ci95"]),
         _with_interval(_number(s["jpeg_top1"]), s["jpeg_ci95"]), _number(s["difference"], signed=True), "–",
         f"{s['agree']}/{s['compared']}" if s["compared"] else "–",
     ]  # fmt: skip
@@ -153,7 +154,8 @@ def _classes_note(estimate: dict) -> str:
     return f" ({len(sizes) - len(missing)}/{len(sizes)} classes)" if missing and sizes else ""
 
 
-def _pm(value: float | None, se: float | None) -> str:
+def format_with_se(value: float | None, se: float | None) -> str:
+    """``"79.60 ± 0.50"``; the value alone without an SE, "–" without a value."""
     if value is None:
         return "–"
     return f"{value:.2f} ± {se:.2f}" if se is not None else f"{value:.2f}"

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from fbl.data.lossless_estimate_split import LOSSLESS_ESTIMATE
 from fbl.reports.aggregate import LONG_TAIL_KEYS, format_mean_std, method_table
 from fbl.reports.estimate_differences import difference_table
-from fbl.reports.estimate_table import estimate_table
+from fbl.reports.estimate_table import estimate_table, format_with_se
 from fbl.reports.label_shift import (
     AGGREGATION_FORMS,
     FORMS,
@@ -105,7 +105,7 @@ def _estimate_prior_table(methods: list[Method]) -> Table | None:
     if not rows:
         return None
     cells = [
-        [row["method"], row["seed"], row["form"], *(_with_se(*row["priors"][name]) for name in PRIOR_NAMES)]
+        [row["method"], row["seed"], row["form"], *(format_with_se(*row["priors"][name]) for name in PRIOR_NAMES)]
         for row in rows
     ]
     return Table(
@@ -117,12 +117,6 @@ def _estimate_prior_table(methods: list[Method]) -> Table | None:
         "standard error 100·√(Σ_c π_c² a_c(1−a_c)/n_c), and prior-corrected (z + log π_test − log π_train) where "
         "training recorded it; in the 'mean of n' rows the mean over seeds ± the mean SE.",
     )
-
-
-def _with_se(value: float | None, se: float | None) -> str:
-    if value is None:
-        return "–"
-    return f"{value:.2f}" if se is None else f"{value:.2f} ± {se:.2f}"
 
 
 def _aggregation_tables(methods: list[Method]) -> list[Table]:
