@@ -26,9 +26,7 @@ def save_aggregation(run_dir: str | Path, split: str, table: dict) -> Path:
     """Write ``table`` for ``split`` in ``run_dir``, whole or not at all (listed in the run's marker first, so
     ``--overwrite`` removes it with the run's other files)."""
     path = aggregation_path(run_dir, split)
-    manifest = Manifest(run_dir)
-    if manifest.exists():
-        manifest.record(path.relative_to(run_dir).as_posix())
+    Manifest(run_dir).record_if_marked(path.relative_to(run_dir).as_posix())
     path.parent.mkdir(parents=True, exist_ok=True)
     return write_atomic(path, json.dumps(table, indent=1) + "\n", "the test-time aggregation table")
 

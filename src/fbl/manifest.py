@@ -55,6 +55,11 @@ class Manifest:
         write_atomic(self.path, json.dumps(content, indent=1) + "\n")
         self._files = files
 
+    def record_if_marked(self, *relative: str) -> None:
+        """:meth:`record` in a folder that has its marker; nothing in one without (a user's own folder)."""
+        if self.exists():
+            self.record(*relative)
+
     def remove(self) -> None:
         """Forget the folder: remove the marker (once the files it lists are gone)."""
         try:

@@ -80,9 +80,7 @@ def keep_in_run(run_dir: str | Path, split: str, predictions: Predictions) -> tu
                 f"precision?); move it away to keep these"
             )
         return path, False
-    manifest = Manifest(run_dir)
-    if manifest.exists():
-        manifest.record(f"{FOLDER}/{split}.npz")
+    Manifest(run_dir).record_if_marked(f"{FOLDER}/{split}.npz")
     return save_predictions(run_dir, split, predictions), True
 
 
