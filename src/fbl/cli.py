@@ -487,29 +487,15 @@ def cmd_compare(namespace, extra: list[str]) -> int:
 
 
 def cmd_presets(namespace, extra=()) -> int:
-    # The preset files are read here as plain YAML, not through fbl.config, whose registries import
-    # torch (seconds): listing them stays instant. fbl.config checks a preset when a run uses it.
-    from importlib import resources
-
-    import yaml
-
-    folder = resources.files("fbl") / "configs"
-
-    def own_values(name: str) -> dict:
-        return yaml.safe_load((folder / f"{name}.yaml").read_text(encoding="utf-8")) or {}
-
-    def values(name: str) -> dict:
-        own = own_values(name)
-        parent = own.pop("extends", None)
-        return {**(values(parent) if parent else {}), **own}
+    from fbl.config import list_presets, load_preset, preset_file_values
 
     # Every preset's basics, then what the preset file itself sets beyond them (its method's settings: an
     # FBL preset's lambda_, an ensemble's experts and optimiser), not what it inherits and does not use.
     keys = ("dataset", "arch", "loss", "epochs", "batch_size", "lr", "imb_factor")
     prose = {"description", "paper", "extends"}
-    for name in sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml")):
-        preset = values(name)
-        own = [k for k in own_values(name) if k not in prose and k not in keys]
+    for name in list_presets():
+        preset = load_preset(name)
+        own = [k for k in preset_file_values(name) if k not in prose and k not in keys]
         print(f"{name}: {preset.get('description', '')}")
         print("    " + "  ".join(f"{k}={preset[k]}" for k in (*keys, *own) if k in preset))
         if preset.get("paper"):

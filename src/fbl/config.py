@@ -507,16 +507,21 @@ def load_preset(name: str) -> dict:
     A preset may name another in ``extends``: the method presets are the dataset preset plus the
     few values that define the method.
     """
+    own = preset_file_values(name)
+    parent = own.pop("extends", None)
+    values = load_preset(parent) if parent else {}
+    values.update(check_keys(own, f"preset {str(name).lower()}"))
+    return values
+
+
+def preset_file_values(name: str) -> dict:
+    """What the preset's own file sets (``extends`` included, nothing inherited), unchecked."""
     key = str(name).lower()
     if key not in list_presets():
         close = difflib.get_close_matches(key, list_presets(), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"Unknown preset {name!r}{hint}; choose one of: {', '.join(list_presets())}")
-    own = yaml.safe_load((_preset_dir() / f"{key}.yaml").read_text()) or {}
-    parent = own.pop("extends", None)
-    values = load_preset(parent) if parent else {}
-    values.update(check_keys(own, f"preset {key}"))
-    return values
+    return yaml.safe_load((_preset_dir() / f"{key}.yaml").read_text(encoding="utf-8")) or {}
 
 
 def load_yaml_file(path: str) -> dict:
