@@ -150,3 +150,19 @@ def test_pairs_on_other_images_are_refused():
         paired_balanced_difference([(a, other)])
     with pytest.raises(ConfigError, match="at least one pair"):
         paired_balanced_difference([])
+
+
+def test_runs_with_image_ids_are_paired_on_the_images_both_hold():
+    # A holds pictures 0-299 (its validation split took none), B the even ones in another order, as a
+    # run whose validation split took the odd ones: the difference is the longhand one on the even pictures.
+    rng = np.random.default_rng(7)
+    labels, pred_a, pred_b = rng.integers(0, 3, size=300), rng.integers(0, 3, size=300), rng.integers(0, 3, size=300)
+    a = Predictions(np.arange(300), labels, pred_a, 3, image=np.arange(300))
+    order = rng.permutation(np.arange(0, 300, 2))
+    b = Predictions(np.arange(150), labels[order], pred_b[order], 3, image=order)
+    even = np.arange(0, 300, 2)
+    longhand = [(_predictions(labels[even], pred_a[even], 3), _predictions(labels[even], pred_b[even], 3))]
+    result = paired_balanced_difference([(a, b)])
+    difference, se = _longhand_difference(longhand, 3)
+    assert result["images"] == 150
+    assert result["difference"] == pytest.approx(difference, abs=1e-9) and result["se"] == pytest.approx(se, abs=1e-9)

@@ -40,7 +40,7 @@ import numpy as np
 
 from fbl.data.shot_groups import shot_groups
 from fbl.errors import ConfigError
-from fbl.predictions import Predictions, check_pairs
+from fbl.predictions import Predictions, paired_images
 
 #: The numbers of an estimate without its per-class lists: balanced top-1, many/medium/few, their SEs.
 ESTIMATE_KEYS = ("top1", "se", "many", "many_se", "medium", "medium_se", "few", "few_se")
@@ -123,12 +123,14 @@ def paired_balanced_difference(pairs: Sequence[tuple[Predictions, Predictions]])
     """Balanced top-1 of A minus B on the same images, with its paired standard error (module docstring).
 
     Args:
-        pairs: ``(A, B)`` predictions of runs evaluated on the same images in the same order (one pair per
-            seed, say); a pair holding other images is a one-line :class:`~fbl.errors.ConfigError`.
+        pairs: ``(A, B)`` predictions of runs (one pair per seed, say), compared on the images all of them
+            hold (:func:`fbl.predictions.paired_images`; a one-line :class:`~fbl.errors.ConfigError` when
+            they cannot be paired).
 
     Returns:
         ``difference`` (percentage points, A − B, over the classes with images), ``se``, ``z`` (``None``
-        when ``se`` is 0), ``interval`` (Δ ± 1.96 SE), ``per_pair`` (each pair's Δ) and ``images``.
+        when ``se`` is 0), ``interval`` (Δ ± 1.96 SE), ``per_pair`` (each pair's Δ) and ``images`` (how
+        many were compared).
 
     Example:
         >>> from fbl.predictions import Predictions
@@ -139,7 +141,8 @@ def paired_balanced_difference(pairs: Sequence[tuple[Predictions, Predictions]])
         >>> r["difference"], round(r["se"], 2)
         (25.0, 17.68)
     """
-    first = check_pairs(pairs)
+    pairs = paired_images(pairs)
+    first = pairs[0][0]
     per_image = [a.correct.astype(np.float64) - b.correct.astype(np.float64) for a, b in pairs]
     classes = [c for c in range(first.num_classes) if np.any(first.label == c)]
     if not classes:

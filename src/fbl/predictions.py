@@ -2,15 +2,20 @@
 
 Confidence intervals over the evaluation images and paired tests between two runs need to know, for
 every image, its label and what the model predicted; per-class sums do not keep that. At CIFAR or
-ImageNet-LT scale this is a few hundred kilobytes per split (three integer columns, compressed).
+ImageNet-LT scale this is a few hundred kilobytes per split (three or four integer columns, compressed).
 
 ``index`` is each image's position in its split, in the order the evaluation loader serves the split
-(0..N-1 in one process; reassembled from the ranks' shares when distributed), so two runs are paired
-image by image only after :func:`check_same_images` has found the same positions with the same labels.
+(0..N-1 in one process; reassembled from the ranks' shares when distributed). ``image``, where the
+dataset gives it (:meth:`fbl.data.contract.LongTailDataset.image_ids`), says which picture each one
+is, the same number for the same picture in every run of the dataset: two runs whose splits differ
+(a validation split takes images out of the lossless estimate) are then paired on the images both
+hold (:func:`paired_images`). Files written before that column existed pair by position only, and
+only when both runs hold the same positions with the same labels.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,19 +27,23 @@ from fbl.manifest import Manifest
 
 FOLDER = "predictions"
 COLUMNS = ("index", "label", "prediction")
+#: The optional column: which picture each image is (see the module docstring).
+IMAGE = "image"
 
 
 @dataclass(frozen=True)
 class Predictions:
-    """``index``, ``label`` and top-1 ``prediction`` of each evaluated image (int64 arrays of one length)."""
+    """``index``, ``label`` and top-1 ``prediction`` of each evaluated image (int64 arrays of one length),
+    and ``image``, each one's identity across runs, or ``None`` where only its position is known."""
 
     index: np.ndarray
     label: np.ndarray
     prediction: np.ndarray
     num_classes: int
+    image: np.ndarray | None = None
 
     def __post_init__(self):
-        lengths = {len(getattr(self, name)) for name in COLUMNS}
+        lengths = {len(getattr(self, name)) for name in (*COLUMNS, IMAGE) if getattr(self, name) is not None}
         if len(lengths) != 1:
             raise ValueError(f"Expected index, label and prediction of one length but got lengths {sorted(lengths)}")
 
@@ -46,6 +55,11 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.index)
 
+    def rows(self, rows: np.ndarray) -> Predictions:
+        """The predictions of the images at ``rows`` (positions in these arrays), in that order."""
+        image = None if self.image is None else self.image[rows]
+        return Predictions(self.index[rows], self.label[rows], self.prediction[rows], self.num_classes, image)
+
 
 def predictions_path(run_dir: str | Path, split: str) -> Path:
     return Path(run_dir) / FOLDER / f"{split}.npz"
@@ -54,7 +68,8 @@ def predictions_path(run_dir: str | Path, split: str) -> Path:
 def save_predictions(run_dir: str | Path, split: str, predictions: Predictions) -> Path:
     """Write ``predictions/<split>.npz`` in ``run_dir``, whole or not at all (through ``atomic_output``)."""
     path = predictions_path(run_dir, split)
-    columns = {name: np.asarray(getattr(predictions, name), dtype=np.int64) for name in COLUMNS}
+    named = COLUMNS if predictions.image is None else (*COLUMNS, IMAGE)
+    columns = {name: np.asarray(getattr(predictions, name), dtype=np.int64) for name in named}
     with atomic_output(path, what="predictions file") as handle:
         np.savez_compressed(handle, num_classes=np.int64(predictions.num_classes), **columns)
     return path
@@ -63,10 +78,11 @@ def save_predictions(run_dir: str | Path, split: str, predictions: Predictions) 
 def keep_in_run(run_dir: str | Path, split: str, predictions: Predictions) -> tuple[Path, bool]:
     """Add ``predictions/<split>.npz`` to a finished run folder (``fbl eval RUN --keep-predictions``).
 
-    Returns ``(path, written)``: an identical file already there is left as it is (``written`` false); a
-    different one is a one-line :class:`ConfigError` (it was made on another machine, thread count or
-    precision, and the run's other results belong with it). The file is listed in the run's marker
-    first, when the folder has one, so ``--overwrite`` removes it with the run's other files.
+    Returns ``(path, written)``: an identical file already there is left as it is (``written`` false), and
+    one that lacks only the ``image`` column is completed with it; a different one is a one-line
+    :class:`ConfigError` (it was made on another machine, thread count or precision, and the run's other
+    results belong with it). The file is listed in the run's marker first, when the folder has one, so
+    ``--overwrite`` removes it with the run's other files.
     """
     path = predictions_path(run_dir, split)
     kept = load_predictions(run_dir, split)
@@ -74,12 +90,14 @@ def keep_in_run(run_dir: str | Path, split: str, predictions: Predictions) -> tu
         same = kept.num_classes == predictions.num_classes and all(
             np.array_equal(getattr(kept, name), getattr(predictions, name)) for name in COLUMNS
         )
-        if not same:
+        same_images = kept.image is None or predictions.image is None or np.array_equal(kept.image, predictions.image)
+        if not (same and same_images):
             raise ConfigError(
                 f"{path} already holds other predictions for {split!r} (another machine, thread count or "
                 f"precision?); move it away to keep these"
             )
-        return path, False
+        if kept.image is not None or predictions.image is None:
+            return path, False
     Manifest(run_dir).record_if_marked(f"{FOLDER}/{split}.npz")
     return save_predictions(run_dir, split, predictions), True
 
@@ -92,7 +110,8 @@ def load_predictions(run_dir: str | Path, split: str) -> Predictions | None:
     try:
         with np.load(path) as data:
             columns = {name: data[name].astype(np.int64) for name in COLUMNS}
-            return Predictions(**columns, num_classes=int(data["num_classes"]))
+            image = data[IMAGE].astype(np.int64) if IMAGE in data.files else None
+            return Predictions(**columns, num_classes=int(data["num_classes"]), image=image)
     except (OSError, KeyError, ValueError) as err:
         raise ConfigError(f"{path} is not a predictions file ({err.__class__.__name__})") from None
 
@@ -105,13 +124,28 @@ def check_same_images(a: Predictions, b: Predictions, what: str = "the two runs"
         raise ConfigError(f"{what} give the same images different labels; cannot pair them")
 
 
-def check_pairs(pairs) -> Predictions:
-    """Raise a ConfigError unless there is a pair and every ``(A, B)`` in ``pairs`` holds the same images as
-    the first pair's A (:func:`check_same_images`); returns that first A."""
+def paired_images(pairs) -> list[tuple[Predictions, Predictions]]:
+    """Every ``(A, B)`` in ``pairs`` on the images all of them hold, aligned image by image.
+
+    With ``image`` identities in every one, they are cut to the pictures common to all (in the order of
+    their identities); otherwise every one must hold the first A's positions with its labels
+    (:func:`check_same_images`) and they are returned as they are. A ConfigError, one line, when there
+    is no pair, no image in common, or a common image with two labels.
+    """
+    pairs = list(pairs)
     if not pairs:
         raise ConfigError("Expected at least one pair of runs to compare but got none")
-    first = pairs[0][0]
-    for a, b in pairs:
-        check_same_images(first, a)
-        check_same_images(first, b)
-    return first
+    every = [p for pair in pairs for p in pair]
+    if any(p.image is None for p in every):
+        for p in every:
+            check_same_images(every[0], p)
+        return pairs
+    if any(len(np.unique(p.image)) != len(p) for p in every):
+        raise ConfigError("a run's predictions name one image twice; cannot pair them")
+    common = functools.reduce(np.intersect1d, (p.image for p in every))
+    if not len(common):
+        raise ConfigError(f"the runs hold no image in common ({', '.join(str(len(p)) for p in every)} images)")
+    aligned = [p.rows(np.argsort(p.image)[np.isin(np.sort(p.image), common)]) for p in every]
+    if any(not np.array_equal(p.label, aligned[0].label) for p in aligned):
+        raise ConfigError("the runs give the same images different labels; cannot pair them")
+    return list(zip(aligned[0::2], aligned[1::2], strict=True))

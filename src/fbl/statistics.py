@@ -31,7 +31,7 @@ import numpy as np
 from fbl.data.shot_groups import shot_groups
 from fbl.errors import ConfigError
 from fbl.metrics import metrics_from_sums
-from fbl.predictions import Predictions, check_pairs
+from fbl.predictions import Predictions, paired_images
 
 #: Metrics that get an interval: all of them are functions of per-class sums.
 INTERVAL_METRICS = ("top1", "many", "medium", "few", "worst", "hmean", "gmean", "macro_f1")
@@ -99,11 +99,13 @@ def paired_bootstrap(
 ) -> dict[str, dict]:
     """``{metric: {"difference", "interval", "per_pair"}}`` for A - B, in percentage points.
 
-    ``pairs`` holds ``(A, B)`` predictions of runs evaluated on the same images (one pair per seed,
-    say); ``difference`` is the mean over pairs of A's metric minus B's, ``per_pair`` those differences,
-    and ``interval`` the bootstrap interval of the mean difference, one draw of images for all pairs.
+    ``pairs`` holds ``(A, B)`` predictions of runs (one pair per seed, say), compared on the images all
+    of them hold (:func:`fbl.predictions.paired_images`); ``difference`` is the mean over pairs of A's
+    metric minus B's, ``per_pair`` those differences, and ``interval`` the bootstrap interval of the mean
+    difference, one draw of images for all pairs.
     """
-    first = check_pairs(pairs)
+    pairs = paired_images(pairs)
+    first = pairs[0][0]
     groups = shot_groups(class_counts)
     ones = np.ones(len(first))
     observed = [_differences(a, b, ones, groups) for a, b in pairs]

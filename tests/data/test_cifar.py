@@ -428,3 +428,25 @@ def test_synthetic_cifar100_lt_estimate_is_every_class_with_spare_images(tmp_pat
     assert sorted(pool + used_positions(data)) == list(range(3000))
     np.testing.assert_array_equal(data.estimate_images.reshape(-1, 3072).numpy(), train_x[pool])
     assert data.estimate_targets.tolist() == train_y[pool].tolist()
+
+
+def test_estimate_image_ids_name_the_same_picture_in_runs_with_other_validation_splits(tmp_path):
+    (x, _), (lossless_x, _) = write_cifar10(tmp_path)
+    with_val = build_dataset("cifar10", tmp_path, imb_factor=0.1, val_split=2)
+    without = build_dataset("cifar10", tmp_path, imb_factor=0.1, val_split="none")
+
+    def pictures(data) -> dict[int, bytes]:
+        ids = data.image_ids(LOSSLESS_ESTIMATE)
+        assert ids.dtype == np.int64 and len(ids) == data.split_size(LOSSLESS_ESTIMATE) == len(set(ids.tolist()))
+        rows = data.estimate_images.reshape(-1, 3072).numpy()
+        return {int(i): row.tobytes() for i, row in zip(ids, rows, strict=True)}
+
+    a, b = pictures(with_val), pictures(without)
+    # Written out: a pool image by its pool position, a lossless test image p as -1 - p.
+    for i, picture in a.items():
+        assert picture == (x[i] if i >= 0 else lossless_x[-1 - i]).tobytes()
+    assert set(a) < set(b) and all(a[i] == b[i] for i in a)
+    # the validation images of classes 1-9 (class 0's come from its training images, not from the estimate's)
+    val = with_val.val_indices[with_val.val_targets.numpy() != 0]
+    assert set(b) - set(a) == set(val.tolist())
+    assert with_val.image_ids("val").tolist() == with_val.val_indices.tolist()

@@ -31,10 +31,11 @@ MEMBERS = {
     "split_size",
     "split_indices",
     "split_files",
+    "image_ids",
     "train_loader",
     "eval_loader",
 }
-METHODS = {"split_size", "split_indices", "split_files", "train_loader", "eval_loader"}
+METHODS = {"split_size", "split_indices", "split_files", "image_ids", "train_loader", "eval_loader"}
 
 # Both tiny datasets: classes of 3, 2 and 1 training images, every class few-shot (< 20 images).
 COUNTS = [3, 2, 1]
@@ -67,6 +68,8 @@ def tensor_family() -> tuple[LongTailData, dict]:
         "sizes": {"train": 6, "val": 2, "test": 3, "test_lossless": 1},
         "split_indices": {"train": [10, 11, 12, 20, 21, 30], "val": [40, 41]},
         "files": {"train": None, "val": None, "test": None, "test_lossless": None},
+        # validation images by their pool positions, the others by their place in their file
+        "image_ids": {"val": [40, 41], "test": [0, 1, 2], "test_lossless": [0]},
     }
     return data, expected
 
@@ -89,6 +92,7 @@ def image_family(root: Path) -> tuple[LongTailDataset, dict]:
         "sizes": {"train": 6, "test": 2},
         "split_indices": {},
         "files": {split: [root / path for path in paths] for split, paths in files.items()},
+        "image_ids": {"test": None},  # an image is known by its line in the split's list
     }
     return data, expected
 
@@ -137,7 +141,10 @@ def test_split_sizes_indices_and_files(family):
     assert {split: data.split_size(split) for split in ("train", *data.eval_splits)} == expected["sizes"]
     assert data.split_indices() == expected["split_indices"]
     assert {split: data.split_files(split) for split in ("train", *data.eval_splits)} == expected["files"]
-    for method in (data.split_size, data.split_files):
+    ids = {split: data.image_ids(split) for split in data.eval_splits}
+    assert {split: None if i is None else i.tolist() for split, i in ids.items()} == expected["image_ids"]
+    assert all(i is None or i.dtype == np.int64 for i in ids.values())
+    for method in (data.split_size, data.split_files, data.image_ids):
         with pytest.raises(ValueError, match="no 'nope' split"):
             method("nope")
 

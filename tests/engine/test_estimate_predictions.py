@@ -29,7 +29,7 @@ def cifar_run(tmp_path_factory):
     return out
 
 
-def test_training_keeps_the_estimates_predictions_and_they_give_its_per_class_accuracy(cifar_run):
+def test_training_keeps_the_estimates_predictions_and_they_give_its_per_class_accuracy(cifar_run, tmp_path):
     summary = json.loads((cifar_run / "summary.json").read_text())
     estimate = summary["last_estimate"][SPLIT]
     predictions = load_predictions(cifar_run, SPLIT)
@@ -39,6 +39,13 @@ def test_training_keeps_the_estimates_predictions_and_they_give_its_per_class_ac
         assert mine.sum() == n
         assert 100.0 * predictions.correct[mine].mean() == pytest.approx(acc)
     assert f"predictions/{SPLIT}.npz" in json.loads((cifar_run / ".fbl-run").read_text())["files"]
+    # each image named by its picture: a pool position, or -1 - p for position p in the lossless test file
+    (_, pool_labels), (_, lossless_labels) = write_cifar10(tmp_path / "again")  # the same seeded arrays
+    ids = predictions.image
+    assert ids is not None and len(set(ids.tolist())) == len(ids)
+    named = np.where(ids >= 0, pool_labels[np.clip(ids, 0, None)], lossless_labels[np.clip(-1 - ids, 0, None)])
+    np.testing.assert_array_equal(predictions.label, named)
+    assert (ids < 0).sum() == estimate["per_class_n"][0]  # class 0 is estimated on the lossless test file
     # accuracy under the test priors on the estimate, uncorrected = Σ π_c acc_c, and prior-corrected
     uniform = estimate["test_priors"]["uniform"]
     assert uniform["uncorrected"] == pytest.approx(estimate["top1"]) and uniform["corrected"] is not None
@@ -57,6 +64,11 @@ def test_eval_keep_predictions_adds_them_to_a_run_without_and_leaves_identical_o
         np.testing.assert_array_equal(getattr(again, name), getattr(original, name))
     assert main(["eval", str(older), *data]) == 0
     assert "already in (identical)" in capsys.readouterr().out
+    # a file kept before predictions named their pictures is completed with the names
+    save_predictions(older, SPLIT, type(original)(original.index, original.label, original.prediction, 10))
+    assert main(["eval", str(older), *data]) == 0
+    assert "predictions kept in" in capsys.readouterr().out
+    np.testing.assert_array_equal(load_predictions(older, SPLIT).image, original.image)
 
 
 def _one_line_error(capsys):

@@ -18,8 +18,9 @@ COUNTS = [500, 60, 10]
 LABELS = np.repeat([0, 1, 2], [40, 100, 200])
 
 
-def _write_run(folder, loss, seed, right, estimate_top1, predictions=True):
-    """A run whose estimate predictions are right exactly where ``right`` is true (else one class over)."""
+def _write_run(folder, loss, seed, right, estimate_top1, predictions=True, images=None):
+    """A run whose estimate predictions are right exactly where ``right`` is true (else one class over);
+    ``images``: the positions of LABELS it holds, named by those positions (default: all, unnamed)."""
     folder.mkdir(parents=True)
     (folder / "config.yaml").write_text(yaml.safe_dump(config(loss, seed), sort_keys=False))
     estimate = {"top1": estimate_top1, "se": 0.5, "per_class_acc": [0.0] * 3, "per_class_n": [40, 100, 200]}
@@ -28,7 +29,10 @@ def _write_run(folder, loss, seed, right, estimate_top1, predictions=True):
     (folder / "summary.json").write_text(json.dumps(summary))
     if predictions:
         predicted = np.where(right, LABELS, (LABELS + 1) % 3)
-        save_predictions(folder, "lossless_estimate", Predictions(np.arange(len(LABELS)), LABELS, predicted, 3))
+        held = np.arange(len(LABELS)) if images is None else images
+        named = None if images is None else images
+        predictions = Predictions(np.arange(len(held)), LABELS[held], predicted[held], 3, image=named)
+        save_predictions(folder, "lossless_estimate", predictions)
 
 
 def _right(rng, p_per_class):
@@ -88,3 +92,19 @@ def test_a_difference_within_the_paired_error_is_not_real(tmp_path):
     table, _ = difference_table(group_methods(load_runs([tmp_path])))
     cells = dict(zip(table.columns, table.rows[0], strict=True))
     assert cells["Real"] == "no"
+
+
+def test_a_run_whose_validation_split_took_images_is_paired_on_the_images_both_hold(tmp_path):
+    rng = np.random.default_rng(3)
+    fbl, ce = _right(rng, [0.8, 0.8, 0.9]), _right(rng, [0.95, 0.6, 0.4])
+    kept = np.flatnonzero(np.arange(len(LABELS)) % 5 != 0)  # its validation split took every fifth image
+    _write_run(tmp_path / "fbl" / "s1", "fbl", 1, fbl, estimate_top1=83.0, images=np.arange(len(LABELS)))
+    _write_run(tmp_path / "ce" / "s1", "ce", 1, ce, estimate_top1=65.0, images=rng.permutation(kept))
+    table, notes = difference_table(group_methods(load_runs([tmp_path])))
+    cells = dict(zip(table.columns, table.rows[0], strict=True))
+    assert notes == [] and cells["Images"] == f"{len(kept):,}"
+    labels = LABELS[kept]
+    d = ce[kept].astype(float) - fbl[kept].astype(float)
+    means = [d[labels == c].mean() for c in range(3)]
+    se = 100 * math.sqrt(sum(d[labels == c].var() / (labels == c).sum() for c in range(3))) / 3
+    assert cells["Δ estimate"] == f"{100 * sum(means) / 3:+.2f}" and cells["Paired SE"] == f"{se:.2f}"

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch.utils.data import Sampler
 
@@ -90,6 +91,13 @@ class LongTailDataset(Protocol):
     def split_indices(self) -> dict[str, list[int]]:
         """Positions of the train (and val) images in the source they were drawn from, saved with a run;
         empty when the split lists themselves define the splits."""
+        ...
+
+    def image_ids(self, split: str) -> np.ndarray | None:
+        """Which picture each image of ``split`` is, in :meth:`eval_loader`'s order: the same number for the
+        same picture in every run on this dataset, whatever its training or validation subset (int64);
+        ``None`` where an image's position in the split is all that is known of it. Paired comparisons
+        of two runs use it to meet on the images both evaluated (:func:`fbl.predictions.paired_images`)."""
         ...
 
     def split_files(self, split: str) -> list[Path] | None:

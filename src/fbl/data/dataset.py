@@ -164,6 +164,13 @@ class LongTailData:
             out["val"] = self.val_indices.tolist()
         return out
 
+    def image_ids(self, split: str) -> np.ndarray:
+        """Validation images: their positions in the training pool (:attr:`val_indices`); any other split:
+        the position in its file, which every run shares."""
+        if split == "val" and self.val_indices is not None:
+            return np.asarray(self.val_indices, dtype=np.int64)
+        return np.arange(self.split_size(split), dtype=np.int64)
+
     def split_files(self, split: str) -> None:
         """``None``: every split is in memory, read and validated when the dataset was built."""
         self.split_size(split)  # an unknown split is still an error

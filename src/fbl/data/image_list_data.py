@@ -191,6 +191,11 @@ class ImageListData:
     def split_indices(self) -> dict[str, list[int]]:
         return {}  # the split lists themselves define the splits
 
+    def image_ids(self, split: str) -> None:
+        """``None``: the split lists define the splits, and an image is known by its line in its list."""
+        self._check_split(split)
+        return None
+
     def split_files(self, split: str) -> list[Path]:
         """Every image file of ``split``, ``root / path`` in list order."""
         self._check_split(split)

@@ -61,6 +61,13 @@ class EstimateSplit:
     def size(self) -> int:
         return len(self.pool_positions) + len(self.test_positions)
 
+    @property
+    def image_ids(self) -> np.ndarray:
+        """Each image's identity, in the split's order: its position in the training pool, or ``-1 - p`` for
+        position ``p`` in the lossless test file; runs with other training or validation subsets give the
+        same picture the same number."""
+        return np.concatenate([self.pool_positions, -1 - self.test_positions]).astype(np.int64)
+
 
 def lossless_estimate_split(
     pool_targets, held_out: np.ndarray, num_classes: int, lossless_test_targets=None
@@ -128,6 +135,12 @@ class LongTailDataWithEstimate(LongTailData):
     def end_of_run_splits(self) -> tuple[str, ...]:
         """Splits served only when asked for (end of run, every K epochs, ``fbl eval --split``)."""
         return (LOSSLESS_ESTIMATE,) if self.estimate is not None and self.estimate.size else ()
+
+    def image_ids(self, split: str) -> np.ndarray:
+        """As :class:`~fbl.data.dataset.LongTailData`'s, and the estimate split's (:attr:`EstimateSplit.image_ids`)."""
+        if split in self.end_of_run_splits:
+            return self.estimate.image_ids
+        return super().image_ids(split)
 
     def eval_tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         """As :class:`~fbl.data.dataset.LongTailData`'s, and the estimate split."""

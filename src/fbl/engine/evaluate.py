@@ -12,6 +12,7 @@ from all ranks, in split order), which confidence intervals and paired tests bet
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
@@ -57,10 +58,16 @@ def evaluate(
     return metrics
 
 
-def evaluate_with_predictions(model: torch.nn.Module, loader, class_counts: list[int], **options) -> tuple:
+def evaluate_with_predictions(
+    model: torch.nn.Module, loader, class_counts: list[int], *, image_ids: np.ndarray | None = None, **options
+) -> tuple:
     """``(metrics, predictions)``: :func:`evaluate`'s metrics (same keyword options) and the
-    :class:`~fbl.predictions.Predictions` of every image of the split, on every rank."""
-    return _evaluate(model, loader, class_counts, keep_predictions=True, **options)
+    :class:`~fbl.predictions.Predictions` of every image of the split, on every rank; ``image_ids``
+    (the dataset's :meth:`~fbl.data.contract.LongTailDataset.image_ids` of the split) name each image."""
+    metrics, predictions = _evaluate(model, loader, class_counts, keep_predictions=True, **options)
+    if image_ids is not None:
+        predictions = dataclasses.replace(predictions, image=np.asarray(image_ids, dtype=np.int64)[predictions.index])
+    return metrics, predictions
 
 
 @torch.inference_mode()

@@ -111,6 +111,7 @@ def evaluate_checkpoint(
         logit_scale=trained.logit_scale,
         logit_transform=transform,
         progress=progress,
+        image_ids=data.image_ids(split),
     )
     metrics["execution"] = execution.describe()
     if keep_predictions:

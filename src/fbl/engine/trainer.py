@@ -169,7 +169,7 @@ class Training:
         metrics, predictions = evaluate_with_predictions(
             self.runner, loader, self.exp.data.class_counts, execution=self.execution, dist=self.exp.dist,
             limit_batches=self.cfg.run.limit_batches, logit_scale=self.exp.criterion.logit_scale,
-            progress=self.progress,
+            progress=self.progress, image_ids=None if split is None else self.exp.data.image_ids(split),
         )  # fmt: skip
         if split is not None:
             self.predictions[split] = predictions

@@ -10,8 +10,10 @@ the 95% level when :math:`|z| \ge 1.96`. This measures how much the comparison w
 drawn like these, for these trained models; how much it moves between seeds is the per-pair spread.
 
 It needs each run's ``predictions/lossless_estimate.npz``, which training keeps; for runs trained before
-that, ``fbl eval RUN --split lossless_estimate --keep-predictions`` adds it. Runs on different images (a
-different validation split takes other images out of the estimate) are not paired: a note says so.
+that, ``fbl eval RUN --split lossless_estimate --keep-predictions`` adds it (and the image names of
+:func:`fbl.predictions.paired_images` to a file kept without them). Runs whose estimates hold different
+images (a validation split takes its images out of the estimate) are paired on the images all of them
+hold: the Images column says how many; runs that cannot be paired are a note.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ REAL_Z = 1.96
 COLUMNS = ["Method", "Against", "Seeds paired", "Images", "Δ estimate", "Paired SE", "95% interval", "z", "Real"]
 CAPTION = (
     "Last epoch, percentage points: each method's lossless estimate minus the best method's (highest mean "
-    "estimate), on the same images, runs paired seed by seed; Δ is the mean over the pairs (± the std of the "
+    "estimate), on the images both hold, runs paired seed by seed; Δ is the mean over the pairs (± the std of the "
     "per-pair differences with several pairs), the paired SE = √(Σ_c s_c²/n_c)/C, with s_c² the variance over "
     "class c's images of +1 (only this method right), −1 (only the best right) or 0, averaged over the pairs; "
     "the interval is Δ ± 1.96 SE, and Real marks |z| ≥ 1.96: a difference that images like these would not undo."
@@ -56,7 +58,7 @@ def difference_rows(methods: list[Method]) -> tuple[list[dict], list[str]]:
     """``(rows, notes)``: every other method with estimates against :func:`best_method`.
 
     A row is ``{"method", "against", "pairs", **paired_balanced_difference}``; a method whose runs lack
-    the estimate's predictions, or hold other images, is a note instead.
+    the estimate's predictions, or whose images cannot be paired, is a note instead.
     """
     best = best_method(methods)
     if best is None:

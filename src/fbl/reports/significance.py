@@ -17,6 +17,7 @@ import logging
 from collections.abc import Sequence
 
 from fbl.errors import ConfigError
+from fbl.predictions import paired_images
 from fbl.reports.aggregate import mean_std
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import Run
@@ -54,12 +55,14 @@ def paired_difference(a: Sequence[Run], b: Sequence[Run], metrics: Sequence[str]
 
     Each metric holds ``difference`` (mean over pairs), ``std`` (sample std of the per-pair
     differences, ``None`` for one pair), ``interval`` (95%, bootstrap over the images) and ``per_pair``.
-    ``None`` when a run lacks predictions; a ConfigError when paired runs hold different images.
+    ``None`` when a run lacks predictions; paired on the images all of them hold
+    (:func:`fbl.predictions.paired_images`: a ConfigError when that cannot be done).
     """
     pairs = pair_runs(a, b)
     loaded = [(ra.predictions(), rb.predictions()) for ra, rb in pairs]
     if not loaded or any(pa is None or pb is None for pa, pb in loaded):
         return None
+    loaded = paired_images(loaded)
     result = paired_bootstrap(loaded, pairs[0][0].class_counts, metrics=metrics)
     for name in metrics:
         result[name]["std"] = mean_std(result[name]["per_pair"])[1]
