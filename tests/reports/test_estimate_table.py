@@ -197,7 +197,25 @@ def test_prior_corrected_rows_on_the_estimate_where_training_recorded_them(tmp_p
     tables, _ = evidence_tables([], group_methods(load_runs([tmp_path])))
     (table,) = [t for t in tables if t.title == "Accuracy under test class priors, lossless estimate"]
     rows = {(row[1], row[2]): dict(zip(table.columns, row, strict=True)) for row in table.rows}
-    assert list(rows) == [(s, f) for s in ("1", "2", "mean of 2") for f in ("uncorrected", "corrected")]
+    assert list(rows) == [(s, f) for s in ("1", "2") for f in ("uncorrected", "corrected")] + [
+        ("mean of 2", "uncorrected"),
+        ("mean of 2", "corrected"),
+    ]
     assert rows[("1", "corrected")]["F50"] == "70.00" and rows[("2", "corrected")]["B50"] == "82.00"
     assert rows[("mean of 2", "corrected")]["U"] == "76.00"  # uniform is the sixth prior: 75 and 77
     assert rows[("1", "uncorrected")]["U"].startswith("80.00 ± ")  # from per-class accuracies, not the record
+
+
+def test_the_corrected_mean_counts_only_the_runs_that_recorded_it(tmp_path):
+    # seed 1 trained before the estimate recorded the prior correction: its uncorrected row only
+    recorded = {name: {"uncorrected": 0.0, "corrected": 70.0} for name in PRIOR_NAMES}
+    for seed in (1, 2, 3):
+        estimate = {**_estimate(60.0, 1.0), "per_class_n": [100, 100, 100]}
+        if seed > 1:
+            estimate["test_priors"] = {n: {**v, "corrected": v["corrected"] + seed} for n, v in recorded.items()}
+        _write_run(tmp_path / f"fbl{seed}", "fbl", seed, 67.0, estimate)
+    tables, _ = evidence_tables([], group_methods(load_runs([tmp_path])))
+    (table,) = [t for t in tables if t.title == "Accuracy under test class priors, lossless estimate"]
+    rows = {(row[1], row[2]): dict(zip(table.columns, row, strict=True)) for row in table.rows}
+    assert ("mean of 3", "uncorrected") in rows and ("mean of 3", "corrected") not in rows
+    assert rows[("mean of 2", "corrected")]["U"] == "72.50"  # seeds 2 and 3: 72 and 73

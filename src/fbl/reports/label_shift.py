@@ -67,28 +67,29 @@ def run_estimate_priors(run: Run) -> dict[str, dict[str, tuple[float | None, flo
 
 def estimate_prior_rows(methods: list[Method]) -> list[dict]:
     """Per run with an estimate and per form (uncorrected, then corrected where recorded) ``{"method", "seed",
-    "form", "priors"}``, then per method with several such runs the same with ``"seed": "mean of n"``: the mean
-    accuracy and the mean standard error over them."""
+    "form", "priors"}``, then per method and form that several runs have the same with ``"seed": "mean of n"``:
+    the mean accuracy and the mean standard error over those n runs (a run that recorded no corrected
+    numbers counts in the uncorrected mean only)."""
     rows = []
     for method in methods:
         per_run = [(run, run_estimate_priors(run)) for run in method.runs]
         per_run = [(str(run.seed), priors) for run, priors in per_run if priors is not None]
-        if len(per_run) > 1:
-            means = {
-                form: {
-                    name: tuple(mean_std([priors[form][name][i] for _, priors in per_run])[0] for i in (0, 1))
-                    for name in PRIOR_NAMES
-                }
-                for form in FORMS
-            }
-            per_run.append((f"mean of {len(per_run)}", means))
         for seed, priors in per_run:
             rows += [
                 {"method": method.label, "seed": seed, "form": form, "priors": priors[form]}
                 for form in FORMS
-                if any(value is not None for value, _ in priors[form].values())
+                if _recorded(priors[form])
             ]
+        for form in FORMS:
+            having = [priors[form] for _, priors in per_run if _recorded(priors[form])]
+            if len(having) > 1:
+                means = {name: tuple(mean_std([p[name][i] for p in having])[0] for i in (0, 1)) for name in PRIOR_NAMES}
+                rows.append({"method": method.label, "seed": f"mean of {len(having)}", "form": form, "priors": means})
     return rows
+
+
+def _recorded(priors: dict[str, tuple[float | None, float | None]]) -> bool:
+    return any(value is not None for value, _ in priors.values())
 
 
 #: The two rows of SADE's test-agnostic protocol (``fbl eval --test-time-aggregation``): learnt weights, plain average.
