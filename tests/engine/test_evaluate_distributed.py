@@ -17,6 +17,7 @@ N, COUNTS, BATCH = 11, [30, 12, 4], 3  # 11 images: the two shares differ in siz
 LOGITS = torch.randn(N, 3, generator=torch.Generator().manual_seed(7))
 LABELS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 0, 1, 2, 2])
 COMPARED = ("top1", "per_class_acc", "worst", "hmean", "gmean", "macro_f1", "test_priors")
+IMAGE_IDS = np.arange(N) * 7 - 20  # the pictures' names, e.g. -1 - p for lossless test image p
 
 
 class _Logits(nn.Module):
@@ -38,10 +39,10 @@ def _worker(rank, world, init_file, out):
     try:
         shared = Distributed(rank, world, torch.device("cpu"))
         metrics, predictions = evaluate_with_predictions(
-            _Logits(), _batches(eval_share(N, rank, world)), COUNTS, dist=shared
+            _Logits(), _batches(eval_share(N, rank, world)), COUNTS, dist=shared, image_ids=IMAGE_IDS
         )
         with open(f"{out}/rank{rank}.json", "w") as handle:
-            columns = {k: getattr(predictions, k).tolist() for k in ("index", "label", "prediction")}
+            columns = {k: getattr(predictions, k).tolist() for k in ("index", "label", "prediction", "image")}
             json.dump({"metrics": {k: metrics[k] for k in COMPARED}, **columns}, handle)
     finally:
         dist.destroy_process_group()
@@ -55,6 +56,7 @@ def test_two_processes_gather_the_predictions_of_one(tmp_path):
     for rank in (0, 1):
         result = json.loads((tmp_path / f"rank{rank}.json").read_text())
         assert result["index"] == list(range(N))
+        assert result["image"] == IMAGE_IDS.tolist()  # each name on its own image, once the shares are gathered
         assert result["label"] == LABELS.tolist()
         assert result["prediction"] == predictions.prediction.tolist()
         assert result["metrics"] == json.loads(json.dumps({k: alone[k] for k in COMPARED}))
