@@ -11,7 +11,12 @@ images, with the standard error of :func:`fbl.label_shift.prior_weighted_standar
 from __future__ import annotations
 
 from fbl.aggregation_record import load_aggregation
-from fbl.label_shift import SADE_PRIORS, accuracy_under_priors, prior_weighted_standard_error
+from fbl.label_shift import (
+    SADE_PRIORS,
+    accuracy_under_priors,
+    prior_weighted_accuracy,
+    prior_weighted_standard_error,
+)
 from fbl.reports.aggregate import mean_std
 from fbl.reports.estimate_table import run_estimate
 from fbl.reports.methods import Method
@@ -51,16 +56,16 @@ def run_estimate_priors(run: Run) -> dict[str, dict[str, tuple[float | None, flo
     if estimate is None or "per_class_n" not in estimate:
         return None
     accuracy, sizes = estimate["per_class_acc"], estimate["per_class_n"]
-    table = accuracy_under_priors(accuracy, run.class_counts)
+    uncorrected = {}
+    for prior in SADE_PRIORS:
+        weights = prior.weights(run.class_counts)
+        uncorrected[prior.name] = (
+            prior_weighted_accuracy(accuracy, weights),
+            prior_weighted_standard_error(accuracy, sizes, weights),
+        )
     recorded = estimate.get("test_priors") or {}
     return {
-        "uncorrected": {
-            prior.name: (
-                table[prior.name]["uncorrected"],
-                prior_weighted_standard_error(accuracy, sizes, prior.weights(run.class_counts)),
-            )
-            for prior in SADE_PRIORS
-        },
+        "uncorrected": uncorrected,
         "corrected": {name: ((recorded.get(name) or {}).get("corrected"), None) for name in PRIOR_NAMES},
     }
 
