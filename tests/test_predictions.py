@@ -76,7 +76,7 @@ def test_paired_images_meets_on_the_common_pictures_in_the_order_of_their_ids():
         (Predictions(np.arange(2), np.array([1, 1]), np.array([0, 1]), 2, image=np.array([1, 2])), "different labels"),
         (Predictions(np.arange(2), np.array([0, 0]), np.array([0, 1]), 2, image=np.array([1, 1])), "one image twice"),
         # without ids on one side only positions can pair them: the same positions or nothing
-        (Predictions(np.arange(2), np.array([0, 1]), np.array([0, 1]), 2), "same images"),
+        (Predictions(np.arange(2), np.array([0, 1]), np.array([0, 1]), 2), "same images.*--keep-predictions adds"),
     ],
 )
 def test_paired_images_refusals(b, message):

@@ -137,8 +137,16 @@ def paired_images(pairs) -> list[tuple[Predictions, Predictions]]:
         raise ConfigError("Expected at least one pair of runs to compare but got none")
     every = [p for pair in pairs for p in pair]
     if any(p.image is None for p in every):
-        for p in every:
-            check_same_images(every[0], p)
+        try:
+            for p in every:
+                check_same_images(every[0], p)
+        except ConfigError as err:
+            if all(p.image is None for p in every):
+                raise
+            raise ConfigError(
+                f"{err}; some of them were kept before predictions named their pictures "
+                f"(fbl eval RUN --split SPLIT --keep-predictions adds the names)"
+            ) from None
         return pairs
     if any(len(np.unique(p.image)) != len(p) for p in every):
         raise ConfigError("a run's predictions name one image twice; cannot pair them")
