@@ -104,6 +104,18 @@ def balanced_estimate(
     return result
 
 
+def estimate_intervals(estimate: dict) -> dict[str, list[float] | None]:
+    """95% intervals of a :func:`balanced_estimate`: ``[v − 1.96 SE, v + 1.96 SE]`` for the balanced top-1 and
+    many/medium/few (``None`` for an empty group). A bootstrap over the split's images would give the
+    interval of the image-weighted top-1 of a split whose classes differ in size, not of this estimate."""
+    pairs = (("top1", "se"), ("many", "many_se"), ("medium", "medium_se"), ("few", "few_se"))
+    return {
+        key: None if estimate.get(key) is None or estimate.get(se) is None
+        else [estimate[key] - Z_95 * estimate[se], estimate[key] + Z_95 * estimate[se]]
+        for key, se in pairs
+    }  # fmt: skip
+
+
 def balanced_estimate_of(metrics: dict, class_counts: Sequence[int]) -> dict:
     """:func:`balanced_estimate` of an :func:`fbl.engine.evaluate.evaluate` result.
 

@@ -116,3 +116,22 @@ def test_each_expert_of_an_ensemble_gets_its_balanced_estimate_longhand(tmp_path
         assert estimate["top1"] == pytest.approx(100 * sum(accuracy) / 10)
         se = 100 * math.sqrt(sum(a * (1 - a) / n for a, n in zip(accuracy, sizes, strict=True))) / 10
         assert estimate["se"] == pytest.approx(se)
+
+
+def test_eval_on_the_estimate_gives_the_balanced_numbers_intervals(cifar_run):
+    # The split's classes differ in size: its intervals are the balanced estimate's ± 1.96 SE, not a
+    # bootstrap of the image-weighted top-1, and what the image counts would weigh is left out.
+    from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    result = evaluate_checkpoint(str(cifar_run), device="cpu", split=SPLIT)
+    acc, n = result["per_class_acc"], result["per_class_n"]
+    top1 = sum(acc) / len(acc)
+    se = 100 * math.sqrt(sum((a / 100) * (1 - a / 100) / m for a, m in zip(acc, n, strict=True))) / len(acc)
+    assert result["top1"] == pytest.approx(top1) and result["se"] == pytest.approx(se)
+    assert result["ci95"]["top1"] == pytest.approx([top1 - 1.959964 * se, top1 + 1.959964 * se])
+    groups = [g for g in ("many", "medium", "few") if result[g] is not None]
+    assert groups  # this tiny profile: medium (class 0, 20 images) and few
+    for g in groups:
+        value, group_se = result[g], result[f"{g}_se"]
+        assert result["ci95"][g] == pytest.approx([value - 1.959964 * group_se, value + 1.959964 * group_se])
+    assert result["macro_f1"] is None and result["ci95"]["macro_f1"] is None and result["top5"] is None

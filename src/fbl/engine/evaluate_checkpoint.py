@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fbl.balanced_estimate import balanced_estimate_of
+from fbl.balanced_estimate import balanced_estimate_of, estimate_intervals
 from fbl.engine.device import resolve_device
 from fbl.engine.evaluate import evaluate_with_predictions
 from fbl.engine.execution import Execution
@@ -140,11 +140,14 @@ def _check_predictions_are_the_runs(checkpoint: str, logit_adjust_tau, tau_norm,
 
 
 def _with_split_extras(metrics: dict, predictions, data, split: str) -> dict:
-    """95% bootstrap intervals; on a skewed end-of-run split only the balanced estimate means anything,
+    """95% bootstrap intervals; on a skewed end-of-run split the balanced estimate replaces what the image
+    counts would weigh (top-1 and many/medium/few, with intervals ± 1.96 SE; no top-5, ECE or macro-F1),
     elsewhere accuracy on SADE's subsampled test set for each prior joins the exact one."""
     metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
     if split in data.end_of_run_splits:
-        return {**metrics, **balanced_estimate_of(metrics, data.class_counts), "top5": None, "ece": None}
+        estimate = balanced_estimate_of(metrics, data.class_counts)
+        intervals = {**metrics["ci95"], **estimate_intervals(estimate), "macro_f1": None}
+        return {**metrics, **estimate, "ci95": intervals, "top5": None, "ece": None, "macro_f1": None}
     subsampled = subsampled_accuracies(predictions.label, predictions.prediction, data.class_counts)
     for name, accuracy in (subsampled or {}).items():
         metrics["test_priors"][name]["subsampled"] = accuracy
