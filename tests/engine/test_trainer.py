@@ -116,6 +116,20 @@ def test_resume_after_interrupt_equals_uninterrupted_run(tmp_path, fbl_run):
         assert {"git_commit", "git_dirty", "precision", "compile", "world_size", "device_name"} <= set(part)
 
 
+def test_the_recorded_commit_is_the_one_checked_out_when_the_run_started(tmp_path, monkeypatch):
+    # A checkout moves on while a long run trains (a commit lands mid-run): the run keeps the commit it imported.
+    import fbl.engine.trainer as trainer
+
+    commits = iter(["a" * 40, *["b" * 40] * 20])
+    monkeypatch.setattr(trainer, "git_state", lambda: {"git_commit": next(commits), "git_dirty": False})
+    out = tmp_path / "run"
+    assert main(["train", "--preset", "digits-lt", "--out", str(out), "--limit-batches", "2", "--epochs", "2",
+                 "--device", "cpu", "--quiet"]) == 0  # fmt: skip
+    record = json.loads((out / "summary.json").read_text())["provenance"]
+    assert record["git_commit"] == "a" * 40 and [p["git_commit"] for p in record["parts"]] == ["a" * 40]
+    assert load_checkpoint(out)["provenance_parts"][0]["git_commit"] == "a" * 40
+
+
 def test_a_checkpoint_from_before_parts_were_recorded_leaves_its_epochs_unrecorded(tmp_path):
     from fbl.engine.checkpoint import save_checkpoint
 

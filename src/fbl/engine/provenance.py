@@ -38,6 +38,7 @@ def provenance(
     *,
     started_at: float | None = None,
     model: torch.nn.Module | None = None,
+    code: dict | None = None,
 ) -> dict:
     """The record of how this process ran, ending now.
 
@@ -47,6 +48,8 @@ def provenance(
         device: this process's device (default: ``execution``'s).
         started_at: ``time.time()`` when the run (or this resumed part of it) started.
         model: the module the loops called; tells whether ``torch.compile`` fell back to eager.
+        code: :func:`git_state` as read when the process started (default: read now). A checkout can
+            move on while a long run trains; the code the run executes is what it imported.
     """
     ended_at = time.time()
     device = torch.device(device if device is not None else (execution.device if execution else "cpu"))
@@ -63,7 +66,7 @@ def provenance(
         **cpu_description(),
         "threads": torch.get_num_threads(),
         **software_versions(),
-        **git_state(),
+        **(code if code is not None else git_state()),
     }
     record.update(execution_settings(execution, model))
     return record

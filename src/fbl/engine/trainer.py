@@ -26,7 +26,7 @@ from fbl.engine.execution import Execution, compile_pays
 from fbl.engine.experiment import Experiment, build_experiment
 from fbl.engine.expert_metrics import evaluate_experts
 from fbl.engine.progress import Progress, no_progress
-from fbl.engine.provenance import provenance, training_part, unrecorded_part
+from fbl.engine.provenance import git_state, provenance, training_part, unrecorded_part
 from fbl.engine.resume import StartingPoint, default_run_dir, starting_point
 from fbl.engine.run_folder import HEADLINE_KEYS, RunFolder
 from fbl.engine.summary import best_by_split, build_summary, reported_and_selected_splits
@@ -72,6 +72,7 @@ class Training:
         self.exp, self.cfg, self.folder, self.progress = exp, cfg, run, progress
         self.train_loader = exp.train_loader()
         self.started = time.time()
+        self.code = git_state()  # the code this process imported, whatever the checkout does meanwhile
         self.eval_loaders = {split: exp.eval_loader(split) for split in exp.data.eval_splits}
         self.estimate_loaders = {split: exp.eval_loader(split) for split in exp.data.end_of_run_splits}
         self.predictions = {}
@@ -317,11 +318,12 @@ class Training:
         }
 
     def _provenance(self) -> dict:
-        """This process's record (how it ran, ending now). Checkpoints reuse the one read at the first of them
-        (the machine and code do not change mid-process); the summary reads it afresh."""
+        """This process's record (how it ran, ending now; its code as read when it started). Checkpoints reuse
+        the one read at the first of them (the machine does not change mid-process); the summary reads it afresh."""
         self._process_record = provenance(
-            self.execution, self.exp.dist.world_size, self.exp.device, started_at=self.started, model=self.runner
-        )
+            self.execution, self.exp.dist.world_size, self.exp.device, started_at=self.started, model=self.runner,
+            code=self.code,
+        )  # fmt: skip
         return self._process_record
 
     def _parts(self, record: dict, epochs_done: int) -> list[dict]:
