@@ -9,7 +9,7 @@ import yaml
 from fbl.reports.aggregate import method_table
 from fbl.reports.estimate_table import compare, estimate_table, lossless_top1
 from fbl.reports.evidence_tables import evidence_tables
-from fbl.reports.label_shift import PRIOR_NAMES
+from fbl.reports.label_shift import PRIOR_NAMES, method_estimate_prior_rows
 from fbl.reports.methods import group_methods
 from fbl.reports.run_folder import load_runs
 
@@ -219,3 +219,48 @@ def test_the_corrected_mean_counts_only_the_runs_that_recorded_it(tmp_path):
     rows = {(row[1], row[2]): dict(zip(table.columns, row, strict=True)) for row in table.rows}
     assert ("mean of 3", "uncorrected") in rows and ("mean of 3", "corrected") not in rows
     assert rows[("mean of 2", "corrected")]["U"] == "72.50"  # seeds 2 and 3: 72 and 73
+
+
+def test_method_rows_of_the_estimate_figure_per_form_longhand(tmp_path):
+    # two runs: per-class accuracies 90/60/30 and 70/60/50 on 100/400/900 images; only the second recorded
+    # the prior correction (75 under every prior)
+    for seed, acc in ((1, [90.0, 60.0, 30.0]), (2, [70.0, 60.0, 50.0])):
+        estimate = {**_estimate(60.0, 1.0), "per_class_acc": acc, "per_class_n": [100, 400, 900]}
+        if seed == 2:
+            estimate["test_priors"] = {name: {"uncorrected": 0.0, "corrected": 75.0} for name in PRIOR_NAMES}
+        _write_run(tmp_path / f"fbl{seed}", "fbl", seed, 67.0, estimate)
+    _write_run(tmp_path / "ce1", "ce", 1, 60.0)  # no estimate: no row
+    (row,) = method_estimate_prior_rows(group_methods(load_runs([tmp_path])))
+    assert row["method"] == FBL and row["n"] == {"uncorrected": 2, "corrected": 1}
+    weights = [1.0, 50**-0.5, 1 / 50]  # forward-50
+    pi = [w / sum(weights) for w in weights]
+
+    def accuracy_and_se(acc):
+        a = [x / 100 for x in acc]
+        value = sum(p * x for p, x in zip(pi, acc, strict=True))
+        se = 100 * math.sqrt(sum(p**2 * x * (1 - x) / n for p, x, n in zip(pi, a, [100, 400, 900], strict=True)))
+        return value, se
+
+    (a1, s1), (a2, s2) = accuracy_and_se([90, 60, 30]), accuracy_and_se([70, 60, 50])
+    assert row["uncorrected"]["forward-50"] == pytest.approx(((a1 + a2) / 2, (s1 + s2) / 2))
+    assert row["corrected"]["uniform"] == (75.0, None)
+
+
+def test_the_report_draws_the_estimate_prior_figure_only_for_runs_with_an_estimate(tmp_path):
+    from fbl.reports import write_report
+
+    from ._fake_runs import HEADLINE, write_run
+    from ._png import assert_valid_png
+
+    fbl = write_run(tmp_path / "runs" / "fbl", "fbl", 1, HEADLINE[("fbl60", 1)])
+    write_run(tmp_path / "runs" / "ce", "ce", 1, HEADLINE[("ce", 1)])
+    summary = json.loads((fbl / "summary.json").read_text())
+    classes = len(summary["class_counts"])
+    estimate = {**_estimate(60.0, 1.0), "per_class_acc": [80.0] * classes, "per_class_n": [100] * classes}
+    summary["last_estimate"] = {"lossless_estimate": estimate}
+    (fbl / "summary.json").write_text(json.dumps(summary))
+    write_report([tmp_path / "runs"], tmp_path / "report")
+    assert_valid_png(tmp_path / "report" / "test_priors_estimate.png")
+    assert "](test_priors_estimate.png)" in (tmp_path / "report" / "report.md").read_text()
+    write_report([tmp_path / "runs" / "ce"], tmp_path / "report")
+    assert not (tmp_path / "report" / "test_priors_estimate.png").exists()

@@ -88,13 +88,35 @@ def estimate_prior_rows(methods: list[Method]) -> list[dict]:
         for form in FORMS:
             having = [priors[form] for _, priors in per_run if _recorded(priors[form])]
             if len(having) > 1:
-                means = {name: tuple(mean_std([p[name][i] for p in having])[0] for i in (0, 1)) for name in PRIOR_NAMES}
-                rows.append({"method": method.label, "seed": f"mean of {len(having)}", "form": form, "priors": means})
+                rows.append({"method": method.label, "seed": f"mean of {len(having)}", "form": form,
+                             "priors": _mean_priors(having)})  # fmt: skip
+    return rows
+
+
+def method_estimate_prior_rows(methods: list[Method]) -> list[dict]:
+    """Per method with an estimate: ``{"method", "uncorrected": {prior: (accuracy, SE)}, "corrected": ..., "n":
+    {form: runs}}``, each form the mean over the n runs that have it (:func:`estimate_prior_rows`' numbers;
+    ``None`` where none has)."""
+    rows = []
+    for method in methods:
+        per_run = [priors for priors in map(run_estimate_priors, method.runs) if priors is not None]
+        if not per_run:
+            continue
+        row = {"method": method.label, "n": {}}
+        for form in FORMS:
+            having = [priors[form] for priors in per_run if _recorded(priors[form])]
+            row[form], row["n"][form] = (_mean_priors(having) if having else None), len(having)
+        rows.append(row)
     return rows
 
 
 def _recorded(priors: dict[str, tuple[float | None, float | None]]) -> bool:
     return any(value is not None for value, _ in priors.values())
+
+
+def _mean_priors(having: list[dict]) -> dict[str, tuple[float | None, float | None]]:
+    """Per prior, the mean accuracy and the mean standard error over runs' ``{prior: (accuracy, SE)}``."""
+    return {name: tuple(mean_std([p[name][i] for p in having])[0] for i in (0, 1)) for name in PRIOR_NAMES}
 
 
 #: The two rows of SADE's test-agnostic protocol (``fbl eval --test-time-aggregation``): learnt weights, plain average.

@@ -25,6 +25,7 @@ from fbl.reports import figures
 from fbl.reports.aggregate import METRIC_KEYS, extra_splits, format_mean_std, method_table, sweep_tables
 from fbl.reports.evidence_tables import evidence_tables
 from fbl.reports.experts import expert_groups_figure, expert_rows, experts_table
+from fbl.reports.label_shift import method_estimate_prior_rows
 from fbl.reports.methods import Method, group_methods
 from fbl.reports.report_folder import ReportFolder
 from fbl.reports.run_folder import Run, load_runs
@@ -84,6 +85,18 @@ FIGURES: list[tuple[str, str, str, Callable[[list[Method], Path], Path]]] = [
         figures.accuracy_under_test_priors,
     ),
 ]
+
+#: Drawn after :data:`FIGURES` only when some run has a lossless estimate; otherwise absent, without a note.
+ESTIMATE_FIGURE = (
+    "test_priors_estimate",
+    "Accuracy against the test class prior, lossless estimate",
+    (
+        "As the figure above, from each run's per-class accuracies on the lossless estimate (lossless images it "
+        "neither trained nor validated on), mean over seeds; bars: ± 1 standard error of the estimate's images; "
+        "dashed: the prior correction, where training recorded it."
+    ),
+    figures.accuracy_under_test_priors_on_estimate,
+)
 
 #: Drawn after :data:`FIGURES` only when some run has per-expert numbers; otherwise absent, without a note.
 EXPERTS_FIGURE = (
@@ -191,9 +204,9 @@ def _count(n: int, noun: str) -> str:
 
 
 def report_folder(out: str | Path) -> ReportFolder:
-    """The report folder at ``out``, holding the figures of :data:`FIGURES` and :data:`EXPERTS_FIGURE`; ``.check()``
-    it before long work."""
-    return ReportFolder(out, [stem for stem, *_ in (*FIGURES, EXPERTS_FIGURE)])
+    """The report folder at ``out``, holding the figures of :data:`FIGURES`, :data:`ESTIMATE_FIGURE` and
+    :data:`EXPERTS_FIGURE`; ``.check()`` it before long work."""
+    return ReportFolder(out, [stem for stem, *_ in (*FIGURES, ESTIMATE_FIGURE, EXPERTS_FIGURE)])
 
 
 def write_report(run_dirs: list[Path], out: Path) -> Path:
@@ -229,7 +242,11 @@ def write_report(run_dirs: list[Path], out: Path) -> Path:
 def _draw_figures(methods: list[Method], stage: Path, notes: list[str]) -> list[tuple[str, Path, str]]:
     """``(title, path, caption)`` of every figure drawn into ``stage``; one that lacks a field is a note instead."""
     drawn = []
-    for stem, title, caption, draw in [*FIGURES, *([EXPERTS_FIGURE] if expert_rows(methods) else [])]:
+    conditional = [
+        *([ESTIMATE_FIGURE] if method_estimate_prior_rows(methods) else []),
+        *([EXPERTS_FIGURE] if expert_rows(methods) else []),
+    ]
+    for stem, title, caption, draw in [*FIGURES, *conditional]:
         try:
             drawn.append((title, draw(methods, stage / f"{stem}.png"), caption))
         except ConfigError as err:
