@@ -23,7 +23,13 @@ from fbl.atomic_files import atomic_output
 from fbl.errors import ConfigError
 from fbl.reports.aggregate import epoch_mean, per_class_mean
 from fbl.reports.calibration import add_bins, bin_accuracy_confidence, expected_calibration_error
-from fbl.reports.label_shift import PRIOR_NAMES, method_estimate_prior_rows, method_prior_rows, short_prior_name
+from fbl.reports.label_shift import (
+    FORMS,
+    PRIOR_NAMES,
+    method_estimate_prior_rows,
+    method_prior_rows,
+    short_prior_name,
+)
 from fbl.reports.methods import Method
 from fbl.reports.run_folder import require
 
@@ -203,50 +209,46 @@ def confusion_matrices(methods: list[Method], path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def accuracy_under_test_priors_on_estimate(methods: list[Method], path: Path) -> Path:
-    """As :func:`accuracy_under_test_priors`, on the lossless estimate's per-class accuracies, with ± 1 standard
-    error bars (uncorrected); dashed, the prior correction where training recorded it."""
-    fig = Figure(figsize=(7.2, 3.8), layout="constrained")
-    ax = fig.add_subplot()
-    positions = list(range(len(PRIOR_NAMES)))
-    for i, row in enumerate(method_estimate_prior_rows(methods)):
-        for form, style in (("uncorrected", "-"), ("corrected", "--")):
-            if row[form] is None:
-                continue
-            points = [(x, *row[form][name]) for x, name in zip(positions, PRIOR_NAMES, strict=True)]
-            points = [(x, y, se) for x, y, se in points if y is not None]
-            xs, ys, ses = zip(*points, strict=True)
-            bars = None if any(se is None for se in ses) else ses
-            corrected = ", prior-corrected" if form == "corrected" else ""
-            label = literal_text(f"{row['method']} (n={row['n'][form]}){corrected}")
-            ax.errorbar(xs, ys, yerr=bars, fmt=style, marker="o", markersize=3, capsize=2, color=series_color(i),
-                        label=label)  # fmt: skip
-    ax.set_xticks(positions, [short_prior_name(name) for name in PRIOR_NAMES])
-    ax.axvline(PRIOR_NAMES.index("uniform"), color="grey", linewidth=0.5)
-    ax.set_xlabel("test class prior (F: forward, U: uniform, B: backward long-tailed; number: imbalance)")
-    ax.set_ylabel("top-1 on the lossless estimate (%)")
-    _legend(ax, methods)
-    return save_figure(fig, path)
-
-
 def accuracy_under_test_priors(methods: list[Method], path: Path) -> Path:
     """Test accuracy under SADE's test priors (forward-50 ... uniform ... backward-50), one line per method:
     solid without correction, dashed (same colour) with the prior correction where runs recorded it."""
+    lines = []
+    for i, row in enumerate(method_prior_rows(methods)):
+        for form in FORMS:
+            points = [(x, row[form][name][0], None) for x, name in enumerate(PRIOR_NAMES)]
+            lines.append((i, f"{row['method']} (n={row['n']})", form, points))
+    return _prior_lines(lines, "test top-1 accuracy (%)", methods, path)
+
+
+def accuracy_under_test_priors_on_estimate(methods: list[Method], path: Path) -> Path:
+    """As :func:`accuracy_under_test_priors`, on the lossless estimate's per-class accuracies, with ± 1 standard
+    error bars (uncorrected); dashed, the prior correction where training recorded it."""
+    lines = []
+    for i, row in enumerate(method_estimate_prior_rows(methods)):
+        for form in FORMS:
+            if row[form] is not None:
+                points = [(x, *row[form][name]) for x, name in enumerate(PRIOR_NAMES)]
+                lines.append((i, f"{row['method']} (n={row['n'][form]})", form, points))
+    return _prior_lines(lines, "top-1 on the lossless estimate (%)", methods, path)
+
+
+def _prior_lines(lines: list[tuple], ylabel: str, methods: list[Method], path: Path) -> Path:
+    """One line per ``(colour index, label, form, [(prior position, accuracy, SE or None)])``, points without an
+    accuracy left out: solid uncorrected, dashed prior-corrected, error bars where every point has an SE."""
     fig = Figure(figsize=(7.2, 3.8), layout="constrained")
     ax = fig.add_subplot()
-    positions = list(range(len(PRIOR_NAMES)))
-    for i, row in enumerate(method_prior_rows(methods)):
-        for form, style in (("uncorrected", "-"), ("corrected", "--")):
-            points = [(x, row[form][name][0]) for x, name in zip(positions, PRIOR_NAMES, strict=True)]
-            points = [(x, y) for x, y in points if y is not None]
-            if not points:
-                continue
-            corrected = ", prior-corrected" if form == "corrected" else ""
-            label = literal_text(f"{row['method']} (n={row['n']}){corrected}")
-            ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, color=series_color(i), label=label)
-    ax.set_xticks(positions, [short_prior_name(name) for name in PRIOR_NAMES])
+    for i, label, form, points in lines:
+        points = [(x, y, se) for x, y, se in points if y is not None]
+        if not points:
+            continue
+        xs, ys, ses = zip(*points, strict=True)
+        bars = None if any(se is None for se in ses) else ses
+        text = literal_text(label + (", prior-corrected" if form == "corrected" else ""))
+        ax.errorbar(xs, ys, yerr=bars, fmt="--" if form == "corrected" else "-", marker="o", markersize=3,
+                    capsize=2, color=series_color(i), label=text)  # fmt: skip
+    ax.set_xticks(range(len(PRIOR_NAMES)), [short_prior_name(name) for name in PRIOR_NAMES])
     ax.axvline(PRIOR_NAMES.index("uniform"), color="grey", linewidth=0.5)
     ax.set_xlabel("test class prior (F: forward, U: uniform, B: backward long-tailed; number: imbalance)")
-    ax.set_ylabel("test top-1 accuracy (%)")
+    ax.set_ylabel(ylabel)
     _legend(ax, methods)
     return save_figure(fig, path)
