@@ -45,7 +45,9 @@ class Predictions:
     def __post_init__(self):
         lengths = {len(getattr(self, name)) for name in (*COLUMNS, IMAGE) if getattr(self, name) is not None}
         if len(lengths) != 1:
-            raise ValueError(f"Expected index, label and prediction of one length but got lengths {sorted(lengths)}")
+            raise ValueError(
+                f"Expected index, label, prediction (and image) of one length but got lengths {sorted(lengths)}"
+            )
 
     @property
     def correct(self) -> np.ndarray:
