@@ -234,6 +234,9 @@ def test_stage2_values_follow_the_declarations():
     values = stage2_values(stage1)
     # inherited: the data and backbone the stage-1 run trained (and its optimiser settings)
     assert (values["dataset"], values["arch"], values["seed"], values["lr"]) == ("cifar10", "resnet32", 7, 0.3)
+    # the same training subset and held-out images: a stage 1 without a validation split gives none, since
+    # the largest class's validation images would come from the images its backbone trained on
+    assert (values["imb_factor"], values["rand_number"], values["val_split"]) == (0.01, 0, "none")
     assert values["classifier"] == "normed" and values["lr_milestones"] == [0.8, 0.9]
     # the cRT recipe (Kang et al., ICLR 2020)
     assert (values["loss"], values["train_rule"], values["epochs"], values["warmup_epochs"]) == (

@@ -111,7 +111,7 @@ class DataConfig:
     )
     rand_number: int = option(0, "--rand_number", "--rand-number", stage2=INHERIT, help="seed of the LT subsampling")
     val_split: str | int = option(
-        "auto", "--val-split", "--val_split",
+        "auto", "--val-split", "--val_split", stage2=INHERIT,
         help="balanced validation split from the train images the LT subset left out: "
         "auto (50 per class on CIFAR, as many as digits-lt allows), N per class, or none",
     )  # fmt: skip

@@ -43,6 +43,17 @@ def test_stage2_config_inherits_data_and_uses_crt_defaults(stage1, stage2):
     assert json.loads((stage2 / "summary.json").read_text())["last"]["top1"] is not None
 
 
+@pytest.mark.parametrize("val_split", ["none", "2"])
+def test_stage2_trains_and_validates_on_the_stage1_runs_images(tmp_path, val_split):
+    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    common = [*FAST, "--epochs", "1", "--limit-batches", "2"]
+    assert main(["train", "--preset", "digits-lt", "--val-split", val_split, "--out", str(first), *common]) == 0
+    assert main(["train", "--stage2-from", str(first), "--out", str(second), *common]) == 0
+    splits = json.loads((first / "splits.json").read_text())
+    assert json.loads((second / "splits.json").read_text()) == splits
+    assert ("val" in splits) == (val_split != "none")
+
+
 def test_stage2_trains_only_the_classifier(stage1, stage2):
     before = load_checkpoint(stage1)["model"]
     after = load_checkpoint(stage2)["model"]
