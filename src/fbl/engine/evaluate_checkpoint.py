@@ -139,15 +139,20 @@ def _check_predictions_are_the_runs(checkpoint: str, logit_adjust_tau, tau_norm,
         raise ConfigError(f"--keep-predictions keeps the run's own predictions; drop {', '.join(changed)}")
 
 
+#: The bootstrap intervals that mean the same on a split of unequal class sizes: functions of per-class accuracy.
+PER_CLASS_INTERVALS = ("worst", "hmean", "gmean")
+
+
 def _with_split_extras(metrics: dict, predictions, data, split: str) -> dict:
     """95% bootstrap intervals; on a skewed end-of-run split the balanced estimate replaces what the image
     counts would weigh (top-1 and many/medium/few, with intervals ± 1.96 SE; no top-5, ECE or macro-F1),
     elsewhere accuracy on SADE's subsampled test set for each prior joins the exact one."""
-    metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
     if split in data.end_of_run_splits:
         estimate = balanced_estimate_of(metrics, data.class_counts)
-        intervals = {**metrics["ci95"], **estimate_intervals(estimate), "macro_f1": None}
+        per_class = bootstrap_intervals(predictions, data.class_counts, metrics=PER_CLASS_INTERVALS)
+        intervals = {**per_class, **estimate_intervals(estimate), "macro_f1": None}
         return {**metrics, **estimate, "ci95": intervals, "top5": None, "ece": None, "macro_f1": None}
+    metrics["ci95"] = bootstrap_intervals(predictions, data.class_counts)
     subsampled = subsampled_accuracies(predictions.label, predictions.prediction, data.class_counts)
     for name, accuracy in (subsampled or {}).items():
         metrics["test_priors"][name]["subsampled"] = accuracy
