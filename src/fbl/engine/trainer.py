@@ -75,6 +75,7 @@ class Training:
         self.code = git_state()  # the code this process imported, whatever the checkout does meanwhile
         self.eval_loaders = {split: exp.eval_loader(split) for split in exp.data.eval_splits}
         self.estimate_loaders = {split: exp.eval_loader(split) for split in exp.data.end_of_run_splits}
+        self.image_ids = {split: exp.data.image_ids(split) for split in (*self.eval_loaders, *self.estimate_loaders)}
         self.predictions = {}
         self.report_on, self.select_on = reported_and_selected_splits(self.eval_loaders)
         steps = len(self.train_loader) if cfg.run.limit_batches is None else min(
@@ -170,7 +171,7 @@ class Training:
         metrics, predictions = evaluate_with_predictions(
             self.runner, loader, self.exp.data.class_counts, execution=self.execution, dist=self.exp.dist,
             limit_batches=self.cfg.run.limit_batches, logit_scale=self.exp.criterion.logit_scale,
-            progress=self.progress, image_ids=None if split is None else self.exp.data.image_ids(split),
+            progress=self.progress, image_ids=self.image_ids.get(split),
         )  # fmt: skip
         if split is not None:
             self.predictions[split] = predictions
