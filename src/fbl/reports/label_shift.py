@@ -77,19 +77,16 @@ def estimate_prior_rows(methods: list[Method]) -> list[dict]:
     numbers counts in the uncorrected mean only)."""
     rows = []
     for method in methods:
-        per_run = [(run, run_estimate_priors(run)) for run in method.runs]
-        per_run = [(str(run.seed), priors) for run, priors in per_run if priors is not None]
+        per_run = _per_run_estimate_priors(method)
         for seed, priors in per_run:
             rows += [
                 {"method": method.label, "seed": seed, "form": form, "priors": priors[form]}
                 for form in FORMS
                 if _recorded(priors[form])
             ]
-        for form in FORMS:
-            having = [priors[form] for _, priors in per_run if _recorded(priors[form])]
-            if len(having) > 1:
-                rows.append({"method": method.label, "seed": f"mean of {len(having)}", "form": form,
-                             "priors": _mean_priors(having)})  # fmt: skip
+        for form, (means, n) in _form_means(per_run).items():
+            if n > 1:
+                rows.append({"method": method.label, "seed": f"mean of {n}", "form": form, "priors": means})
     return rows
 
 
@@ -99,15 +96,26 @@ def method_estimate_prior_rows(methods: list[Method]) -> list[dict]:
     ``None`` where none has)."""
     rows = []
     for method in methods:
-        per_run = [priors for priors in map(run_estimate_priors, method.runs) if priors is not None]
-        if not per_run:
-            continue
-        row = {"method": method.label, "n": {}}
-        for form in FORMS:
-            having = [priors[form] for priors in per_run if _recorded(priors[form])]
-            row[form], row["n"][form] = (_mean_priors(having) if having else None), len(having)
-        rows.append(row)
+        per_run = _per_run_estimate_priors(method)
+        if per_run:
+            means = _form_means(per_run)
+            rows.append({"method": method.label, **{form: means[form][0] for form in FORMS},
+                         "n": {form: means[form][1] for form in FORMS}})  # fmt: skip
     return rows
+
+
+def _per_run_estimate_priors(method: Method) -> list[tuple[str, dict]]:
+    """``(seed, run_estimate_priors(run))`` for the method's runs that have a lossless estimate."""
+    return [(str(run.seed), priors) for run in method.runs if (priors := run_estimate_priors(run)) is not None]
+
+
+def _form_means(per_run: list[tuple[str, dict]]) -> dict[str, tuple[dict | None, int]]:
+    """Per form, the mean over the runs that recorded it (``None`` where none did) and how many they are."""
+    means = {}
+    for form in FORMS:
+        having = [priors[form] for _, priors in per_run if _recorded(priors[form])]
+        means[form] = (_mean_priors(having) if having else None, len(having))
+    return means
 
 
 def _recorded(priors: dict[str, tuple[float | None, float | None]]) -> bool:
