@@ -41,8 +41,8 @@ def unfinished_runs(runs_dir: Path) -> list[Path]:
     )
 
 
-def snapshot_run(run: Path, dest: Path) -> int:
-    """Write ``dest`` (a new folder) from ``run``; returns the epochs it has completed."""
+def snapshot_run(run: Path, dest: Path) -> tuple[int, int]:
+    """Write ``dest`` (a new folder) from ``run``; returns how many of its epochs it has completed."""
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     (dest / "checkpoints").mkdir(parents=True)
     for name in RESUME_FILES:
@@ -58,11 +58,12 @@ def snapshot_run(run: Path, dest: Path) -> int:
     log = run.parent / f"{run.name}.log"
     if log.is_file():
         shutil.copyfile(log, dest.parent / log.name)
-    return last["epoch"]
+    return last["epoch"], last["config"]["optim"]["epochs"]
 
 
-def snapshot(runs_dir: Path, dest: Path) -> list[tuple[str, int]]:
-    """Replace ``dest``'s run snapshots with those of ``runs_dir``'s unfinished runs; returns (run, epochs done)."""
+def snapshot(runs_dir: Path, dest: Path) -> list[tuple[str, tuple[int, int]]]:
+    """Replace ``dest``'s run snapshots with those of ``runs_dir``'s unfinished runs; returns each run's
+    name with (epochs done, epochs)."""
     runs = unfinished_runs(runs_dir)
     if dest.is_dir():
         for old in dest.iterdir():  # only what an earlier snapshot wrote
@@ -87,8 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    for name, epoch in done:
-        print(f"{name}: {epoch} epochs done")
+    for name, (done_epochs, epochs) in done:
+        print(f"{name}: {done_epochs} of {epochs} epochs done")
     if not done:
         print(f"{args.runs_dir} holds no unfinished run")
     return 0

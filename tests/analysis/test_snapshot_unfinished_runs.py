@@ -50,13 +50,14 @@ def queue(tmp_path_factory):
     return runs
 
 
-def test_the_snapshot_holds_what_resume_reads_and_only_unfinished_runs(snapshot, queue, tmp_path):
+def test_the_snapshot_holds_what_resume_reads_and_only_unfinished_runs(snapshot, queue, tmp_path, capsys):
     dest = tmp_path / "in-progress"
     (dest / "gone").mkdir(parents=True)  # an earlier snapshot of a run that has finished since
     (dest / "gone" / ".fbl-run").write_text("{}")
     (dest / "gone.log").write_text("old\n")
     (dest / "README.md").write_text("a user's file\n")
     assert snapshot.main([str(queue), str(dest)]) == 0
+    assert capsys.readouterr().out == "stopped: 2 of 3 epochs done\n"
     assert sorted(p.name for p in dest.iterdir()) == ["README.md", "stopped", "stopped.log"]
     run, copy = queue / "stopped", dest / "stopped"
     for name in (".fbl-run", "config.yaml", "splits.json", "metrics.jsonl", "checkpoints/last.pt"):
