@@ -6,12 +6,12 @@ continues them with ``--resume`` instead of training them again.
 A 200-epoch ensemble run takes longer than one working session on a 2-core CPU, and a new machine starts
 without the old one's disk: a committed snapshot is what survives. For each run folder in ``RUNS_DIR``
 with ``checkpoints/last.pt`` and no ``summary.json`` it writes ``DEST/<run>/`` with what ``--resume``
-reads (the run's config, splits, metrics, resumes, its file list and ``last.pt`` with the optimizer's
-momentum, byte for byte), ``best.pt`` without optimizer state (``fbl record``'s form: the selected
-epoch's weights, which a resume only ever overwrites), and the queue's ``RUNS_DIR/<run>.log``. TensorBoard
-events are left out. ``DEST`` then holds exactly the unfinished runs: a snapshot of a run that has since
-finished is removed. Pause the trainings while it copies (``kill -STOP``): a run that writes a checkpoint
-between the two copies is refused, in one line.
+reads (the run's config, splits, metrics, resumes and ``last.pt`` with the optimizer's momentum, byte
+for byte), ``best.pt`` without optimizer state (``fbl record``'s form: the selected epoch's weights, which
+a resume only ever overwrites), a file list (``.fbl-run``) naming just those files, and the queue's
+``RUNS_DIR/<run>.log``. TensorBoard events are left out. ``DEST`` then holds exactly the unfinished
+runs: a snapshot of a run that has since finished is removed. Pause the trainings while it copies
+(``kill -STOP``): a run that writes a checkpoint between the two copies is refused, in one line.
 
 To continue on a new machine: ``mkdir -p RUNS_DIR && cp -r DEST/. RUNS_DIR/``, then the same queue command
 (``analysis/reproduce_cifar10_lt.sh`` resumes every run that has ``checkpoints/last.pt``).
@@ -27,10 +27,10 @@ from pathlib import Path
 from fbl.engine.checkpoint import load_checkpoint, save_checkpoint, weights_only
 from fbl.engine.run_folder import CONFIG, METRICS, RESUMES, SPLITS, SUMMARY
 from fbl.errors import ConfigError
-from fbl.manifest import RUN_MARKER
+from fbl.manifest import RUN_MARKER, Manifest
 
 #: What ``--resume`` reads, copied as it is (those a run has).
-RESUME_FILES = (RUN_MARKER, CONFIG, SPLITS, METRICS, RESUMES, "checkpoints/last.pt")
+RESUME_FILES = (CONFIG, SPLITS, METRICS, RESUMES, "checkpoints/last.pt")
 
 
 def unfinished_runs(runs_dir: Path) -> list[Path]:
@@ -45,9 +45,11 @@ def snapshot_run(run: Path, dest: Path) -> tuple[int, int]:
     """Write ``dest`` (a new folder) from ``run``; returns how many of its epochs it has completed."""
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     (dest / "checkpoints").mkdir(parents=True)
-    for name in RESUME_FILES:
-        if (run / name).is_file():
-            shutil.copyfile(run / name, dest / name)
+    copied = [name for name in RESUME_FILES if (run / name).is_file()]
+    best_name = ["checkpoints/best.pt"] if (run / "checkpoints" / "best.pt").is_file() else []
+    Manifest(dest).record(*copied, *best_name)  # listed before written, as fbl does; no omitted tb/ files
+    for name in copied:
+        shutil.copyfile(run / name, dest / name)
     if load_checkpoint(dest / "checkpoints" / "last.pt")["epoch"] != last["epoch"]:
         raise ConfigError(f"{run} wrote a checkpoint while it was copied: pause it (kill -STOP) and copy again")
     if (run / "checkpoints" / "best.pt").is_file():

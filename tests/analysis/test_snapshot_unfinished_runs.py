@@ -60,9 +60,13 @@ def test_the_snapshot_holds_what_resume_reads_and_only_unfinished_runs(snapshot,
     assert capsys.readouterr().out == "stopped: 2 of 3 epochs done\n"
     assert sorted(p.name for p in dest.iterdir()) == ["README.md", "stopped", "stopped.log"]
     run, copy = queue / "stopped", dest / "stopped"
-    for name in (".fbl-run", "config.yaml", "splits.json", "metrics.jsonl", "checkpoints/last.pt"):
+    for name in ("config.yaml", "splits.json", "metrics.jsonl", "checkpoints/last.pt"):
         assert (copy / name).read_bytes() == (run / name).read_bytes(), name
     assert not (copy / "tb").exists() and (dest / "stopped.log").read_text() == "stopped's log\n"
+    assert any(name.startswith("tb/") for name in json.loads((run / ".fbl-run").read_text())["files"])
+    listed = json.loads((copy / ".fbl-run").read_text())["files"]
+    held = sorted(p.relative_to(copy).as_posix() for p in copy.rglob("*") if p.is_file() and p.name != ".fbl-run")
+    assert listed == held  # the file list names what the snapshot holds, not the omitted tb/ events
     best, slim = load_checkpoint(run / "checkpoints" / "best.pt"), load_checkpoint(copy / "checkpoints" / "best.pt")
     assert best["optimizer"] is not None and slim["optimizer"] is None and slim["best"] == best["best"]
     for key, tensor in best["model"].items():
