@@ -46,13 +46,14 @@ def snapshot_run(run: Path, dest: Path) -> tuple[int, int]:
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     (dest / "checkpoints").mkdir(parents=True)
     copied = [name for name in RESUME_FILES if (run / name).is_file()]
-    best_name = ["checkpoints/best.pt"] if (run / "checkpoints" / "best.pt").is_file() else []
-    Manifest(dest).record(*copied, *best_name)  # listed before written, as fbl does; no omitted tb/ files
+    has_best = (run / "checkpoints" / "best.pt").is_file()
+    # Listed before written, as fbl does; no omitted tb/ files.
+    Manifest(dest).record(*copied, *(["checkpoints/best.pt"] if has_best else []))
     for name in copied:
         shutil.copyfile(run / name, dest / name)
     if load_checkpoint(dest / "checkpoints" / "last.pt")["epoch"] != last["epoch"]:
         raise ConfigError(f"{run} wrote a checkpoint while it was copied: pause it (kill -STOP) and copy again")
-    if (run / "checkpoints" / "best.pt").is_file():
+    if has_best:
         best = load_checkpoint(run / "checkpoints" / "best.pt")
         if last["best"] is None or best["best"]["epoch"] != last["best"]["epoch"]:
             raise ConfigError(f"{run}'s best.pt is not the epoch its last.pt selected: pause it and copy again")
