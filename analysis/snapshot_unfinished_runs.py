@@ -46,7 +46,8 @@ def snapshot_run(run: Path, dest: Path) -> tuple[int, int]:
     last = load_checkpoint(run / "checkpoints" / "last.pt")
     (dest / "checkpoints").mkdir(parents=True)
     copied = [name for name in RESUME_FILES if (run / name).is_file()]
-    has_best = (run / "checkpoints" / "best.pt").is_file()
+    best_path = run / "checkpoints" / "best.pt"
+    has_best = best_path.is_file()
     # Listed before written, as fbl does; no omitted tb/ files.
     Manifest(dest).record(*copied, *(["checkpoints/best.pt"] if has_best else []))
     for name in copied:
@@ -54,7 +55,7 @@ def snapshot_run(run: Path, dest: Path) -> tuple[int, int]:
     if load_checkpoint(dest / "checkpoints" / "last.pt")["epoch"] != last["epoch"]:
         raise ConfigError(f"{run} wrote a checkpoint while it was copied: pause it (kill -STOP) and copy again")
     if has_best:
-        best = load_checkpoint(run / "checkpoints" / "best.pt")
+        best = load_checkpoint(best_path)
         if last["best"] is None or best["best"]["epoch"] != last["best"]["epoch"]:
             raise ConfigError(f"{run}'s best.pt is not the epoch its last.pt selected: pause it and copy again")
         save_checkpoint(weights_only(best), dest / "checkpoints" / "best.pt")
