@@ -60,6 +60,25 @@ def test_train_rule_and_stage2_enter_the_label_and_stage1_path_does_not_split(tm
     assert method_config(runs[0])["stage2_from"] is True
 
 
+def test_each_kind_of_stage2_names_itself_in_the_label(tmp_path):
+    kinds = {"lws": "ce + balanced-rs (LWS)", "router": "ride-router + balanced-rs (stage 2)"}
+    runs = [
+        load_run(
+            write_run(
+                tmp_path / kind,
+                "ride-router" if kind == "router" else "ce",
+                1,
+                HEADLINE[("ce", 1)],
+                train_rule="balanced-rs",
+                stage2_from="runs/stage1",
+                decoupled=kind,
+            )
+        )
+        for kind in kinds
+    ]
+    assert sorted(m.label for m in group_methods(runs)) == sorted(kinds.values())
+
+
 def test_an_option_added_after_a_run_takes_its_default_and_60_is_60_0(tmp_path):
     # Seed 1 was written before `nesterov` existed (no key: it trained without), seed 2 says False; seed 3
     # has lambda_ 60 where the others have 60.0. One method; Nesterov runs are another.

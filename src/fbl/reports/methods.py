@@ -44,6 +44,8 @@ IGNORED_KEYS = frozenset(
         "estimate_every",
     }
 )
+#: How a stage 2 (``--decoupled``) is named in a label; RIDE's router already names itself by its loss.
+STAGE2_LABELS = {"crt": "cRT", "lws": "LWS", "router": "stage 2"}
 #: Config keys holding a path that differs per run; only whether they are set identifies the method.
 PATH_KEYS = frozenset({"stage2_from", "pretrained_weights"})
 
@@ -109,7 +111,7 @@ def _base_label(method: Method) -> str:
     if config.get("mixup"):
         label += " + mixup"
     if config.get("stage2_from"):
-        label += " (cRT)"
+        label += f" ({STAGE2_LABELS[config.get('decoupled', 'crt')]})"
     if "lambda_" in config and _uses_lambda(method):
         label += (
             f" λ={config['lambda_']:g}" if isinstance(config["lambda_"], (int, float)) else f" λ={config['lambda_']}"
