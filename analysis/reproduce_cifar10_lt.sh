@@ -20,7 +20,7 @@ FBL=${FBL:-.venv/bin/fbl}
 DEVICE=${DEVICE:-auto}   # e.g. DEVICE=cpu, DEVICE=cuda:0
 
 # name            preset                    seed   then   (single models first: issue #21; then the ensembles: #22,
-# then more seeds of the best of them on seed 123's lossless estimate)
+# then more seeds of the two best of them on seed 123's lossless estimate)
 # "from:NAME": a stage 2 of run NAME (--stage2-from); "tta": SADE's test-agnostic protocol on the kept run
 # (fbl eval --test-time-aggregation, on the lossless estimate and the test set), kept beside it.
 PROTOCOL="
@@ -39,6 +39,8 @@ ride-seed123            cifar10-lt-ride          123
 ride-router-seed123     ride-router              123    from:ride-seed123
 balpoe-seed124          cifar10-lt-balpoe        124
 balpoe-seed125          cifar10-lt-balpoe        125
+fbl-experts-seed124     cifar10-lt-fbl-experts   124
+fbl-experts-seed125     cifar10-lt-fbl-experts   125
 "
 
 train_and_keep() {  # name preset seed [then]

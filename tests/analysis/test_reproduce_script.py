@@ -106,8 +106,9 @@ def test_without_names_every_protocol_run_is_queued_single_models_first(tmp_path
     assert trained[:3] == ["fbl-lambda60-seed123", "ce-seed123", "ldam-drw-seed123"]
     assert {"sade-seed123", "balpoe-seed123", "fbl-experts-seed123", "ride-seed123"} <= set(trained)
     assert trained.index("ride-router-seed123") > trained.index("ride-seed123")  # after the run it starts from
-    assert trained[-2:] == ["balpoe-seed124", "balpoe-seed125"]  # more seeds once seed 123 has ranked them
-    assert len(trained) == len(set(trained)) == 15
+    # more seeds of the two best ensembles once seed 123 has ranked them
+    assert trained[-4:] == ["balpoe-seed124", "balpoe-seed125", "fbl-experts-seed124", "fbl-experts-seed125"]
+    assert len(trained) == len(set(trained)) == 17
 
 
 def test_a_kept_run_without_the_estimates_predictions_gets_them_once(tmp_path):
