@@ -1,6 +1,8 @@
 from functools import partial
 
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
 from fbl.errors import ConfigError
 from fbl.reports import figures
@@ -69,3 +71,20 @@ def test_no_confusion_matrix_above_100_classes(tmp_path):
 def test_unknown_feature_norm_split_is_a_value_error(methods, tmp_path):
     with pytest.raises(ValueError, match="split"):
         figures.feature_norms(methods, tmp_path / "x.png", split="val")
+
+
+@pytest.mark.parametrize("lines, beside", [(2, False), (figures.MAX_LEGEND_ENTRIES_INSIDE + 1, True)])
+def test_a_long_legend_goes_beside_the_panels_and_a_short_one_over_the_plot(methods, lines, beside):
+    fig = Figure(figsize=(6, 3.6), layout="constrained")
+    panels = fig.subplots(1, 2)
+    for i in range(lines):
+        panels[0].plot([0, 1], [i, i], label=f"run {i}")
+    figures._legend(panels[0], methods)
+    canvas = FigureCanvasAgg(fig)  # how save_figure renders
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = fig.legends[0] if beside else panels[0].get_legend()
+    assert (legend in fig.legends) == beside and len(legend.get_texts()) == lines
+    right_of_panels = legend.get_window_extent(renderer).x0 >= max(p.get_window_extent(renderer).x1 for p in panels)
+    assert right_of_panels == beside
+    assert fig.get_figwidth() == 6 + (figures.LEGEND_WIDTH_INCHES if beside else 0)

@@ -36,6 +36,9 @@ from fbl.reports.run_folder import require
 DPI = 80
 #: Training writes the confusion matrix only up to this many classes.
 MAX_CONFUSION_CLASSES = 100
+#: A legend with more entries goes beside the panels (:func:`_legend`), in a strip this wide.
+MAX_LEGEND_ENTRIES_INSIDE = 6
+LEGEND_WIDTH_INCHES = 3.5
 
 
 def series_color(index: int) -> str:
@@ -54,8 +57,17 @@ def literal_text(text: str) -> str:
 
 
 def _legend(ax, methods: list[Method]) -> None:
-    if methods:
+    """The axes' legend: over the plot when it is short, else beside the figure's panels, the figure widened to
+    make room, so that a report of many runs (an uncorrected and a corrected line each) does not hide the lines."""
+    if not methods:
+        return
+    handles, labels = ax.get_legend_handles_labels()
+    if len(labels) <= MAX_LEGEND_ENTRIES_INSIDE:
         ax.legend(fontsize="small", frameon=False)
+        return
+    fig = ax.figure
+    fig.set_figwidth(fig.get_figwidth() + LEGEND_WIDTH_INCHES)
+    fig.legend(handles, labels, loc="outside right upper", fontsize="x-small", frameon=False)
 
 
 def per_class_accuracy(methods: list[Method], path: Path) -> Path:
