@@ -148,6 +148,24 @@ def test_parts_an_older_fbl_did_not_record_make_the_start_unknown_and_the_durati
     assert row["Threads"] == "1" and row["Code"] == "fbl 0.1.0 @ bbbbbbbbbb"
 
 
+def test_a_run_whose_parts_ran_on_other_devices_or_precisions_names_each_stretch_with_its_epochs():
+    where = [("cpu", "Intel(R) Xeon(R) Processor", "bf16"), ("cpu", "AMD EPYC", "fp32"),
+             ("cuda", "NVIDIA H200", "bf16"), ("cuda", "NVIDIA H200", "bf16"), ("cpu", "AMD EPYC", "fp32")]  # fmt: skip
+    epochs = [[0, 148], [148, 150], [150, 170], [170, 200], [200, 200]]
+    parts = [
+        {**_part("2026-01-01T10:00:00+00:00", 60.0, 1, "a" * 40, span), "device": device, "device_name": name,
+         "precision": precision}
+        for (device, name, precision), span in zip(where, epochs, strict=True)
+    ]  # fmt: skip
+    row = _provenance_row({**PROVENANCE, "parts": parts})
+    assert row["Device"] == (
+        "cpu (Intel(R) Xeon(R) Processor), bf16: epochs 1–148; cpu (AMD EPYC), fp32: epochs 149–150; "
+        "cuda (NVIDIA H200), bf16: epochs 151–200; cpu (AMD EPYC), fp32: summary only"
+    )
+    same = [{**part, "device": "cuda:0", "device_name": "NVIDIA H200", "precision": "bf16"} for part in parts]
+    assert _provenance_row({**PROVENANCE, "parts": same})["Device"] == "cuda:0 (NVIDIA H200)"
+
+
 def test_a_resumed_run_from_before_parts_says_its_times_are_the_last_parts():
     row = _provenance_row(PROVENANCE, resumes=[{"start_epoch": 7}, {"start_epoch": 193}])
     assert (row["Started (UTC)"], row["Duration"], row["Parts"]) == (

@@ -207,5 +207,7 @@ def _provenance_table(runs: list[Run]) -> Table | None:
         "threads, versions, the commit of the code (+ local changes: the package's files differed from it), "
         "and the precision, memory format and compile mode actually used. A run stopped and resumed trains in "
         "parts: its start is the first part's, its duration their sum (≥: an older fbl did not record some "
-        "parts; '(last part)': it recorded none but the last), and Threads and Code list what each part used.",
+        "parts; '(last part)': it recorded none but the last), Threads and Code list what each part used, and "
+        "Device, where the parts ran on different devices or precisions, each stretch of them with its epochs "
+        "('summary only': a part that trained none); CPU and Ran as are the finishing part's.",
     )

@@ -1,7 +1,8 @@
 """How each run ran, as report rows: the ``provenance`` record training writes into ``summary.json``.
 
 A run resumed after a stop ran in parts (``provenance.parts``): its row gives the first start, the summed
-duration, the number of parts, and every thread count and commit its parts used, in order; the other
+duration, the number of parts, every thread count and commit its parts used, in order, and, where its
+parts ran on different devices or precisions, each stretch of them with the epochs it trained; the other
 columns are the finishing part's.
 
 Runs from before it was recorded have none and get no row (see :mod:`fbl.engine.provenance`).
@@ -84,6 +85,30 @@ def _device(record: dict) -> str:
     return f"{record.get('device')} ({name})" if name and name != record.get("cpu") else str(record.get("device"))
 
 
+def _where(record: dict, parts: list[dict]) -> str:
+    """The device; for a run whose parts ran on different devices or precisions, each stretch of parts on one
+    of them, in order, with the epochs it trained (a part that trained none only wrote the summary)."""
+    stretches = []  # [(device, precision), first epoch, last epoch]
+    for part in parts:
+        where = (_device(part), part.get("precision"))
+        first, last = part.get("epochs") or (None, None)
+        if stretches and stretches[-1][0] == where:
+            stretches[-1][2] = last
+        else:
+            stretches.append([where, first, last])
+    if len({where for where, _, _ in stretches}) <= 1:
+        return _device(record)
+    return "; ".join(
+        f"{device}, {precision}: {_epochs_trained(first, last)}" for (device, precision), first, last in stretches
+    )
+
+
+def _epochs_trained(first: int | None, last: int | None) -> str:
+    if first is None or last is None:
+        return "epochs ?"
+    return f"epochs {first + 1}–{last}" if last > first else "summary only"
+
+
 def provenance_rows(runs: Sequence[Run]) -> list[list[str]]:
     """One row per run that recorded its provenance, in :data:`COLUMNS` order."""
     rows = []
@@ -98,7 +123,7 @@ def provenance_rows(runs: Sequence[Run]) -> list[list[str]]:
             str(run.path),
             *_timing(record, run),
             str(record.get("world_size", "–")),
-            _device(record),
+            _where(record, parts),
             _cpu(record),
             ", ".join(map(str, threads)),
             _software(record),
