@@ -73,7 +73,24 @@ def test_two_processes_evaluate_an_ensemble_as_one(tmp_path):
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
     alone = json.loads(json.dumps(_evaluations(torch.arange(N))))
     for rank in (0, 1):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == alone
+        assert_same_evaluation(json.loads((tmp_path / f"rank{rank}.json").read_text()), alone)
+
+
+def assert_same_evaluation(got, expected, key=""):
+    """Counts (accuracies) exactly; feature norms to float rounding: a convolution's last bits depend on
+    the batch it runs in, and the two processes' batches hold other images than one process's."""
+    if isinstance(expected, dict):
+        assert got.keys() == expected.keys(), key
+        for name in expected:
+            assert_same_evaluation(got[name], expected[name], name if "feature_norm" in name else key)
+    elif isinstance(expected, list):
+        assert len(got) == len(expected), key
+        for a, b in zip(got, expected, strict=True):
+            assert_same_evaluation(a, b, key)
+    elif "feature_norm" in key and isinstance(expected, float):
+        assert got == pytest.approx(expected, rel=1e-5), key
+    else:
+        assert got == expected, key
 
 
 FAST = ["--preset", "digits-lt", "--arch", "digits-experts", "--loss", "sade", "--epochs", "3", "--device", "cpu",
