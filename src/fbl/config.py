@@ -121,7 +121,9 @@ class DataConfig:
         "[-DEG, DEG] degrees (nearest neighbour, black corners; torchvision's RandomRotation), as RIDE, SADE and "
         "BalPoE train on CIFAR; 0 (the FBL paper's pipeline): no rotation",
     )  # fmt: skip
-    image_size: int = option(224, "--image-size", help="image files: crop side of the train/eval transforms")
+    image_size: int = option(
+        224, "--image-size", stage2=INHERIT, help="image files: crop side of the train/eval transforms"
+    )
     skip_bad_images: bool = option(
         False, "--skip-bad-images", help="image files: drop and count unreadable images instead of stopping"
     )

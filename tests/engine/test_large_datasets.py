@@ -102,6 +102,7 @@ def test_eval_and_crt_of_a_pretrained_places_run_need_no_imagenet_weights_again(
     config = flatten(yaml.safe_load((crt / "config.yaml").read_text()))
     assert (config["arch"], config["loss"], config["train_rule"]) == ("resnet152_p", "ce", "balanced-rs")
     assert config["img_path"] == str(tmp_path / "images")
+    assert config["image_size"] == 32  # the classifier is retrained on features of the stage-1 image size
 
 
 def test_image_folder_dataset_trains(tmp_path):
