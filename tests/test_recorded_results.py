@@ -33,6 +33,7 @@ import torch
 
 from fbl.engine.evaluate_checkpoint import evaluate_checkpoint
 from fbl.engine.provenance import cpu_description
+from fbl.predictions import Predictions, load_predictions
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 KEPT = sorted(path.parent.parent for path in RESULTS.glob("**/checkpoints/last.pt"))
@@ -57,14 +58,9 @@ def set_threads():
     torch.set_num_threads(before)
 
 
-def recorded_predictions(run: Path, split: str) -> dict[str, np.ndarray]:
-    with np.load(run / "predictions" / f"{split}.npz") as kept:
-        return {key: kept[key] for key in kept.files}
-
-
-def confusion_of(labels: np.ndarray, predicted: np.ndarray, num_classes: int) -> list[list[int]]:
-    matrix = [[0] * num_classes for _ in range(num_classes)]
-    for label, prediction in zip(labels.tolist(), predicted.tolist(), strict=True):
+def confusion_of(kept: Predictions) -> list[list[int]]:
+    matrix = [[0] * kept.num_classes for _ in range(kept.num_classes)]
+    for label, prediction in zip(kept.label.tolist(), kept.prediction.tolist(), strict=True):
         matrix[label][prediction] += 1
     return matrix
 
@@ -78,16 +74,16 @@ def test_a_kept_runs_predictions_add_up_to_its_summary(run):
     summary = json.loads((run / "summary.json").read_text())
     splits = {"test": summary["last"], **summary.get("last_extra", {})}
     for split, recorded in splits.items():
-        kept = recorded_predictions(run, split)
-        confusion = confusion_of(kept["label"], kept["prediction"], int(kept["num_classes"]))
+        kept = load_predictions(run, split)
+        confusion = confusion_of(kept)
         assert confusion == recorded["confusion"], split
         per_class = [100 * row[c] / sum(row) for c, row in enumerate(confusion)]
         assert per_class == pytest.approx(recorded["per_class_acc"], abs=1e-9), split
         hits = sum(row[c] for c, row in enumerate(confusion))
-        assert 100 * hits / len(kept["label"]) == pytest.approx(recorded["top1"], abs=1e-9), split
+        assert 100 * hits / len(kept) == pytest.approx(recorded["top1"], abs=1e-9), split
     for split, recorded in summary.get("last_estimate", {}).items():
-        kept = recorded_predictions(run, split)
-        confusion = confusion_of(kept["label"], kept["prediction"], int(kept["num_classes"]))
+        kept = load_predictions(run, split)
+        confusion = confusion_of(kept)
         sizes = [sum(row) for row in confusion]
         accuracy = [row[c] / n for c, (row, n) in enumerate(zip(confusion, sizes, strict=True))]
         assert sizes == recorded["per_class_n"]
@@ -107,11 +103,11 @@ def test_a_kept_runs_weights_make_its_recorded_predictions(run, cifar10_root, se
     set_threads(summary["provenance"]["threads"])
     for split in kept_splits(summary):
         sample = evaluate_checkpoint(str(run), data_dir=str(cifar10_root), device="cpu", split=split, limit_batches=1)
-        kept = recorded_predictions(run, split)
+        kept = load_predictions(run, split)
         evaluated = sum(map(sum, sample["confusion"]))
-        first = kept["index"] < evaluated
-        assert first.sum() == evaluated, split
-        recorded = confusion_of(kept["label"][first], kept["prediction"][first], int(kept["num_classes"]))
+        first = np.flatnonzero(kept.index < evaluated)
+        assert len(first) == evaluated, split
+        recorded = confusion_of(kept.rows(first))
         if same_machine(summary["provenance"]):
             assert sample["confusion"] == recorded, split
         else:  # each image that changes class moves one count out of one cell and into another
