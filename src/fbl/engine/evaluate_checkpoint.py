@@ -18,7 +18,7 @@ from fbl.errors import ConfigError
 from fbl.label_shift import subsampled_accuracies
 from fbl.models import ForwardWithFeatures
 from fbl.posthoc import logit_adjust, tau_normalized_classifier
-from fbl.predictions import keep_in_run
+from fbl.predictions import Predictions, keep_in_run
 from fbl.statistics import bootstrap_intervals
 
 #: ``fbl eval --precision``'s default: run the model as the run did.
@@ -56,7 +56,14 @@ class _ReplacedHead(ForwardWithFeatures, nn.Module):
         return self.classifier(features)
 
 
-def evaluate_checkpoint(
+def evaluate_checkpoint(checkpoint: str, **options) -> dict:
+    """Metrics of ``checkpoint`` on one of its dataset's evaluation splits; the options are
+    :func:`evaluate_checkpoint_with_predictions`'s."""
+    metrics, _ = evaluate_checkpoint_with_predictions(checkpoint, **options)
+    return metrics
+
+
+def evaluate_checkpoint_with_predictions(
     checkpoint: str,
     *,
     data_dir: str | None = None,
@@ -69,8 +76,9 @@ def evaluate_checkpoint(
     test_time_aggregation: bool = False,
     keep_predictions: bool = False,
     progress: Progress = no_progress,
-) -> dict:
-    """Metrics of ``checkpoint`` on one of its dataset's evaluation splits (default the test split).
+) -> tuple[dict, Predictions]:
+    """Metrics of ``checkpoint`` on one of its dataset's evaluation splits (default the test split), and the
+    per-image predictions they were computed from (of the evaluated images only, under ``limit_batches``).
 
     Args:
         split: ``test``, ``val`` or another split the dataset offers (CIFAR-10 from ``../shared``:
@@ -121,7 +129,7 @@ def evaluate_checkpoint(
     if test_time_aggregation:
         eager = Execution(execution.device, execution.precision)
         metrics["test_time_aggregation"] = aggregate_under_priors(trained, split, execution=eager, progress=progress)
-    return metrics
+    return metrics, predictions
 
 
 def _check_predictions_are_the_runs(checkpoint: str, logit_adjust_tau, tau_norm, precision: str, limit_batches):
